@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Demo knobs: point WORKSPACE/CELEBA_DIR elsewhere and scale IMAGES/EPOCHS up for real runs.
+WORKSPACE ?= workspace
+IMAGES ?= 3000
+EPOCHS ?= 3
+CELEBA_DIR ?=
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m tools.demo --workspace $(WORKSPACE) --num_images $(IMAGES) --epochs $(EPOCHS) \
+		$(if $(CELEBA_DIR),--celeba_dir $(CELEBA_DIR),)
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE) *.egg-info

@@ -1,0 +1,8 @@
+"""Errors caused by the user's data or paths (as opposed to bugs).
+
+The command-line tools print these as one line and exit non-zero, without a traceback.
+"""
+
+
+class DataError(Exception):
+  """A data dir, source folder, shard or manifest is missing, malformed or inconsistent."""

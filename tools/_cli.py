@@ -1,0 +1,85 @@
+"""The shared shape of every tool: flag parsing, one-line errors and exit codes.
+
+Exit codes: 0 success; 1 a problem with the user's data, files or run dirs; 2 a bad flag
+(missing, malformed, out of range, or contradicting another flag); 130 interrupted.
+User mistakes are printed as one `error: ...` line on stderr, never as a traceback; real bugs
+still raise so that they can be reported.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from data_pipeline.errors import DataError
+from evaluation.errors import EvaluationError
+from modeling.errors import ModelError
+
+FLAGS = flags.FLAGS
+
+EXIT_USER_ERROR = 1
+EXIT_FLAG_ERROR = 2
+USER_ERRORS = (DataError, ModelError, EvaluationError)
+
+
+class FlagError(Exception):
+  """A flag value that the validators could not catch (e.g. depends on the data)."""
+
+
+def _program():
+  main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if main_spec is not None and main_spec.name:
+    return main_spec.name
+  return os.path.basename(sys.argv[0]) if sys.argv else "tool"
+
+
+def fail(message, code=EXIT_USER_ERROR):
+  """Prints one error line and exits; for checks done inside a tool's main."""
+  sys.stderr.write(f"{_program()}: error: {message}\n")
+  sys.exit(code)
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    message = " ".join(str(error).split())
+    fail(f"{message} (see --helpshort)", EXIT_FLAG_ERROR)
+
+
+def _guarded(main):
+  def wrapper(argv):
+    if len(argv) > 1:
+      fail(f"unexpected positional arguments {argv[1:]}; every input is a --flag (see "
+           "--helpshort)", EXIT_FLAG_ERROR)
+    try:
+      return main(argv)
+    except FlagError as error:
+      fail(str(error), EXIT_FLAG_ERROR)
+    except USER_ERRORS as error:
+      fail(str(error), EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+      fail("interrupted; rerun the same command to continue where it stopped", 130)
+  return wrapper
+
+
+def run(main, required=()):
+  """Marks the required flags and runs `main` under absl with one-line user errors."""
+  for name in required:
+    flags.mark_flag_as_required(name)
+  logging.set_verbosity(logging.INFO)
+  app.run(_guarded(main), flags_parser=_parse_flags)
+
+
+def write_flagfile(path):
+  """Writes the resolved flags of this tool as a flagfile (`--flagfile=PATH` reruns it)."""
+  from data_pipeline.provenance import atomic_write_bytes  # pylint: disable=g-import-not-at-top
+  main_module = sys.argv[0]
+  module_flags = FLAGS.flags_by_module_dict().get(main_module, [])
+  lines = [f.serialize() for f in module_flags if f.value is not None and f.serialize()]
+  for module, defined in FLAGS.flags_by_module_dict().items():
+    if module.startswith("tools.") and module != main_module:
+      lines += [f.serialize() for f in defined if f.value is not None and f.serialize()]
+  atomic_write_bytes(path, ("\n".join(sorted(set(lines))) + "\n").encode("utf-8"))
