@@ -1,0 +1,332 @@
+"""The built-in synthetic CelebA: cartoon faces written in CelebA's own folder layout.
+
+No real CelebA can be downloaded everywhere (and none in CI), so every demo and test uses these
+faces. `write_synthetic_celeba` writes
+
+    OUTPUT_DIR/img_align_celeba/000001.jpg ...    178x218 RGB JPEGs, like CelebA's aligned images
+    OUTPUT_DIR/list_eval_partition.txt             "000001.jpg 0" (0 train, 1 validation, 2 test)
+    OUTPUT_DIR/list_attr_celeba.txt                the 40 attributes (+1/-1), CelebA's format
+    OUTPUT_DIR/list_landmarks_align_celeba.txt     eye, nose and mouth-corner positions
+    OUTPUT_DIR/synthetic.json                      seed, generator version, factor names, counts
+
+so that the CelebA folder reader handles it unchanged. The attributes are the ground-truth factors
+that drew each face (see synthetic_render.py).
+
+Image k depends only on (seed, k): its random generator is spawned from the seed and the index,
+so the same seed gives byte-identical files whatever --num_images or the number of workers, and
+a longer dataset extends a shorter one. Like CelebA's own partition, the splits are contiguous
+blocks (first 80 % train, then 10 % validation, 10 % test); the faces are independent draws, so
+no block is special.
+
+Writes are crash-safe: each image goes to a temporary name and is renamed into place, the text
+files are written atomically, and synthetic.json says "complete" only after everything else is in
+place. Rerunning the same call on a complete output is a quick no-op, and on an interrupted one
+renders only the missing images.
+
+This module imports NumPy and PIL only (no TensorFlow), so tools and tests load it fast.
+"""
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import time
+
+from absl import logging
+import numpy as np
+import tqdm
+
+from data_pipeline import provenance
+from data_pipeline.attributes import ATTRIBUTE_FILE
+from data_pipeline.attributes import ATTRIBUTE_NAMES
+from data_pipeline.attributes import IMAGE_DIR
+from data_pipeline.attributes import LANDMARK_FILE
+from data_pipeline.attributes import LANDMARK_NAMES
+from data_pipeline.attributes import PARTITION_FILE
+from data_pipeline.attributes import SPLIT_NAMES
+from data_pipeline.errors import DataError
+from data_pipeline.synthetic_render import FACTOR_NAMES
+from data_pipeline.synthetic_render import IMAGE_SIZE
+from data_pipeline.synthetic_render import attribute_vector
+from data_pipeline.synthetic_render import landmarks
+from data_pipeline.synthetic_render import render_face
+from data_pipeline.synthetic_render import sample_factors
+
+__all__ = [
+    "ATTRIBUTE_NAMES", "FACTOR_NAMES", "GENERATOR_VERSION", "METADATA_FILE", "attribute_vector",
+    "face_factors", "file_name", "image_rng", "landmarks", "render_face", "sample_factors",
+    "split_sizes", "write_synthetic_celeba",
+]
+
+# Bump whenever the drawing or the factor sampling changes: the same seed then gives other images,
+# and outputs of an older version are re-rendered rather than mixed with new ones.
+GENERATOR_VERSION = "1.0"
+METADATA_FILE = "synthetic.json"
+# The partition's fractions (train takes the rest), as in CelebA (162,770 / 19,867 / 19,962).
+VALIDATION_FRACTION = 0.1
+TEST_FRACTION = 0.1
+
+_IMAGE_NAME = re.compile(r"^\d{6}\.jpg$")
+_TMP_MARK = ".tmp-"
+_MAX_IMAGES = 999_999  # CelebA's six-digit file names.
+
+
+def image_rng(seed, index):
+  """The random generator of image `index` (0-based): a function of (seed, index) only."""
+  return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def face_factors(seed, index):
+  """The factors of image `index` (0-based) of the dataset with this seed."""
+  return sample_factors(image_rng(seed, index))
+
+
+def file_name(index):
+  """CelebA's file name of image `index` (0-based): 0 -> "000001.jpg"."""
+  return f"{index + 1:06d}.jpg"
+
+
+def split_sizes(num_images):
+  """(train, validation, test) sizes: about 80/10/10, each split non-empty from 3 images on."""
+  validation = round(num_images * VALIDATION_FRACTION)
+  test = round(num_images * TEST_FRACTION)
+  if num_images >= 3:
+    validation, test = max(validation, 1), max(test, 1)
+  return num_images - validation - test, validation, test
+
+
+def split_codes(num_images):
+  """The split code (0 train, 1 validation, 2 test) of every image, in file order."""
+  train, validation, test = split_sizes(num_images)
+  return [0] * train + [1] * validation + [2] * test
+
+
+def encode_jpeg(image, quality):
+  """JPEG bytes of a PIL image; fixed encoder settings so that bytes are reproducible."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+  return buffer.getvalue()
+
+
+def _write_image(path, data):
+  # Renamed into place so that a crash never leaves a truncated JPEG under a final name. No fsync:
+  # the images are cheap to regenerate, and syncing each of them would double the run time.
+  tmp_path = f"{path}{_TMP_MARK}{os.getpid()}"
+  with open(tmp_path, "wb") as f:
+    f.write(data)
+  os.replace(tmp_path, path)
+
+
+def _process_range(image_dir, seed, start, stop, jpeg_quality, existing):
+  """Renders images start..stop-1 (skipping those in `existing`) and describes each of them.
+
+  Returns a list of (attributes, landmarks, sha256 of the JPEG file) in index order. Runs in
+  worker processes, hence plain arguments and a module-level function.
+  """
+  results = []
+  for index in range(start, stop):
+    factors = face_factors(seed, index)
+    path = os.path.join(image_dir, file_name(index))
+    if index in existing:
+      with open(path, "rb") as f:
+        data = f.read()
+    else:
+      data = encode_jpeg(render_face(factors), jpeg_quality)
+      _write_image(path, data)
+    results.append((attribute_vector(factors), landmarks(factors),
+                    hashlib.sha256(data).hexdigest()))
+  return results
+
+
+def _read_metadata(output_dir):
+  """The synthetic.json of a previous run, or None when absent or unreadable."""
+  try:
+    with open(os.path.join(output_dir, METADATA_FILE), encoding="utf-8") as f:
+      metadata = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return metadata if isinstance(metadata, dict) else None
+
+
+def _listdir(path):
+  try:
+    return os.listdir(path)
+  except FileNotFoundError:
+    return []
+
+
+def _remove_stale(image_dir, keep_names):
+  """Deletes leftover temporary files and numbered JPEGs that are not in `keep_names`."""
+  for name in _listdir(image_dir):
+    if _TMP_MARK in name or (_IMAGE_NAME.match(name) and name not in keep_names):
+      os.remove(os.path.join(image_dir, name))
+
+
+def _check_output_dir(output_dir, previous, seed, overwrite):
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise DataError(f"output dir {output_dir} is a file; pass a directory path")
+  if overwrite or not _listdir(output_dir):
+    return
+  if previous is None:
+    raise DataError(f"output dir {output_dir} is not empty and holds no synthetic faces "
+                    f"({METADATA_FILE} missing); choose an empty or new dir, or pass --overwrite")
+  if previous.get("seed") != seed:
+    raise DataError(f"output dir {output_dir} holds synthetic faces of seed "
+                    f"{previous.get('seed')}, not {seed}; use that seed, another dir, or pass "
+                    f"--overwrite")
+
+
+def _is_complete(output_dir, previous, settings, names):
+  if not previous or not previous.get("complete"):
+    return False
+  if any(previous.get(key) != value for key, value in settings.items()):
+    return False
+  for text_file in (PARTITION_FILE, ATTRIBUTE_FILE, LANDMARK_FILE):
+    if not os.path.isfile(os.path.join(output_dir, text_file)):
+      return False
+  return set(names) <= set(_listdir(os.path.join(output_dir, IMAGE_DIR)))
+
+
+def _format_table(num_images, headings, rows, width):
+  """CelebA's table format: a count line, a heading line, then "name v1 v2 ..." per image."""
+  lines = [str(num_images), " ".join(headings) + " "]
+  lines += [file_name(i) + "".join(f"{v:{width}d}" for v in row) for i, row in enumerate(rows)]
+  return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _format_partition(num_images):
+  codes = split_codes(num_images)
+  return "".join(f"{file_name(i)} {code}\n" for i, code in enumerate(codes)).encode("ascii")
+
+
+def _chunks(num_images, num_workers):
+  # Small enough to spread the work evenly and keep the progress bar moving, large enough that
+  # inter-process traffic stays negligible next to rendering (~10 ms an image).
+  size = max(1, min(64, -(-num_images // (4 * num_workers))))
+  return [(start, min(start + size, num_images)) for start in range(0, num_images, size)]
+
+
+def _run_workers(image_dir, seed, num_images, jpeg_quality, existing, num_workers, progress):
+  """Renders every image, in parallel when asked; returns the per-image results in order."""
+  chunks = _chunks(num_images, num_workers)
+  num_workers = min(num_workers, len(chunks))
+  results = []
+  bar = tqdm.tqdm(total=num_images, unit="img", desc="synthetic faces", disable=not progress)
+  with bar:
+    if num_workers == 1:
+      for start, stop in chunks:
+        results += _process_range(image_dir, seed, start, stop, jpeg_quality, existing)
+        bar.update(stop - start)
+      return results
+    # "spawn" rather than fork: the caller may be a process with TensorFlow's threads running
+    # (a test session), and forking those can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+      futures = [pool.submit(_process_range, image_dir, seed, start, stop, jpeg_quality,
+                             {i for i in existing if start <= i < stop})
+                 for start, stop in chunks]
+      for future, (start, stop) in zip(futures, chunks):
+        results += future.result()
+        bar.update(stop - start)
+  return results
+
+
+def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_quality=95,
+                           overwrite=False, progress=False):
+  """Writes `num_images` synthetic faces in CelebA's folder layout under `output_dir`.
+
+  Args:
+    output_dir: created if needed. An existing non-empty dir must hold synthetic faces of the
+      same seed (it is then completed or extended), unless `overwrite`.
+    num_images: 1 to 999,999 (CelebA's six-digit file names).
+    seed: non-negative int; image k depends only on (seed, k).
+    num_workers: processes that render; the output does not depend on it.
+    jpeg_quality: 1 to 100; CelebA's images are about 95.
+    overwrite: re-render every image even if a matching previous output is there.
+    progress: show a progress bar on stderr.
+
+  Returns:
+    A summary dict: output_dir, num_images, seed, splits (name -> count), rendered (images drawn
+    by this call), reused (images kept from a previous run), skipped (True when the output was
+    already complete), images_sha256 (digest over all image files in order), elapsed_s.
+
+  Raises:
+    DataError: the output dir is a file, or holds something other than this seed's faces.
+    ValueError: an argument is out of range.
+  """
+  start_time = time.perf_counter()
+  if not 1 <= num_images <= _MAX_IMAGES:
+    raise ValueError(f"num_images must be in [1, {_MAX_IMAGES}], got {num_images}")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+  seed = int(seed)
+  if not 1 <= jpeg_quality <= 100:
+    raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+  if num_workers < 1:
+    raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+
+  output_dir = os.fspath(output_dir)
+  previous = _read_metadata(output_dir)
+  _check_output_dir(output_dir, previous, seed, overwrite)
+  names = [file_name(i) for i in range(num_images)]
+  image_settings = {"seed": seed, "generator_version": GENERATOR_VERSION,
+                    "jpeg_quality": jpeg_quality}
+  settings = dict(image_settings, num_images=num_images)
+  train, validation, test = split_sizes(num_images)
+  splits = {SPLIT_NAMES[0]: train, SPLIT_NAMES[1]: validation, SPLIT_NAMES[2]: test}
+
+  if not overwrite and _is_complete(output_dir, previous, settings, names):
+    logging.info("%s already holds these %d synthetic faces (seed %d); nothing to do",
+                 output_dir, num_images, seed)
+    return {"output_dir": output_dir, "num_images": num_images, "seed": seed, "splits": splits,
+            "rendered": 0, "reused": num_images, "skipped": True,
+            "images_sha256": previous.get("images_sha256"),
+            "elapsed_s": time.perf_counter() - start_time}
+
+  image_dir = os.path.join(output_dir, IMAGE_DIR)
+  os.makedirs(image_dir, exist_ok=True)
+  reuse = (not overwrite and previous is not None
+           and all(previous.get(key) == value for key, value in image_settings.items()))
+  # Declare the new settings before touching any image: if this run is interrupted, the next
+  # one knows which images on disk belong to these settings.
+  metadata = dict(settings, complete=False, image_size=list(IMAGE_SIZE))
+  provenance.atomic_write_json(os.path.join(output_dir, METADATA_FILE), metadata)
+  keep = set(names) if reuse else set()
+  _remove_stale(image_dir, keep)
+  on_disk = set(_listdir(image_dir))
+  existing = {i for i, name in enumerate(names) if name in on_disk}
+
+  results = _run_workers(image_dir, seed, num_images, jpeg_quality, existing, num_workers,
+                         progress)
+  attributes = [r[0] for r in results]
+  points = [r[1] for r in results]
+  digest = hashlib.sha256("".join(r[2] for r in results).encode("ascii")).hexdigest()
+
+  provenance.atomic_write_bytes(os.path.join(output_dir, PARTITION_FILE),
+                                _format_partition(num_images))
+  provenance.atomic_write_bytes(os.path.join(output_dir, ATTRIBUTE_FILE),
+                                _format_table(num_images, ATTRIBUTE_NAMES, attributes, 3))
+  provenance.atomic_write_bytes(os.path.join(output_dir, LANDMARK_FILE),
+                                _format_table(num_images, LANDMARK_NAMES, points, 5))
+  elapsed = time.perf_counter() - start_time
+  positives = (np.asarray(attributes) > 0).mean(axis=0)
+  metadata.update(
+      complete=True,
+      splits=splits,
+      images_sha256=digest,
+      attribute_names=list(ATTRIBUTE_NAMES),
+      attribute_frequencies={n: round(float(p), 4) for n, p in zip(ATTRIBUTE_NAMES, positives)},
+      factor_names=list(FACTOR_NAMES),
+      rendered=num_images - len(existing),
+      elapsed_s=round(elapsed, 3),
+      provenance=provenance.describe_run(seed=seed),
+  )
+  provenance.atomic_write_json(os.path.join(output_dir, METADATA_FILE), metadata)
+  logging.info("wrote %d synthetic faces (%d rendered, %d kept) to %s in %.1f s",
+               num_images, num_images - len(existing), len(existing), output_dir, elapsed)
+  return {"output_dir": output_dir, "num_images": num_images, "seed": seed, "splits": splits,
+          "rendered": num_images - len(existing), "reused": len(existing), "skipped": False,
+          "images_sha256": digest, "elapsed_s": elapsed}

@@ -1,0 +1,794 @@
+"""Cartoon faces drawn from random factors, placed where CelebA's aligned faces sit.
+
+`sample_factors(rng)` draws one face's factors; `render_face(factors)` draws it as a 178x218 RGB
+image; `attribute_vector(factors)` gives its CelebA attributes (+1/-1). The factors are of two
+kinds:
+
+* the CelebA attributes the renderer controls, as booleans under their CelebA names (`Smiling`,
+  `Eyeglasses`, ...), plus `hair_color` ("black", "brown", "blond", "gray" or "red"), from which
+  the four hair-colour attributes follow, and `full_beard`;
+* continuous factors in lower case (`smile_amount`, `tilt`, `skin_tone`, ...) that vary a face
+  *within* its attribute category.
+
+The renderer decides every visible category from the boolean attributes only, so flipping one
+attribute in a factor dict changes exactly that feature (the tests rely on this), and the
+attributes written to list_attr_celeba.txt are the ground truth of the drawing. `Attractive` is
+the one label that is not drawn: like CelebA's, it is a subjective judgement, here a seeded draw
+that leans on youth and make-up.
+
+Geometry follows CelebA's alignment (eyes near y=111, mouth near y=152 in the 178x218 image), so
+the crop box (0, 40, 178, 218) holds the face and some hair. Drawing happens at 2x resolution and
+is reduced with LANCZOS, which anti-aliases the polygon edges that PIL draws without smoothing.
+Shapes are polygons in face-local coordinates mapped through one rotation and offset, so the head
+tilt costs nothing extra.
+"""
+
+import math
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFilter
+
+from data_pipeline.attributes import ATTRIBUTE_NAMES
+
+IMAGE_SIZE = (178, 218)  # (width, height) of CelebA's aligned images.
+# Where the middle of the head sits before the pose offset; puts the eyes near CelebA's y=111.
+FACE_CENTER = (89.0, 120.0)
+_SUPERSAMPLE = 2
+
+HAIR_COLORS = ("black", "brown", "blond", "gray", "red")
+_HAIR_RGB = {"black": (32, 26, 24), "brown": (104, 68, 42), "blond": (214, 184, 122),
+             "gray": (176, 174, 170), "red": (158, 72, 36)}
+_HAIR_ATTRIBUTE = {"black": "Black_Hair", "brown": "Brown_Hair", "blond": "Blond_Hair",
+                   "gray": "Gray_Hair"}
+# From light to dark; a face's tone is a point along this ramp. Pale skin lies beyond its light end.
+_SKIN_RAMP = np.array([(246, 212, 186), (232, 190, 158), (214, 164, 128), (184, 130, 96),
+                       (146, 98, 68), (104, 68, 48)], np.float64)
+_PALE_SKIN = (252, 236, 228)
+_IRIS_RGB = ((92, 60, 36), (50, 36, 30), (70, 110, 160), (80, 120, 80), (130, 100, 60))
+_LIPSTICK_RGB = ((196, 32, 52), (214, 70, 100), (150, 32, 66), (222, 96, 106), (172, 42, 42))
+_EYESHADOW_RGB = ((120, 80, 140), (90, 110, 160), (150, 100, 80), (80, 70, 70), (170, 120, 150))
+
+# Probabilities roughly follow CelebA's attribute frequencies, except that rare but clearly
+# visible attributes (glasses, hats, baldness) are drawn more often so that small datasets still
+# hold enough of them to learn from.
+_P_MALE = 0.42
+_P_YOUNG = 0.75
+
+
+def _uniform(rng, low, high):
+  return float(rng.uniform(low, high))
+
+
+def _coin(rng, p):
+  return bool(rng.random() < p)
+
+
+def _rgb(rng, low=0, high=255):
+  return tuple(int(v) for v in rng.integers(low, high + 1, size=3))
+
+
+def _jitter(rng, scale):
+  return tuple(float(v) for v in rng.normal(0.0, scale, size=3))
+
+
+def sample_factors(rng):
+  """Draws the factors of one face from `rng` (a numpy Generator); the same rng state gives the
+  same factors. Returns a dict of plain Python values (JSON-serializable)."""
+  f = {}
+  male = f["Male"] = _coin(rng, _P_MALE)
+  young = f["Young"] = _coin(rng, _P_YOUNG)
+  female = not male
+
+  # Head shape and pose.
+  f["Chubby"] = _coin(rng, 0.08 if young else 0.16)
+  f["Oval_Face"] = _coin(rng, 0.3)
+  f["Double_Chin"] = _coin(rng, 0.35 if f["Chubby"] else (0.03 if young else 0.12))
+  f["head_width_amount"] = _uniform(rng, 0, 1)
+  f["head_aspect_amount"] = _uniform(rng, 0, 1)
+  f["jaw_amount"] = _uniform(rng, 0, 1)
+  f["offset_x"] = _uniform(rng, -5, 5)
+  f["offset_y"] = _uniform(rng, -5, 5)
+  f["tilt"] = float(np.clip(rng.normal(0, 4), -10, 10))  # degrees
+  f["yaw"] = _uniform(rng, -1, 1)  # turns the features sideways inside the head outline
+
+  # Skin.
+  f["Pale_Skin"] = _coin(rng, 0.06)
+  f["skin_tone"] = float(rng.beta(2.0, 3.0))
+  f["skin_jitter"] = _jitter(rng, 5)
+
+  # Hair.
+  gray_p = 0.03 if young else 0.45
+  f["hair_color"] = str(rng.choice(HAIR_COLORS, p=_hair_color_p(gray_p, male)))
+  f["hair_jitter"] = _jitter(rng, 9)
+  f["Wearing_Hat"] = _coin(rng, 0.08)
+  f["Bald"] = male and _coin(rng, 0.05 if young else 0.18)
+  f["Receding_Hairline"] = (not f["Bald"]) and _coin(rng, (0.1 if young else 0.3) if male
+                                                     else 0.03)
+  f["Bangs"] = (not f["Bald"]) and (not f["Receding_Hairline"]) and _coin(
+      rng, 0.1 if male else 0.25)
+  hair_style = rng.random()
+  f["Straight_Hair"] = (not f["Bald"]) and hair_style < 0.32
+  f["Wavy_Hair"] = (not f["Bald"]) and 0.32 <= hair_style < 0.66
+  long_hair = _coin(rng, 0.12 if male else 0.8)
+  f["hair_length"] = _uniform(rng, 0.45, 1.0) if long_hair else _uniform(rng, 0.0, 0.25)
+  f["hair_volume"] = _uniform(rng, 3, 13)
+  f["hair_wave_phase"] = _uniform(rng, 0, 2 * math.pi)
+  f["hair_part"] = _uniform(rng, -0.5, 0.5)
+  f["Sideburns"] = male and not f["Bald"] and _coin(rng, 0.15)
+
+  # Facial hair (only drawn on men, as in almost all of CelebA).
+  f["Goatee"] = male and _coin(rng, 0.14)
+  f["Mustache"] = male and _coin(rng, 0.45 if f["Goatee"] else 0.06)
+  f["full_beard"] = male and _coin(rng, 0.07)
+  f["5_o_Clock_Shadow"] = male and not f["full_beard"] and _coin(rng, 0.22)
+
+  # Eyes and brows.
+  f["Narrow_Eyes"] = _coin(rng, 0.12)
+  f["Bags_Under_Eyes"] = _coin(rng, 0.12 if young else 0.5)
+  f["eye_spacing"] = _uniform(rng, 17, 21)
+  f["eye_width"] = _uniform(rng, 6.5, 8.5)
+  f["eye_open_amount"] = _uniform(rng, 0, 1)
+  f["iris_color"] = int(rng.integers(len(_IRIS_RGB)))
+  f["gaze_x"] = _uniform(rng, -1.5, 1.5)
+  f["gaze_y"] = _uniform(rng, -0.6, 0.6)
+  f["Arched_Eyebrows"] = _coin(rng, 0.1 if male else 0.42)
+  f["Bushy_Eyebrows"] = _coin(rng, 0.25 if male else 0.07)
+  f["brow_thickness_amount"] = _uniform(rng, 0, 1)
+  f["brow_arch_amount"] = _uniform(rng, 0, 1)
+  f["brow_raise"] = _uniform(rng, -1.5, 2.5)
+
+  # Nose.
+  f["Big_Nose"] = _coin(rng, 0.36 if male else 0.14)
+  f["Pointy_Nose"] = _coin(rng, 0.28)
+  f["nose_length"] = _uniform(rng, 0, 1)
+  f["nose_width_amount"] = _uniform(rng, 0, 1)
+
+  # Mouth and expression; smiles lift the cheeks, so High_Cheekbones follows Smiling as in CelebA.
+  smiling = f["Smiling"] = _coin(rng, 0.48)
+  f["Mouth_Slightly_Open"] = _coin(rng, 0.62 if smiling else 0.33)
+  f["High_Cheekbones"] = _coin(rng, 0.78 if smiling else 0.15)
+  f["Big_Lips"] = _coin(rng, 0.24)
+  f["smile_amount"] = _uniform(rng, 0, 1)
+  f["mouth_open_amount"] = _uniform(rng, 0, 1)
+  f["mouth_width"] = _uniform(rng, 0, 1)
+  f["lip_amount"] = _uniform(rng, 0, 1)
+
+  # Make-up and accessories.
+  f["Heavy_Makeup"] = female and _coin(rng, 0.6)
+  f["Wearing_Lipstick"] = _coin(rng, 0.01 if male else (0.95 if f["Heavy_Makeup"] else 0.3))
+  f["Rosy_Cheeks"] = _coin(rng, 0.03 if male else 0.12)
+  f["lipstick_color"] = int(rng.integers(len(_LIPSTICK_RGB)))
+  f["eyeshadow_color"] = int(rng.integers(len(_EYESHADOW_RGB)))
+  f["Eyeglasses"] = _coin(rng, 0.12 if young else 0.3)
+  f["glasses_style"] = int(rng.choice(3, p=(0.45, 0.4, 0.15)))  # round, rectangular, sunglasses
+  f["glasses_rgb"] = _rgb(rng, 0, 160)
+  f["lens_size"] = _uniform(rng, 0, 1)
+  f["hat_style"] = int(rng.integers(3))  # cap, beanie, brimmed hat
+  f["hat_rgb"] = _rgb(rng, 20, 235)
+  f["Wearing_Earrings"] = _coin(rng, 0.02 if male else 0.3)
+  f["earring_style"] = int(rng.integers(2))  # stud, hoop
+  f["Wearing_Necklace"] = _coin(rng, 0.01 if male else 0.2)
+  f["Wearing_Necktie"] = _coin(rng, 0.16 if male else 0.01)
+  f["clothes_rgb"] = _rgb(rng, 15, 235)
+  f["tie_rgb"] = _rgb(rng, 20, 220)
+
+  # Age, image quality, lighting, background.
+  f["wrinkle_amount"] = _uniform(rng, 0, 1)
+  f["Blurry"] = _coin(rng, 0.05)
+  f["blur_radius"] = _uniform(rng, 0.9, 1.7)
+  f["light_angle"] = _uniform(rng, 0, 2 * math.pi)
+  f["light_strength"] = _uniform(rng, 0, 1)
+  f["background_rgb_a"] = _rgb(rng, 15, 240)
+  f["background_rgb_b"] = _rgb(rng, 15, 240)
+  f["background_angle"] = _uniform(rng, 0, 2 * math.pi)
+  f["background_seed"] = int(rng.integers(2**31))
+
+  # Not drawn: a subjective label, as in CelebA.
+  attractive_p = (0.62 if young else 0.2) + (0.15 if f["Heavy_Makeup"] else 0.0)
+  f["Attractive"] = _coin(rng, attractive_p)
+  return f
+
+
+def _hair_color_p(gray_p, male):
+  blond = 0.1 if male else 0.26
+  rest = 1.0 - gray_p
+  weights = np.array([0.36, 0.34, blond, 0.0, 0.08])
+  weights = weights / weights.sum() * rest
+  weights[3] = gray_p
+  return weights
+
+
+FACTOR_NAMES = tuple(sample_factors(np.random.default_rng(0)))
+
+
+def attribute_vector(factors):
+  """The face's 40 CelebA attributes as +1/-1 ints, in ATTRIBUTE_NAMES order."""
+  derived = dict(factors)
+  for color, name in _HAIR_ATTRIBUTE.items():
+    derived[name] = factors["hair_color"] == color
+  derived["No_Beard"] = not (factors["Goatee"] or factors["Mustache"] or factors["full_beard"])
+  return [1 if derived[name] else -1 for name in ATTRIBUTE_NAMES]
+
+
+def _pose(f):
+  """The map from face-local to image coordinates (1x): a rotation matrix and an origin."""
+  angle = math.radians(f["tilt"])
+  cos, sin = math.cos(angle), math.sin(angle)
+  origin = np.array([FACE_CENTER[0] + f["offset_x"], FACE_CENTER[1] + f["offset_y"]])
+  return np.array([[cos, sin], [-sin, cos]]), origin
+
+
+class _Pen:
+  """Draws polygons and lines given in face-local 1x coordinates, after tilt and offset."""
+
+  def __init__(self, image, factors):
+    self.draw = ImageDraw.Draw(image, "RGBA")  # "RGBA" blends colours with an alpha.
+    matrix, origin = _pose(factors)
+    self._matrix = matrix * _SUPERSAMPLE
+    self._origin = origin * _SUPERSAMPLE
+
+  def xy(self, points):
+    return (np.asarray(points, np.float64) @ self._matrix + self._origin).ravel().tolist()
+
+  def polygon(self, points, fill):
+    self.draw.polygon(self.xy(points), fill=fill)
+
+  def line(self, points, fill, width):
+    self.draw.line(self.xy(points), fill=fill, width=max(1, round(width * _SUPERSAMPLE)),
+                   joint="curve")
+
+  def circle(self, center, radius, fill=None, outline=None, width=1):
+    x, y = self.xy([center])
+    r = radius * _SUPERSAMPLE
+    self.draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=outline,
+                      width=max(1, round(width * _SUPERSAMPLE)))
+
+
+def _ellipse(cx, cy, rx, ry, t0=0.0, t1=2 * math.pi, n=48):
+  t = np.linspace(t0, t1, n)
+  return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def _scale(rgb, factor):
+  return tuple(int(np.clip(c * factor, 0, 255)) for c in rgb)
+
+
+def _mix(rgb_a, rgb_b, weight):
+  return tuple(int(round(a * (1 - weight) + b * weight)) for a, b in zip(rgb_a, rgb_b))
+
+
+def _skin_rgb(f):
+  if f["Pale_Skin"]:
+    base = np.array(_PALE_SKIN, np.float64)
+  else:
+    position = f["skin_tone"] * (len(_SKIN_RAMP) - 1)
+    low = int(min(position, len(_SKIN_RAMP) - 2))
+    base = _SKIN_RAMP[low] + (position - low) * (_SKIN_RAMP[low + 1] - _SKIN_RAMP[low])
+  return tuple(int(v) for v in np.clip(base + np.array(f["skin_jitter"]), 0, 255))
+
+
+def _hair_rgb(f):
+  base = np.array(_HAIR_RGB[f["hair_color"]], np.float64) + np.array(f["hair_jitter"])
+  return tuple(int(v) for v in np.clip(base, 0, 255))
+
+
+class _Face:
+  """The derived geometry of one face (face-local 1x coordinates, origin at the head centre)."""
+
+  def __init__(self, f):
+    self.f = f
+    self.w = (46.0 + 3.0 * f["head_width_amount"]) if f["Chubby"] else (
+        38.0 + 6.0 * f["head_width_amount"])
+    aspect = (1.34 + 0.1 * f["head_aspect_amount"]) if f["Oval_Face"] else (
+        1.14 + 0.14 * f["head_aspect_amount"])
+    self.h = min(self.w * aspect, 62.0)
+    self.jaw = (0.84 + 0.1 * f["jaw_amount"]) if f["Male"] else (0.72 + 0.1 * f["jaw_amount"])
+    self.fx = 4.0 * f["yaw"]  # features slide sideways when the head turns
+    self.eye_y = -8.0
+    self.eye_dx = f["eye_spacing"]
+    self.eye_w = f["eye_width"]
+    self.eye_open = (1.6 + 0.8 * f["eye_open_amount"]) if f["Narrow_Eyes"] else (
+        3.4 + 1.4 * f["eye_open_amount"])
+    self.nose_y = self.eye_y + 19.0 + 4.0 * f["nose_length"] + (2.5 if f["Big_Nose"] else 0.0)
+    self.nose_w = (8.5 + 2.5 * f["nose_width_amount"]) if f["Big_Nose"] else (
+        5.5 + 2.0 * f["nose_width_amount"])
+    self.mouth_y = min(self.nose_y + 15.0, self.h * 0.68)
+    self.mouth_w = 12.0 + 4.0 * f["mouth_width"] + (2.0 if f["Smiling"] else 0.0)
+    self.smile = (3.5 + 4.0 * f["smile_amount"]) if f["Smiling"] else (
+        -2.0 + 3.0 * f["smile_amount"])
+    self.mouth_open = (2.5 + 3.5 * f["mouth_open_amount"]) if f["Mouth_Slightly_Open"] else 0.0
+    self.lip = (4.0 + 1.5 * f["lip_amount"]) if f["Big_Lips"] else (2.0 + 1.2 * f["lip_amount"])
+    self.skin = _skin_rgb(f)
+    self.hair = _hair_rgb(f)
+    self.brow_rgb = _scale(self.hair, 0.7) if f["hair_color"] != "black" else self.hair
+
+  def outline(self, grow=0.0, n=72):
+    """The head outline: an ellipse whose lower half narrows towards the jaw."""
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    lower = np.clip(np.sin(t), 0, None)
+    x = (self.w + grow) * np.cos(t) * (1 - (1 - self.jaw) * lower)
+    y = (self.h + grow) * np.sin(t)
+    return np.stack([x, y], axis=1)
+
+  def mouth_curve(self, x):
+    """The line between the lips; corners rise with the smile."""
+    return self.mouth_y - self.smile * (x / self.mouth_w) ** 2 + 0.25 * self.smile
+
+
+def render_face(factors):
+  """Draws the face described by `factors` as a 178x218 RGB PIL image."""
+  f = factors
+  face = _Face(f)
+  size = (IMAGE_SIZE[0] * _SUPERSAMPLE, IMAGE_SIZE[1] * _SUPERSAMPLE)
+  image = _background(f).resize(size, Image.BILINEAR)
+  _background_shapes(image, f)
+  pen = _Pen(image, f)
+
+  _draw_back_hair(pen, face)
+  _draw_body(pen, face)
+  _draw_head(pen, face)
+  _draw_shading(pen, face)
+  _draw_front_hair(pen, face)
+  _draw_facial_hair(pen, face)
+  _draw_eyes(pen, face)
+  _draw_brows(pen, face)
+  _draw_nose(pen, face)
+  _draw_cheeks(pen, face)
+  _draw_mouth(pen, face)
+  _draw_accessories(pen, face)
+
+  image = image.resize(IMAGE_SIZE, Image.LANCZOS)
+  image = _apply_lighting(image, f)
+  if f["Blurry"]:
+    image = image.filter(ImageFilter.GaussianBlur(f["blur_radius"]))
+  return image
+
+
+def landmarks(factors):
+  """CelebA's five landmarks of the face, as ints in LANDMARK_NAMES order (image pixels).
+
+  Left and right are as seen in the image (the left eye has the smaller x), as in CelebA.
+  """
+  face = _Face(factors)
+  points = []
+  for side in (-1, 1):
+    cx, cy, _, _, _ = _almond(face, side)
+    points.append((cx, cy))
+  points.append((face.fx * 1.5, face.nose_y))
+  for side in (-1, 1):
+    x = side * face.mouth_w
+    points.append((face.fx + x, float(face.mouth_curve(x))))
+  matrix, origin = _pose(factors)
+  image_points = np.asarray(points) @ matrix + origin
+  return [int(round(v)) for v in image_points.ravel()]
+
+
+def _background(f):
+  """A two-colour linear gradient at 1x (upsampled by the caller: it is smooth anyway)."""
+  width, height = IMAGE_SIZE
+  ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+  direction = np.array([math.cos(f["background_angle"]), math.sin(f["background_angle"])])
+  t = (xs - width / 2) * direction[0] + (ys - height / 2) * direction[1]
+  t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+  a = np.array(f["background_rgb_a"], np.float32)
+  b = np.array(f["background_rgb_b"], np.float32)
+  pixels = a + t[..., None] * (b - a)
+  return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+def _background_shapes(image, f):
+  """A few random shapes behind the person, so that backgrounds are not all plain gradients."""
+  rng = np.random.default_rng(f["background_seed"])
+  draw = ImageDraw.Draw(image, "RGBA")
+  width, height = image.size
+  for _ in range(int(rng.integers(0, 5))):
+    kind = int(rng.integers(3))
+    color = _rgb(rng, 10, 245) + (int(rng.integers(90, 256)),)
+    x0, y0 = float(rng.uniform(0, width)), float(rng.uniform(0, height))
+    x1, y1 = x0 + float(rng.uniform(20, 160)), y0 + float(rng.uniform(20, 160))
+    if kind == 0:
+      draw.ellipse((x0, y0, x1, y1), fill=color)
+    elif kind == 1:
+      draw.rectangle((x0, y0, x1, y1), fill=color)
+    else:
+      draw.line((x0, y0, x1 - 80, y1 + 60), fill=color, width=int(rng.integers(4, 16)))
+
+
+def _wave(face, y, amplitude):
+  """Sideways displacement of a hair edge at height y: wavy, curly (neither attribute) or none."""
+  f = face.f
+  if f["Straight_Hair"]:
+    return 0.0 * y
+  if f["Wavy_Hair"]:
+    return amplitude * np.sin(y / 7.0 + f["hair_wave_phase"])
+  return 0.45 * amplitude * np.sin(y / 2.6 + f["hair_wave_phase"])  # tight curls
+
+
+def _hair_bottom(face):
+  return face.h * 0.1 + face.f["hair_length"] * 95.0
+
+
+def _draw_back_hair(pen, face):
+  """Hair behind the head: the crown outline and, for long hair, the fall past the shoulders."""
+  f = face.f
+  if f["Bald"]:
+    # A fringe around the sides of the head only.
+    for side in (-1, 1):
+      x_out, x_in = side * (face.w + 2.5), side * (face.w - 3)
+      pen.polygon([(x_in, -face.h * 0.35), (x_out, -face.h * 0.3), (x_out, 6), (x_in, 8)],
+                  face.hair)
+    return
+  volume = f["hair_volume"]
+  rx, ry = face.w + volume, face.h + 0.8 * volume
+  crown = _ellipse(0, 0, rx, ry, math.pi, 2 * math.pi, n=40)
+  bottom = _hair_bottom(face)
+  ys = np.linspace(0, bottom, 16)
+  spread = 6.0 * f["hair_length"]
+  right = np.stack([rx + spread * ys / max(bottom, 1) + _wave(face, ys, 3.5), ys], axis=1)
+  left = np.stack([-rx - spread * ys / max(bottom, 1) + _wave(face, ys, 3.5), ys], axis=1)[::-1]
+  if f["Wavy_Hair"] or not f["Straight_Hair"]:
+    crown = crown + np.stack([0 * crown[:, 1], _wave(face, crown[:, 0], 1.5)], axis=1)
+  pen.polygon(np.concatenate([crown, right, left]), face.hair)
+
+
+def _draw_body(pen, face):
+  """Neck, shoulders and clothes, plus the collar, necktie and necklace."""
+  f = face.f
+  w, h = face.w, face.h
+  neck_skin = _scale(face.skin, 0.86)
+  neck_w = 0.5 * w if f["Male"] else 0.42 * w
+  pen.polygon([(-neck_w, h * 0.4), (neck_w, h * 0.4), (neck_w * 1.1, h + 30),
+               (-neck_w * 1.1, h + 30)], neck_skin)
+  shoulder = 2.2 * w if f["Male"] else 1.95 * w
+  top = h + 14
+  body = [(-neck_w * 1.1, top), (-shoulder * 0.8, top + 10), (-shoulder, top + 26),
+          (-shoulder * 1.1, 160), (shoulder * 1.1, 160), (shoulder, top + 26),
+          (shoulder * 0.8, top + 10), (neck_w * 1.1, top)]
+  pen.polygon(body, f["clothes_rgb"])
+  if f["Wearing_Necktie"]:
+    # A white shirt collar with the tie knot and blade in the opening.
+    pen.polygon([(-neck_w * 1.1, top), (0, top + 20), (neck_w * 1.1, top),
+                 (neck_w * 1.4, top + 6), (0, top + 30), (-neck_w * 1.4, top + 6)],
+                (236, 236, 240))
+    tie = f["tie_rgb"]
+    pen.polygon([(-4, top + 2), (4, top + 2), (3, top + 8), (-3, top + 8)], _scale(tie, 0.8))
+    pen.polygon([(-3, top + 8), (3, top + 8), (6, top + 38), (0, top + 45), (-6, top + 38)], tie)
+  else:
+    pen.polygon([(-neck_w * 1.1, top), (0, top + 16), (neck_w * 1.1, top)], neck_skin)
+  if f["Wearing_Necklace"]:
+    points = _ellipse(0, top - 2, neck_w * 1.15, 14, 0.15 * math.pi, 0.85 * math.pi, n=11)
+    for x, y in points:
+      pen.circle((x, y), 1.6, fill=(240, 228, 170))
+
+
+def _draw_head(pen, face):
+  """Ears (hidden by long hair), then the head."""
+  f = face.f
+  ears_visible = f["Bald"] or f["hair_length"] < 0.4
+  if ears_visible:
+    for side in (-1, 1):
+      pen.polygon(_ellipse(side * (face.w - 1), 2, 6.5, 11, n=24), _scale(face.skin, 0.93))
+      pen.polygon(_ellipse(side * (face.w + 1), 2, 2.5, 6, n=16), _scale(face.skin, 0.8))
+  pen.polygon(face.outline(), face.skin)
+  if f["Double_Chin"]:
+    # A fold under the chin with a shaded band below it.
+    upper = _ellipse(0, face.h - 5, face.w * 0.42, 6, 0.15 * math.pi, 0.85 * math.pi, n=16)
+    lower = _ellipse(0, face.h - 1, face.w * 0.48, 7, 0.85 * math.pi, 0.15 * math.pi, n=16)
+    pen.polygon(np.concatenate([upper, lower]), (80, 40, 30, 45))
+    pen.line(upper, (80, 40, 30, 110), 1.4)
+  if not f["Young"]:
+    # Forehead lines, crow's feet and deeper nasolabial folds.
+    alpha = int(50 + 60 * f["wrinkle_amount"])
+    for k in range(3):
+      y = -face.h * 0.5 + 4.5 * k
+      pen.line(_ellipse(0, y + 4, face.w * 0.45, 4, 1.15 * math.pi, 1.85 * math.pi, n=12),
+               (90, 50, 40, alpha), 1.0)
+    for side in (-1, 1):
+      x = face.fx + side * (face.eye_dx + face.eye_w + 3)
+      for dy in (-2.5, 0, 2.5):
+        pen.line([(x, face.eye_y + dy), (x + side * 4, face.eye_y + dy * 1.6)],
+                 (90, 50, 40, alpha), 0.8)
+
+
+def _draw_shading(pen, face):
+  """Darkens the side of the face turned away from the light, in soft steps."""
+  f = face.f
+  strength = f["light_strength"]
+  if strength < 0.05:
+    return
+  angle = f["light_angle"]
+  light = np.array([math.cos(angle), math.sin(angle)])
+  outline = face.outline()
+  along = outline @ light
+  for k, cut in enumerate((0.0, -0.35, -0.65)):
+    points = outline[along < cut * face.w]
+    if len(points) > 2:
+      alpha = int(28 * strength) + 4 * k
+      pen.polygon(points, (40, 20, 30, alpha))
+
+
+def _draw_front_hair(pen, face):
+  """Hair over the forehead down to the hairline (bangs, receding), side locks, hat."""
+  f = face.f
+  w, h = face.w, face.h
+  if not f["Bald"]:
+    volume = f["hair_volume"]
+    crown = _ellipse(0, 0, w + volume, h + 0.8 * volume, math.pi, 2 * math.pi, n=40)
+    xs = np.linspace(w + 1, -(w + 1), 33)
+    part = f["hair_part"] * w
+    if f["Bangs"]:
+      apex = -h * 0.42
+      edge = apex + 0.2 * h * (np.abs(xs) / w) ** 3
+      edge = edge + 2.2 * (np.arange(len(xs)) % 2)  # a ragged fringe
+    elif f["Receding_Hairline"]:
+      # The "M" shape: the temples recede further than the middle.
+      apex = -h * 0.78
+      edge = apex - 0.12 * h * np.sin(np.pi * np.clip(np.abs(xs) / w, 0, 1)) + (
+          0.5 * h * np.clip((np.abs(xs) / w) - 0.75, 0, None) / 0.25)
+    else:
+      apex = -h * 0.66
+      edge = apex + 0.52 * h * (np.abs(xs - part) / (w + abs(part))) ** 2.2
+    edge = np.minimum(edge, -h * 0.12)
+    hairline = np.stack([xs, edge], axis=1)
+    pen.polygon(np.concatenate([crown, hairline]), face.hair)
+    if f["hair_length"] >= 0.4:
+      # Locks framing the face, falling in front of the shoulders.
+      bottom = _hair_bottom(face)
+      ys = np.linspace(-h * 0.2, bottom, 12)
+      for side in (-1, 1):
+        outer = side * (w + volume * 0.6) + _wave(face, ys, 3.0)
+        inner = side * (w - 4 + 4 * ys / bottom) + _wave(face, ys, 3.0)
+        points = np.concatenate([np.stack([outer, ys], 1), np.stack([inner, ys], 1)[::-1]])
+        pen.polygon(points, _scale(face.hair, 0.93))
+  if f["Sideburns"]:
+    for side in (-1, 1):
+      pen.polygon([(side * (w + 0.5), -h * 0.2), (side * (w - 5), -h * 0.2),
+                   (side * (w - 5.5), 12), (side * (w - 0.5), 12)], face.hair)
+  if f["Wearing_Hat"]:
+    _draw_hat(pen, face)
+
+
+def _draw_hat(pen, face):
+  f = face.f
+  w, h = face.w, face.h
+  color = f["hat_rgb"]
+  band = -h * 0.5
+  style = f["hat_style"]
+  if style == 0:  # baseball cap: a dome and a visor towards the viewer
+    pen.polygon(_ellipse(0, band, w + 5, h * 0.62, math.pi, 2 * math.pi, n=32), color)
+    pen.polygon(_ellipse(0, band - 1, w * 0.95, 11, 0, math.pi, n=24), _scale(color, 0.78))
+  elif style == 1:  # beanie with a folded band
+    pen.polygon(_ellipse(0, band, w + 6, h * 0.75, math.pi, 2 * math.pi, n=32), color)
+    pen.polygon([(-(w + 7), band - 9), (w + 7, band - 9), (w + 7, band + 3), (-(w + 7), band + 3)],
+                _scale(color, 0.8))
+  else:  # brimmed hat
+    pen.polygon(_ellipse(0, band - 2, w + 24, 8, n=40), _scale(color, 0.8))
+    pen.polygon([(-(w - 2), band - 2), (-(w - 6), band - h * 0.6), (w - 6, band - h * 0.6),
+                 (w - 2, band - 2)], color)
+    pen.polygon([(-(w - 2), band - 2), (-(w - 3), band - 8), (w - 3, band - 8), (w - 2, band - 2)],
+                _scale(color, 0.5))
+
+
+def _jaw_region(face, top):
+  """The part of the head outline below height `top` (for beards and stubble)."""
+  outline = face.outline(grow=1.5)
+  return outline[outline[:, 1] > top]
+
+
+def _draw_facial_hair(pen, face):
+  f = face.f
+  beard_rgb = face.brow_rgb
+  if f["5_o_Clock_Shadow"]:
+    pen.polygon(_jaw_region(face, face.nose_y - 2), (70, 60, 70, 70))
+  if f["full_beard"]:
+    pen.polygon(_jaw_region(face, face.nose_y), beard_rgb)
+  if f["Goatee"]:
+    x = face.fx
+    top = face.mouth_y + face.lip + 1.5
+    pen.polygon([(x - face.mouth_w * 0.7, top), (x + face.mouth_w * 0.7, top),
+                 (x + face.w * 0.38, face.h * 0.9), (x, face.h + 2.5),
+                 (x - face.w * 0.38, face.h * 0.9)], beard_rgb)
+
+
+def _almond(face, side):
+  """Upper and lower lid curves of one eye as functions of x, and its centre."""
+  cx = face.fx + side * face.eye_dx + 0.6 * face.fx * side
+  cy = face.eye_y
+  squint = 0.85 if face.f["Smiling"] else 1.0
+  half_w, opening = face.eye_w, face.eye_open * squint
+
+  def upper(x):
+    return cy - opening * (1 - np.clip((x - cx) / half_w, -1, 1) ** 2)
+
+  def lower(x):
+    return cy + 0.65 * opening * (1 - np.clip((x - cx) / half_w, -1, 1) ** 2)
+
+  return cx, cy, half_w, upper, lower
+
+
+def _draw_eyes(pen, face):
+  f = face.f
+  iris_rgb = _IRIS_RGB[f["iris_color"]]
+  for side in (-1, 1):
+    cx, cy, half_w, upper, lower = _almond(face, side)
+    xs = np.linspace(cx - half_w, cx + half_w, 17)
+    almond = np.concatenate([np.stack([xs, upper(xs)], 1), np.stack([xs, lower(xs)], 1)[::-1]])
+    if f["Heavy_Makeup"]:
+      shadow = np.concatenate([np.stack([xs, upper(xs) - 4.5], 1),
+                               np.stack([xs, upper(xs)], 1)[::-1]])
+      pen.polygon(shadow, _EYESHADOW_RGB[f["eyeshadow_color"]] + (130,))
+    if f["Bags_Under_Eyes"]:
+      # A puffy, shaded crescent under the eye.
+      inner = xs[2:-2]
+      bag = np.concatenate([np.stack([inner, lower(inner) + 0.5], 1),
+                            np.stack([inner[::-1], lower(inner[::-1]) + 4.5], 1)])
+      pen.polygon(bag, (110, 60, 70, 60))
+      pen.line(np.stack([inner, lower(inner) + 4.5], 1), (90, 50, 50, 100), 1.1)
+    pen.polygon(almond, (244, 242, 236))
+    # Iris and pupil are circles clipped to the almond, so narrow eyes stay inside their lids.
+    gx, gy = cx + f["gaze_x"], cy + f["gaze_y"]
+    for radius, color in ((3.3, iris_rgb), (1.5, (12, 10, 10))):
+      t = np.linspace(0, 2 * math.pi, 24, endpoint=False)
+      px = np.clip(gx + radius * np.cos(t), cx - half_w, cx + half_w)
+      py = np.clip(gy + radius * np.sin(t), upper(px), lower(px))
+      pen.polygon(np.stack([px, py], 1), color)
+    lid_width = 1.6 if f["Male"] else 2.2
+    pen.line(np.stack([xs, upper(xs)], 1), (40, 25, 25), lid_width)
+    if not f["Male"]:
+      # Lashes at the outer corner.
+      x0 = cx + side * half_w
+      pen.line([(x0, cy), (x0 + side * 2.5, cy - 2)], (40, 25, 25), 1.2)
+
+
+def _draw_brows(pen, face):
+  f = face.f
+  thickness = (3.4 + 1.2 * f["brow_thickness_amount"]) if f["Bushy_Eyebrows"] else (
+      1.4 + 1.1 * f["brow_thickness_amount"])
+  arch = (3.2 + 1.6 * f["brow_arch_amount"]) if f["Arched_Eyebrows"] else (
+      0.4 + 1.4 * f["brow_arch_amount"])
+  for side in (-1, 1):
+    cx, cy, half_w, _, _ = _almond(face, side)
+    t = np.linspace(0, 1, 9)
+    xs = cx + side * (-half_w - 1 + t * (2 * half_w + 4))
+    # The peak sits two thirds of the way out, which is what reads as an arch.
+    ys = cy - 8.5 - f["brow_raise"] - arch * np.sin(np.pi * np.clip(t / 0.66, 0, 1) * 0.5) * (
+        1 - np.clip((t - 0.66) / 0.34, 0, 1) * 0.7)
+    pen.line(np.stack([xs, ys], 1), face.brow_rgb, thickness)
+
+
+def _draw_nose(pen, face):
+  f = face.f
+  x, tip = face.fx * 1.5, face.nose_y
+  dark = _scale(face.skin, 0.72)
+  nw = face.nose_w
+  side = 1 if math.cos(f["light_angle"]) < 0 else -1  # the bridge shadow is away from the light
+  pen.line([(x + side * 2.5, face.eye_y + 4), (x + side * 3.0, tip - 6)], dark + (110,), 1.2)
+  if f["Pointy_Nose"]:
+    # A sharp tip: a shaded triangle under the bridge, outlined.
+    pen.polygon([(x + side * 3.0, tip - 9), (x + 0.6 * nw, tip - 1.5), (x, tip + 2),
+                 (x - 0.6 * nw, tip - 1.5)], dark + (70,))
+    pen.line([(x + side * 3.0, tip - 6), (x, tip + 2), (x - 0.6 * nw, tip - 1.5)], dark, 1.3)
+    pen.line([(x, tip + 2), (x + 0.6 * nw, tip - 1.5)], dark, 1.3)
+  else:
+    # A round tip: a ball of shade and the curve of the nostril wings.
+    pen.polygon(_ellipse(x, tip - 3, nw * 0.5, 3.5, n=20), dark + (45,))
+    pen.line(_ellipse(x, tip - 2.5, nw * 0.75, 4, 0.1 * math.pi, 0.9 * math.pi, n=14), dark, 1.3)
+  for s in (-1, 1):
+    pen.polygon(_ellipse(x + s * nw * 0.38, tip - 0.5, 1.6, 1.0, n=10), _scale(face.skin, 0.45))
+
+
+def _draw_cheeks(pen, face):
+  f = face.f
+  cheek_y = face.eye_y + 15
+  for side in (-1, 1):
+    cx = face.fx + side * (face.eye_dx + 4)
+    if f["Rosy_Cheeks"]:
+      pen.polygon(_ellipse(cx, cheek_y, 8, 5, n=20), (235, 80, 95, 85))
+    elif f["Heavy_Makeup"]:
+      pen.polygon(_ellipse(cx, cheek_y, 7, 4, n=20), (220, 110, 110, 35))
+    if f["High_Cheekbones"]:
+      # A highlight over the cheekbone and a shadow line beneath it.
+      pen.polygon(_ellipse(cx + side * 2, cheek_y - 3, 7, 3, n=16), (255, 250, 240, 90))
+      pen.line(_ellipse(cx + side * 3, cheek_y + 3, 8, 5, 0.2 * math.pi, 0.6 * math.pi, n=8)
+               if side > 0 else
+               _ellipse(cx + side * 3, cheek_y + 3, 8, 5, 0.4 * math.pi, 0.8 * math.pi, n=8),
+               (90, 45, 40, 100), 1.5)
+    if f["Smiling"]:
+      # Smile lines from the nose wing towards the mouth corner.
+      nx = face.fx * 1.5 + side * (face.nose_w * 0.7 + 1)
+      mx = face.fx + side * (face.mouth_w + 2)
+      pen.line([(nx, face.nose_y - 1), (nx + side * 3, face.nose_y + 5),
+                (mx, face.mouth_curve(face.mouth_w) + 1)], (90, 45, 40, 80), 1.0)
+
+
+def _draw_mouth(pen, face):
+  f = face.f
+  x0 = face.fx
+  half = face.mouth_w
+  xs = np.linspace(-half, half, 21)
+  line = face.mouth_curve(xs)
+  shape = np.sqrt(np.clip(1 - (xs / half) ** 2, 0, 1))
+  if f["Wearing_Lipstick"]:
+    lip_rgb = _LIPSTICK_RGB[f["lipstick_color"]]
+  else:
+    lip_rgb = _mix(face.skin, (160, 60, 70), 0.45)
+  opening = face.mouth_open * shape
+  upper_inner = line - 0.3 * opening
+  lower_inner = line + 0.7 * opening
+  # Cupid's bow: the upper lip dips in the middle.
+  upper_outer = upper_inner - face.lip * 0.85 * shape * (1 - 0.25 * np.exp(-(xs / 3.0) ** 2))
+  lower_outer = lower_inner + face.lip * shape
+  px = xs + x0
+  if f["Mustache"]:
+    top = upper_outer - 1.0
+    pen.polygon(np.concatenate([np.stack([px * 1.08, top], 1),
+                                np.stack([px[::-1] * 1.08, top[::-1] - 5.0 * shape[::-1] - 1.5],
+                                         1)]), face.brow_rgb)
+  pen.polygon(np.concatenate([np.stack([px, upper_outer], 1),
+                              np.stack([px[::-1], lower_outer[::-1]], 1)]), lip_rgb)
+  if face.mouth_open > 0:
+    pen.polygon(np.concatenate([np.stack([px, upper_inner], 1),
+                                np.stack([px[::-1], lower_inner[::-1]], 1)]), (70, 22, 30))
+    if f["Smiling"]:
+      teeth = upper_inner + 0.45 * (lower_inner - upper_inner)
+      pen.polygon(np.concatenate([np.stack([px[3:-3], upper_inner[3:-3]], 1),
+                                  np.stack([px[3:-3][::-1], teeth[3:-3][::-1]], 1)]),
+                  (240, 238, 228))
+  else:
+    pen.line(np.stack([px, line], 1), _scale(lip_rgb, 0.6), 1.1)
+
+
+def _draw_accessories(pen, face):
+  f = face.f
+  if f["Wearing_Earrings"]:
+    for side in (-1, 1):
+      center = (side * (face.w + 0.5), 14)
+      if f["earring_style"] == 0:
+        pen.circle(center, 2.3, fill=(236, 200, 90))
+      else:
+        pen.circle((center[0], center[1] + 3), 3.6, outline=(236, 200, 90), width=1.1)
+  if f["Eyeglasses"]:
+    _draw_glasses(pen, face)
+
+
+def _draw_glasses(pen, face):
+  f = face.f
+  style = f["glasses_style"]
+  color = f["glasses_rgb"]
+  half_w = 10.0 + 2.0 * f["lens_size"]
+  half_h = 7.0 + 2.0 * f["lens_size"]
+  t = np.linspace(0, 2 * math.pi, 40, endpoint=False)
+  if style == 1:  # rectangular lenses: a superellipse
+    c, s = np.cos(t), np.sin(t)
+    ux, uy = np.sign(c) * np.abs(c) ** 0.5, np.sign(s) * np.abs(s) ** 0.5
+  else:
+    ux, uy = np.cos(t), np.sin(t)
+  inner_edges = []
+  for side in (-1, 1):
+    cx, cy, _, _, _ = _almond(face, side)
+    lens = np.stack([cx + half_w * ux, cy + 1 + half_h * uy], 1)
+    if style == 2:
+      pen.polygon(lens, (20, 22, 30, 215))
+    closed = np.concatenate([lens, lens[:1]])
+    pen.line(closed, color, 1.6)
+    inner_edges.append((cx - side * half_w, cy - 1))
+    # The temple arm towards the ear.
+    pen.line([(cx + side * half_w, cy - 1), (side * (face.w + 1), cy)], color, 1.4)
+  pen.line([inner_edges[0], ((inner_edges[0][0] + inner_edges[1][0]) / 2, inner_edges[0][1] - 2),
+            inner_edges[1]], color, 1.4)
+
+
+def _apply_lighting(image, f):
+  """A brightness gradient across the whole picture, brighter towards the light."""
+  strength = 0.28 * f["light_strength"]
+  if strength < 0.01:
+    return image
+  width, height = IMAGE_SIZE
+  angle = f["light_angle"]
+  xs = (np.arange(width, dtype=np.float32) - width / 2) / width
+  ys = (np.arange(height, dtype=np.float32) - height / 2) / height
+  gain = 1.0 + strength * (math.cos(angle) * xs[None, :] + math.sin(angle) * ys[:, None])
+  pixels = np.asarray(image, np.float32) * gain[..., None]
+  return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
