@@ -1,0 +1,115 @@
+"""The convolutional Autoencoder: a Keras model with its own train_step and test_step.
+
+The model owns an encoder and a decoder (functional models from modeling.networks) and
+computes its loss itself with tf.GradientTape, so `fit` needs images only (no labels).
+"""
+
+import keras
+import tensorflow as tf
+
+from modeling import losses
+
+PACKAGE = "celeba_stream"
+
+
+def images_of(data):
+  """The image batch of what a dataset yields: a tensor, an (x, ...) tuple or a dict."""
+  if isinstance(data, dict):
+    return data["image"]
+  if isinstance(data, (tuple, list)):
+    return data[0]
+  return data
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Autoencoder(keras.Model):
+  """Encoder + decoder trained on the reconstruction loss (see modeling.losses for units).
+
+  Metrics logged per epoch: `loss` (total) and `reconstruction_loss`, both per image and
+  averaged over the epoch's images.
+  """
+
+  def __init__(self, encoder, decoder, reconstruction="bce", **kwargs):
+    super().__init__(**kwargs)
+    self.encoder = encoder
+    self.decoder = decoder
+    self.reconstruction = reconstruction
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+
+  @property
+  def z_dim(self):
+    return int(self.decoder.inputs[0].shape[-1])
+
+  @property
+  def metrics(self):
+    # Listing the trackers here makes Keras reset them at each epoch start.
+    return [self.loss_tracker, self.reconstruction_tracker]
+
+  def build(self, input_shape=None):
+    # The encoder and decoder are functional models, built when constructed; there is no
+    # state of our own to create.
+    self.built = True
+
+  def call(self, images, training=False):
+    return self.decoder(self.encoder(images, training=training), training=training)
+
+  def encode(self, images):
+    """uint8 images [B,S,S,3] -> z [B, z_dim] float32."""
+    return self.encoder(images, training=False)
+
+  def decode(self, z):
+    """z [B, z_dim] -> images [B,S,S,3] float32 in [0, 1]."""
+    return self.decoder(z, training=False)
+
+  def sample(self, n, seed=0):
+    """Decodes n points drawn from N(0, I) with a fixed seed (the study's naive generator)."""
+    z = keras.random.normal((int(n), self.z_dim), seed=int(seed))
+    return self.decode(z)
+
+  def _forward(self, images, training):
+    """Returns (total per example, {metric name: per-example values}) for one batch."""
+    reconstructions = self(images, training=training)
+    reconstruction = losses.reconstruction_per_example(
+        losses.scale_images(images), reconstructions, self.reconstruction)
+    return reconstruction, {"reconstruction_loss": reconstruction}
+
+  def _update_metrics(self, total, terms):
+    # Per-example values: the Mean trackers then average over every image of the epoch, also
+    # across replicas (their sums and counts are aggregated), and a short last batch counts
+    # by its size.
+    self.loss_tracker.update_state(total)
+    self.reconstruction_tracker.update_state(terms["reconstruction_loss"])
+
+  def train_step(self, data):
+    images = images_of(data)
+    with tf.GradientTape() as tape:
+      total, terms = self._forward(images, training=True)
+      loss = losses.average_over_global_batch(total)
+      # Identity except under mixed_float16, where the LossScaleOptimizer scales it.
+      scaled_loss = self.optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, self.trainable_weights)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+    self._update_metrics(total, terms)
+    return {m.name: m.result() for m in self.metrics}
+
+  def test_step(self, data):
+    total, terms = self._forward(images_of(data), training=False)
+    self._update_metrics(total, terms)
+    return {m.name: m.result() for m in self.metrics}
+
+  def get_config(self):
+    return {
+        "name": self.name,
+        "trainable": self.trainable,
+        "encoder": keras.saving.serialize_keras_object(self.encoder),
+        "decoder": keras.saving.serialize_keras_object(self.decoder),
+        "reconstruction": self.reconstruction,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+    config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+    return cls(**config)

@@ -1,0 +1,81 @@
+"""Builders for the convolutional encoder and its mirrored decoder (Keras functional models).
+
+The encoder takes uint8 images [B, S, S, 3] and scales them to [0, 1] in its first layer, so
+that the host never holds a float copy of the data. Latent layers and the decoder's output
+layer compute in float32 even under a mixed-precision policy: z is what the evaluation tools
+store, and the loss needs precise probabilities.
+"""
+
+import keras
+
+from modeling.config import ModelConfig
+
+
+def _conv_block(x, config, filters, kernel, stride, name, transpose=False):
+  """Convolution (or upsampling + convolution), optional BatchNorm, activation, dropout."""
+  # With BatchNorm right after it, a convolution bias would be cancelled by the normalization.
+  use_bias = not config.batch_norm
+  if not transpose:
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=use_bias,
+                            name=f"{name}_conv")(x)
+  elif config.upsampling == "transpose":
+    x = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same",
+                                     use_bias=use_bias, name=f"{name}_convT")(x)
+  else:
+    if stride > 1:
+      x = keras.layers.UpSampling2D(size=stride, name=f"{name}_up")(x)
+    x = keras.layers.Conv2D(filters, kernel, strides=1, padding="same", use_bias=use_bias,
+                            name=f"{name}_conv")(x)
+  if config.batch_norm:
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+  x = keras.layers.Activation(config.activation, name=f"{name}_act")(x)
+  if config.dropout > 0:
+    x = keras.layers.Dropout(config.dropout, name=f"{name}_dropout")(x)
+  return x
+
+
+def build_encoder(config: ModelConfig):
+  """The encoder: uint8 [B,S,S,3] -> z [B,z_dim] (AE) or [z_mean, z_log_var] (VAE).
+
+  Layers: Rescaling(1/255), then per layer Conv2D(filters, kernel, stride, "same") ->
+  [BatchNorm] -> activation -> [Dropout], Flatten, [Dense(dense_units) + activation], then
+  Dense(z_dim) for the AE or two Dense(z_dim) heads (z_mean, z_log_var) for the VAE.
+  """
+  config.validate()
+  size = config.image_size
+  images = keras.Input(shape=(size, size, 3), dtype="uint8", name="images")
+  x = keras.layers.Rescaling(1.0 / 255.0, name="scale_to_unit")(images)
+  layers = zip(config.encoder_filters, config.encoder_kernels, config.strides)
+  for index, (filters, kernel, stride) in enumerate(layers):
+    x = _conv_block(x, config, filters, kernel, stride, name=f"enc{index}")
+  x = keras.layers.Flatten(name="flatten")(x)
+  if config.dense_units:
+    x = keras.layers.Dense(config.dense_units, name="enc_dense")(x)
+    x = keras.layers.Activation(config.activation, name="enc_dense_act")(x)
+  if config.kind == "ae":
+    outputs = keras.layers.Dense(config.z_dim, dtype="float32", name="z")(x)
+  else:
+    outputs = [keras.layers.Dense(config.z_dim, dtype="float32", name="z_mean")(x),
+               keras.layers.Dense(config.z_dim, dtype="float32", name="z_log_var")(x)]
+  return keras.Model(images, outputs, name="encoder")
+
+
+def build_decoder(config: ModelConfig):
+  """The decoder: z [B,z_dim] float -> images [B,S,S,3] float32 in [0, 1].
+
+  Dense to the innermost feature map (inner_size^2 x encoder_filters[-1]), reshape, one
+  upsampling block per encoder layer (filters = decoder_filters, kernels and strides = the
+  encoder's reversed), then a stride-1 Conv2D to 3 channels with a sigmoid.
+  """
+  config.validate()
+  inner, channels = config.inner_size, config.encoder_filters[-1]
+  z = keras.Input(shape=(config.z_dim,), dtype="float32", name="z")
+  # Linear, as in the study's decoder: the first upsampling block applies the activation.
+  x = keras.layers.Dense(inner * inner * channels, name="dec_dense")(z)
+  x = keras.layers.Reshape((inner, inner, channels), name="dec_reshape")(x)
+  layers = zip(config.decoder_filters, config.decoder_kernels, config.decoder_strides)
+  for index, (filters, kernel, stride) in enumerate(layers):
+    x = _conv_block(x, config, filters, kernel, stride, name=f"dec{index}", transpose=True)
+  outputs = keras.layers.Conv2D(3, config.encoder_kernels[0], padding="same",
+                                activation="sigmoid", dtype="float32", name="reconstruction")(x)
+  return keras.Model(z, outputs, name="decoder")

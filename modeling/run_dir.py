@@ -1,0 +1,220 @@
+"""The run dir: its file names, the config identity check, history.csv, and `load_run`.
+
+A run dir holds one training run; rerunning the same command resumes it, and a different
+config is refused so that no earlier run is silently overwritten.
+"""
+
+import csv
+import dataclasses
+import functools
+import os
+import shutil
+
+from modeling import config as config_lib
+from modeling.errors import ModelError
+
+CONFIG = "config.json"
+FLAGS = "flags.txt"
+MANIFEST = "manifest.json"
+MODEL = "model.keras"
+ENCODER = "encoder.keras"
+DECODER = "decoder.keras"
+BEST = "best.keras"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+BACKUP = "backup"
+
+# Everything a trainer writes; --overwrite removes exactly these and nothing else.
+RUN_FILES = (CONFIG, FLAGS, MANIFEST, MODEL, ENCODER, DECODER, BEST, HISTORY)
+RUN_DIRS = (TENSORBOARD, BACKUP)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+  """Absolute paths of a run dir's files."""
+  root: str
+  config: str
+  flags: str
+  manifest: str
+  model: str
+  encoder: str
+  decoder: str
+  best: str
+  history: str
+  tensorboard: str
+  backup: str
+
+
+def paths(model_dir):
+  root = os.path.abspath(model_dir)
+  join = functools.partial(os.path.join, root)
+  return RunPaths(root=root, config=join(CONFIG), flags=join(FLAGS), manifest=join(MANIFEST),
+                  model=join(MODEL), encoder=join(ENCODER), decoder=join(DECODER),
+                  best=join(BEST), history=join(HISTORY), tensorboard=join(TENSORBOARD),
+                  backup=join(BACKUP))
+
+
+def _without(run_config, ignored):
+  """A deep copy of run_config without the (section, key) pairs in `ignored`."""
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in run_config.items()}
+  for section, key in ignored:
+    if isinstance(out.get(section), dict):
+      out[section].pop(key, None)
+  return out
+
+
+def _differences(old, new):
+  """'section.key: old -> new' for every differing leaf (sections are one level deep)."""
+  lines = []
+  for section in sorted(set(old) | set(new)):
+    a, b = old.get(section), new.get(section)
+    if isinstance(a, dict) and isinstance(b, dict):
+      for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+          lines.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    elif a != b:
+      lines.append(f"{section}: {a!r} -> {b!r}")
+  return lines
+
+
+def prepare_run_dir(model_dir, run_config, overwrite=False, ignored=()):
+  """Creates or reuses a run dir for `run_config` and writes config.json.
+
+  Args:
+    model_dir: the run dir; created when missing.
+    run_config: JSON-able dict with at least a "model" section.
+    overwrite: replace a run with a different config (its run files are deleted).
+    ignored: (section, key) pairs that may differ from the stored run, e.g. ("train",
+      "epochs"), so that a finished run can be trained for more epochs.
+
+  Returns:
+    True when the dir already held this run (training resumes), False for a new run.
+
+  Raises:
+    ModelError: the dir holds a run with a different config (and not `overwrite`), or it
+      is a non-empty dir that is not a run dir.
+  """
+  run = paths(model_dir)
+  if os.path.exists(run.root) and not os.path.isdir(run.root):
+    raise ModelError(f"{run.root} exists and is not a directory; choose another --model_dir")
+  resuming = False
+  if os.path.exists(run.config):
+    stored = config_lib.load_config(run.config)
+    differences = _differences(_without(stored, ignored), _without(run_config, ignored))
+    if not differences:
+      resuming = True
+    elif not overwrite:
+      shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+      raise ModelError(f"{run.root} holds a run with a different config ({shown}); use a new "
+                       "--model_dir, or --overwrite to replace that run")
+    else:
+      _remove_run_files(run)
+  elif os.path.isdir(run.root) and os.listdir(run.root):
+    # A run killed before writing config.json leaves run files (and .tmp- files of
+    # interrupted atomic writes); anything else means the user pointed at a foreign dir.
+    known = set(RUN_FILES) | set(RUN_DIRS)
+    ours = all(n in known or n.startswith(".tmp-") for n in os.listdir(run.root))
+    if not overwrite or not ours:
+      raise ModelError(f"{run.root} is not empty and has no {CONFIG}, so it is not a run dir; "
+                       "choose a new or empty --model_dir")
+    _remove_run_files(run)
+  os.makedirs(run.root, exist_ok=True)
+  config_lib.save_config(run.config, run_config)
+  return resuming
+
+
+def _remove_run_files(run):
+  for name in os.listdir(run.root):
+    if name in RUN_FILES or name.startswith(".tmp-"):
+      os.remove(os.path.join(run.root, name))
+  for name in RUN_DIRS:
+    shutil.rmtree(os.path.join(run.root, name), ignore_errors=True)
+
+
+def read_history(path):
+  """Rows of history.csv as dicts of floats ("epoch" as int, 0-based); [] when missing."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  out = []
+  for row in rows:
+    try:
+      out.append({k: int(v) if k == "epoch" else float(v) for k, v in row.items()})
+    except (TypeError, ValueError):
+      raise ModelError(f"{path} has a malformed row {row}; delete the file to start the "
+                       "history afresh") from None
+  return out
+
+
+def trim_history(path, epoch):
+  """Drops the rows of history.csv for epochs >= `epoch` (0-based), in place.
+
+  In place (truncate) rather than rewrite-and-rename: Keras' CSVLogger may already hold the
+  file open in append mode, and must keep appending to this same file.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path, "rb") as f:
+    lines = f.readlines()
+  offset = len(lines[0]) if lines else 0
+  for line in lines[1:]:
+    head = line.split(b",", 1)[0].strip()
+    if not head or int(head) >= epoch:
+      break
+    offset += len(line)
+  if offset < os.path.getsize(path):
+    os.truncate(path, offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+  """A trained run: its model config, the full model, and its encoder and decoder parts."""
+  config: config_lib.ModelConfig
+  model: object
+  encoder: object
+  decoder: object
+  run_config: dict
+  model_dir: str
+
+
+def load_run(model_dir, checkpoint="final"):
+  """Loads a finished run (safe mode) for evaluation.
+
+  Args:
+    model_dir: a run dir written by tools.train_ae / tools.train_vae.
+    checkpoint: "final" (model.keras, after the last epoch) or "best" (best.keras, the
+      lowest validation loss).
+
+  Returns:
+    LoadedRun with the ModelConfig and the models; `encoder` maps uint8 images to z (AE) or
+    [z_mean, z_log_var] (VAE); prefer `model.encode(images)` for z-points of either kind.
+
+  Raises:
+    ModelError: the dir, its config.json or the model file is missing or unreadable.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  # Registers Autoencoder, VAE and Sampling so that safe-mode loading finds them.
+  from modeling import autoencoder, vae  # pylint: disable=g-import-not-at-top,unused-import
+
+  run = paths(model_dir)
+  if not os.path.isdir(run.root):
+    raise ModelError(f"--model_dir {run.root} does not exist; train a model there first")
+  run_config = config_lib.load_config(run.config)
+  model_config = config_lib.model_config_from_run(run_config, run.config)
+  files = {"final": run.model, "best": run.best}
+  if checkpoint not in files:
+    raise ModelError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
+  path = files[checkpoint]
+  if not os.path.exists(path):
+    raise ModelError(f"{path} does not exist; the training run has not finished (rerun the "
+                     "same training command to complete it)")
+  try:
+    model = keras.saving.load_model(path, safe_mode=True)
+  except Exception as error:  # pylint: disable=broad-except
+    # Keras raises many types for damaged zips and configs; one line is what the user needs.
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+    raise ModelError(f"{path} cannot be loaded ({first_line}); the file is damaged, retrain "
+                     "or restore it") from None
+  return LoadedRun(config=model_config, model=model, encoder=model.encoder,
+                   decoder=model.decoder, run_config=run_config, model_dir=run.root)

@@ -1,0 +1,223 @@
+"""The shared training routine of the AE and the VAE: strategy, callbacks, resume, saving.
+
+`train` is what both trainers call. It takes ready tf.data datasets of uint8 images (the
+model does not know where images come from), writes the run dir and returns the history.
+"""
+
+import dataclasses
+import math
+import os
+
+from absl import logging
+
+from modeling import config as config_lib
+from modeling import run_dir
+from modeling.errors import ModelError
+
+# Train-config fields that may change between runs in the same run dir: training for more
+# epochs, or resuming on other hardware, continues the same run.
+RESUMABLE_FIELDS = ("epochs", "strategy", "jit_compile", "backup_every_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How to train (the model itself is a config_lib.ModelConfig).
+
+  Attributes:
+    epochs: total epochs of the run (a resumed run trains the remaining ones).
+    batch_size: global batch size (split across replicas by the strategy).
+    learning_rate: Adam's learning rate (the study used 0.0005).
+    steps_per_epoch: batches per epoch; None for one pass over the training split.
+    validation_steps: validation batches per epoch; None for the whole validation split.
+    seed: seeds weight initialization, the VAE's sampling noise and the data order.
+    deterministic: enable TensorFlow's deterministic ops (slower; bitwise-repeatable runs).
+    jit_compile: compile the train step with XLA.
+    mixed_precision: "off", "bf16" or "fp16" (with dynamic loss scaling).
+    strategy: "default", "one_device", "mirrored" or "multi_worker_mirrored".
+    backup_every_steps: also back up every N batches (None: at epoch ends only).
+  """
+
+  epochs: int = 10
+  batch_size: int = 128
+  learning_rate: float = 0.0005
+  steps_per_epoch: int | None = None
+  validation_steps: int | None = None
+  seed: int = 0
+  deterministic: bool = False
+  jit_compile: bool = False
+  mixed_precision: str = "off"
+  strategy: str = "default"
+  backup_every_steps: int | None = None
+
+  def validate(self):
+    """Raises ModelError with a one-line message for impossible values."""
+    positive = {"epochs": self.epochs, "batch_size": self.batch_size,
+                "steps_per_epoch": self.steps_per_epoch,
+                "validation_steps": self.validation_steps,
+                "backup_every_steps": self.backup_every_steps}
+    for name, value in positive.items():
+      if value is not None and value < 1:
+        raise ModelError(f"{name} must be >= 1, got {value}")
+    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+      raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
+    if self.mixed_precision not in ("off", "bf16", "fp16"):
+      raise ModelError(f"mixed_precision must be off, bf16 or fp16, got {self.mixed_precision!r}")
+    strategies = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+    if self.strategy not in strategies:
+      raise ModelError(f"strategy must be one of {strategies}, got {self.strategy!r}")
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` did: the full history (all epochs of the run), and where it started."""
+  history: list
+  initial_epoch: int
+  epochs: int
+  already_complete: bool
+
+
+def make_run_config(model_config, train_config, extra=None):
+  """The dict stored as config.json: {"model": ..., "train": ..., **extra}."""
+  run_config = {"model": model_config.to_dict(), "train": train_config.to_dict()}
+  run_config.update(extra or {})
+  return run_config
+
+
+def ignored_config_keys():
+  """(section, key) pairs of config.json that may differ when a run is resumed."""
+  return tuple(("train", name) for name in RESUMABLE_FIELDS)
+
+
+def build_model(model_config, sampling_seed=None):
+  """An uncompiled Autoencoder or VAE for `model_config` (build under strategy.scope())."""
+  # pylint: disable=g-import-not-at-top
+  from modeling import networks
+  from modeling.autoencoder import Autoencoder
+  from modeling.vae import VAE
+  model_config.validate()
+  encoder = networks.build_encoder(model_config)
+  decoder = networks.build_decoder(model_config)
+  if model_config.kind == "ae":
+    return Autoencoder(encoder, decoder, reconstruction=model_config.loss, name="autoencoder")
+  return VAE(encoder, decoder, reconstruction=model_config.loss,
+             kl_factor=model_config.kl_factor, sampling_seed=sampling_seed, name="vae")
+
+
+def _save_atomic(model, path):
+  """model.save through a temporary name in the same dir and a rename (never half-written)."""
+  directory, name = os.path.split(path)
+  tmp_path = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+  try:
+    model.save(tmp_path)
+    os.replace(tmp_path, path)
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+
+
+def train(model_config, train_config, train_ds, val_ds, model_dir, preview_images=None, *,
+          extra_config=None, callbacks=(), verbose="auto"):
+  """Trains (or resumes) a run and saves model.keras, encoder.keras and decoder.keras.
+
+  Args:
+    model_config: config_lib.ModelConfig.
+    train_config: TrainConfig.
+    train_ds: tf.data.Dataset of uint8 [B,S,S,3] batches (global batch size); it must repeat
+      when train_config.steps_per_epoch is set.
+    val_ds: validation dataset of the same kind, or None to skip validation.
+    model_dir: the run dir. A dir holding the same config resumes from its backup/; a
+      different config raises ModelError (see run_dir.prepare_run_dir).
+    preview_images: optional uint8 [N,S,S,3] images whose reconstructions (and, for the VAE,
+      N samples from N(0, I)) go to TensorBoard each epoch.
+    extra_config: more sections for config.json (e.g. the data settings); part of the run's
+      identity.
+    callbacks: more Keras callbacks, run after the built-in ones.
+    verbose: Keras' fit verbosity.
+
+  Returns:
+    TrainResult.
+
+  Raises:
+    ModelError: a config problem, a foreign run dir, or divergence (NaN/Inf loss; the last
+      good state stays in backup/ and the .keras files are not written).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+
+  model_config.validate()
+  train_config.validate()
+  run = run_dir.paths(model_dir)
+  run_dir.prepare_run_dir(run.root, make_run_config(model_config, train_config, extra_config),
+                          ignored=ignored_config_keys())
+
+  done = callbacks_lib.Backup.saved_epoch(run.backup)
+  if done >= train_config.epochs and all(
+      os.path.exists(p) for p in (run.model, run.encoder, run.decoder)):
+    logging.info("%s already holds all %d epochs; nothing to train (raise --epochs to train "
+                 "further)", run.root, done)
+    return TrainResult(run_dir.read_history(run.history), done, train_config.epochs, True)
+
+  devices.set_precision(train_config.mixed_precision)
+  devices.set_seed(train_config.seed, train_config.deterministic)
+  strategy = devices.make_strategy(train_config.strategy)
+  with strategy.scope():
+    model = build_model(model_config, sampling_seed=train_config.seed)
+    optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
+    if train_config.mixed_precision == "fp16":
+      # float16 gradients underflow without loss scaling; the optimizer scales dynamically.
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, jit_compile=train_config.jit_compile)
+    model.build((None, model_config.image_size, model_config.image_size, 3))
+
+  backup_freq = train_config.backup_every_steps or "epoch"
+  # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
+  # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
+  # resume trims (a duplicate) rather than a missing row.
+  all_callbacks = [
+      callbacks_lib.StopOnNaN(),
+      keras.callbacks.CSVLogger(run.history, append=True),
+      callbacks_lib.Backup(run.backup, run.history, save_freq=backup_freq),
+  ]
+  if val_ds is not None:
+    all_callbacks.append(callbacks_lib.BestModelCheckpoint(run.best, run.history))
+  all_callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False,
+                                                   profile_batch=0))
+  if preview_images is not None and len(preview_images):
+    all_callbacks.append(callbacks_lib.ImageGridCallback(
+        os.path.join(run.tensorboard, "images"), preview_images,
+        num_samples=len(preview_images) if model_config.kind == "vae" else 0,
+        seed=train_config.seed))
+  all_callbacks.extend(callbacks)
+
+  logging.info("training %s: %d parameters, epochs %d, global batch %d, run dir %s",
+               model_config.kind.upper(), model.count_params(), train_config.epochs,
+               train_config.batch_size, run.root)
+  try:
+    model.fit(train_ds, epochs=train_config.epochs, steps_per_epoch=train_config.steps_per_epoch,
+              validation_data=val_ds, validation_steps=train_config.validation_steps,
+              callbacks=all_callbacks, shuffle=False, verbose=verbose)
+  except callbacks_lib.TrainingDiverged as error:
+    # 1-based epoch and step, as Keras' progress bar shows them.
+    raise ModelError(
+        f"training diverged at epoch {error.epoch + 1} step {error.step + 1} "
+        f"(loss={error.loss}); the last good state is in {run.backup}; lower --learning_rate "
+        f"(now {train_config.learning_rate}) and rerun with --overwrite") from None
+
+  initial_epoch = all_callbacks[2].restored_epoch
+  for part, path in ((model, run.model), (model.encoder, run.encoder),
+                     (model.decoder, run.decoder)):
+    _save_atomic(part, path)
+  logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
+  return TrainResult(run_dir.read_history(run.history), initial_epoch, train_config.epochs,
+                     False)
+
+
+def load_model_config(model_dir):
+  """The ModelConfig stored in a run dir's config.json (ModelError when missing/broken)."""
+  run = run_dir.paths(model_dir)
+  return config_lib.model_config_from_run(config_lib.load_config(run.config), run.config)
