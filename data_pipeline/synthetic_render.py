@@ -1,26 +1,14 @@
-"""Cartoon faces drawn from random factors, placed where CelebA's aligned faces sit.
+"""Draws a synthetic face from its factors, where CelebA's aligned faces sit.
 
-`sample_factors(rng)` draws one face's factors; `render_face(factors)` draws it as a 178x218 RGB
-image; `attribute_vector(factors)` gives its CelebA attributes (+1/-1). The factors are of two
-kinds:
-
-* the CelebA attributes the renderer controls, as booleans under their CelebA names (`Smiling`,
-  `Eyeglasses`, ...), plus `hair_color` ("black", "brown", "blond", "gray" or "red"), from which
-  the four hair-colour attributes follow, and `full_beard`;
-* continuous factors in lower case (`smile_amount`, `tilt`, `skin_tone`, ...) that vary a face
-  *within* its attribute category.
-
-The renderer decides every visible category from the boolean attributes only, so flipping one
-attribute in a factor dict changes exactly that feature (the tests rely on this), and the
-attributes written to list_attr_celeba.txt are the ground truth of the drawing. `Attractive` is
-the one label that is not drawn: like CelebA's, it is a subjective judgement, here a seeded draw
-that leans on youth and make-up.
+`render_face(factors)` draws the face described by a factor dict (synthetic_factors.py) as a
+178x218 RGB image; `landmarks(factors)` gives CelebA's five landmarks of that drawing.
 
 Geometry follows CelebA's alignment (eyes near y=111, mouth near y=152 in the 178x218 image), so
-the crop box (0, 40, 178, 218) holds the face and some hair. Drawing happens at 2x resolution and
-is reduced with LANCZOS, which anti-aliases the polygon edges that PIL draws without smoothing.
-Shapes are polygons in face-local coordinates mapped through one rotation and offset, so the head
-tilt costs nothing extra.
+the crop box (0, 40, 178, 218) holds the face and some hair. Everything is drawn at 2x resolution
+and averaged down 2x2 (supersampling: PIL draws polygons without anti-aliasing, and a box
+reduction is exactly the coverage average, at a tenth of the cost of a LANCZOS resize). Shapes are
+polygons in face-local coordinates mapped through one rotation and offset, so the head tilt costs
+nothing extra.
 """
 
 import math
@@ -30,186 +18,17 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFilter
 
-from data_pipeline.attributes import ATTRIBUTE_NAMES
+from data_pipeline.synthetic_factors import EYESHADOW_RGB
+from data_pipeline.synthetic_factors import HAIR_RGB
+from data_pipeline.synthetic_factors import IRIS_RGB
+from data_pipeline.synthetic_factors import LIPSTICK_RGB
+from data_pipeline.synthetic_factors import PALE_SKIN
+from data_pipeline.synthetic_factors import SKIN_RAMP
 
 IMAGE_SIZE = (178, 218)  # (width, height) of CelebA's aligned images.
 # Where the middle of the head sits before the pose offset; puts the eyes near CelebA's y=111.
 FACE_CENTER = (89.0, 120.0)
 _SUPERSAMPLE = 2
-
-HAIR_COLORS = ("black", "brown", "blond", "gray", "red")
-_HAIR_RGB = {"black": (32, 26, 24), "brown": (104, 68, 42), "blond": (214, 184, 122),
-             "gray": (176, 174, 170), "red": (158, 72, 36)}
-_HAIR_ATTRIBUTE = {"black": "Black_Hair", "brown": "Brown_Hair", "blond": "Blond_Hair",
-                   "gray": "Gray_Hair"}
-# From light to dark; a face's tone is a point along this ramp. Pale skin lies beyond its light end.
-_SKIN_RAMP = np.array([(246, 212, 186), (232, 190, 158), (214, 164, 128), (184, 130, 96),
-                       (146, 98, 68), (104, 68, 48)], np.float64)
-_PALE_SKIN = (252, 236, 228)
-_IRIS_RGB = ((92, 60, 36), (50, 36, 30), (70, 110, 160), (80, 120, 80), (130, 100, 60))
-_LIPSTICK_RGB = ((196, 32, 52), (214, 70, 100), (150, 32, 66), (222, 96, 106), (172, 42, 42))
-_EYESHADOW_RGB = ((120, 80, 140), (90, 110, 160), (150, 100, 80), (80, 70, 70), (170, 120, 150))
-
-# Probabilities roughly follow CelebA's attribute frequencies, except that rare but clearly
-# visible attributes (glasses, hats, baldness) are drawn more often so that small datasets still
-# hold enough of them to learn from.
-_P_MALE = 0.42
-_P_YOUNG = 0.75
-
-
-def _uniform(rng, low, high):
-  return float(rng.uniform(low, high))
-
-
-def _coin(rng, p):
-  return bool(rng.random() < p)
-
-
-def _rgb(rng, low=0, high=255):
-  return tuple(int(v) for v in rng.integers(low, high + 1, size=3))
-
-
-def _jitter(rng, scale):
-  return tuple(float(v) for v in rng.normal(0.0, scale, size=3))
-
-
-def sample_factors(rng):
-  """Draws the factors of one face from `rng` (a numpy Generator); the same rng state gives the
-  same factors. Returns a dict of plain Python values (JSON-serializable)."""
-  f = {}
-  male = f["Male"] = _coin(rng, _P_MALE)
-  young = f["Young"] = _coin(rng, _P_YOUNG)
-  female = not male
-
-  # Head shape and pose.
-  f["Chubby"] = _coin(rng, 0.08 if young else 0.16)
-  f["Oval_Face"] = _coin(rng, 0.3)
-  f["Double_Chin"] = _coin(rng, 0.35 if f["Chubby"] else (0.03 if young else 0.12))
-  f["head_width_amount"] = _uniform(rng, 0, 1)
-  f["head_aspect_amount"] = _uniform(rng, 0, 1)
-  f["jaw_amount"] = _uniform(rng, 0, 1)
-  f["offset_x"] = _uniform(rng, -5, 5)
-  f["offset_y"] = _uniform(rng, -5, 5)
-  f["tilt"] = float(np.clip(rng.normal(0, 4), -10, 10))  # degrees
-  f["yaw"] = _uniform(rng, -1, 1)  # turns the features sideways inside the head outline
-
-  # Skin.
-  f["Pale_Skin"] = _coin(rng, 0.06)
-  f["skin_tone"] = float(rng.beta(2.0, 3.0))
-  f["skin_jitter"] = _jitter(rng, 5)
-
-  # Hair.
-  gray_p = 0.03 if young else 0.45
-  f["hair_color"] = str(rng.choice(HAIR_COLORS, p=_hair_color_p(gray_p, male)))
-  f["hair_jitter"] = _jitter(rng, 9)
-  f["Wearing_Hat"] = _coin(rng, 0.08)
-  f["Bald"] = male and _coin(rng, 0.05 if young else 0.18)
-  f["Receding_Hairline"] = (not f["Bald"]) and _coin(rng, (0.1 if young else 0.3) if male
-                                                     else 0.03)
-  f["Bangs"] = (not f["Bald"]) and (not f["Receding_Hairline"]) and _coin(
-      rng, 0.1 if male else 0.25)
-  hair_style = rng.random()
-  f["Straight_Hair"] = (not f["Bald"]) and hair_style < 0.32
-  f["Wavy_Hair"] = (not f["Bald"]) and 0.32 <= hair_style < 0.66
-  long_hair = _coin(rng, 0.12 if male else 0.8)
-  f["hair_length"] = _uniform(rng, 0.45, 1.0) if long_hair else _uniform(rng, 0.0, 0.25)
-  f["hair_volume"] = _uniform(rng, 3, 13)
-  f["hair_wave_phase"] = _uniform(rng, 0, 2 * math.pi)
-  f["hair_part"] = _uniform(rng, -0.5, 0.5)
-  f["Sideburns"] = male and not f["Bald"] and _coin(rng, 0.15)
-
-  # Facial hair (only drawn on men, as in almost all of CelebA).
-  f["Goatee"] = male and _coin(rng, 0.14)
-  f["Mustache"] = male and _coin(rng, 0.45 if f["Goatee"] else 0.06)
-  f["full_beard"] = male and _coin(rng, 0.07)
-  f["5_o_Clock_Shadow"] = male and not f["full_beard"] and _coin(rng, 0.22)
-
-  # Eyes and brows.
-  f["Narrow_Eyes"] = _coin(rng, 0.12)
-  f["Bags_Under_Eyes"] = _coin(rng, 0.12 if young else 0.5)
-  f["eye_spacing"] = _uniform(rng, 17, 21)
-  f["eye_width"] = _uniform(rng, 6.5, 8.5)
-  f["eye_open_amount"] = _uniform(rng, 0, 1)
-  f["iris_color"] = int(rng.integers(len(_IRIS_RGB)))
-  f["gaze_x"] = _uniform(rng, -1.5, 1.5)
-  f["gaze_y"] = _uniform(rng, -0.6, 0.6)
-  f["Arched_Eyebrows"] = _coin(rng, 0.1 if male else 0.42)
-  f["Bushy_Eyebrows"] = _coin(rng, 0.25 if male else 0.07)
-  f["brow_thickness_amount"] = _uniform(rng, 0, 1)
-  f["brow_arch_amount"] = _uniform(rng, 0, 1)
-  f["brow_raise"] = _uniform(rng, -1.5, 2.5)
-
-  # Nose.
-  f["Big_Nose"] = _coin(rng, 0.36 if male else 0.14)
-  f["Pointy_Nose"] = _coin(rng, 0.28)
-  f["nose_length"] = _uniform(rng, 0, 1)
-  f["nose_width_amount"] = _uniform(rng, 0, 1)
-
-  # Mouth and expression; smiles lift the cheeks, so High_Cheekbones follows Smiling as in CelebA.
-  smiling = f["Smiling"] = _coin(rng, 0.48)
-  f["Mouth_Slightly_Open"] = _coin(rng, 0.62 if smiling else 0.33)
-  f["High_Cheekbones"] = _coin(rng, 0.78 if smiling else 0.15)
-  f["Big_Lips"] = _coin(rng, 0.24)
-  f["smile_amount"] = _uniform(rng, 0, 1)
-  f["mouth_open_amount"] = _uniform(rng, 0, 1)
-  f["mouth_width"] = _uniform(rng, 0, 1)
-  f["lip_amount"] = _uniform(rng, 0, 1)
-
-  # Make-up and accessories.
-  f["Heavy_Makeup"] = female and _coin(rng, 0.6)
-  f["Wearing_Lipstick"] = _coin(rng, 0.01 if male else (0.95 if f["Heavy_Makeup"] else 0.3))
-  f["Rosy_Cheeks"] = _coin(rng, 0.03 if male else 0.12)
-  f["lipstick_color"] = int(rng.integers(len(_LIPSTICK_RGB)))
-  f["eyeshadow_color"] = int(rng.integers(len(_EYESHADOW_RGB)))
-  f["Eyeglasses"] = _coin(rng, 0.12 if young else 0.3)
-  f["glasses_style"] = int(rng.choice(3, p=(0.45, 0.4, 0.15)))  # round, rectangular, sunglasses
-  f["glasses_rgb"] = _rgb(rng, 0, 160)
-  f["lens_size"] = _uniform(rng, 0, 1)
-  f["hat_style"] = int(rng.integers(3))  # cap, beanie, brimmed hat
-  f["hat_rgb"] = _rgb(rng, 20, 235)
-  f["Wearing_Earrings"] = _coin(rng, 0.02 if male else 0.3)
-  f["earring_style"] = int(rng.integers(2))  # stud, hoop
-  f["Wearing_Necklace"] = _coin(rng, 0.01 if male else 0.2)
-  f["Wearing_Necktie"] = _coin(rng, 0.16 if male else 0.01)
-  f["clothes_rgb"] = _rgb(rng, 15, 235)
-  f["tie_rgb"] = _rgb(rng, 20, 220)
-
-  # Age, image quality, lighting, background.
-  f["wrinkle_amount"] = _uniform(rng, 0, 1)
-  f["Blurry"] = _coin(rng, 0.05)
-  f["blur_radius"] = _uniform(rng, 0.9, 1.7)
-  f["light_angle"] = _uniform(rng, 0, 2 * math.pi)
-  f["light_strength"] = _uniform(rng, 0, 1)
-  f["background_rgb_a"] = _rgb(rng, 15, 240)
-  f["background_rgb_b"] = _rgb(rng, 15, 240)
-  f["background_angle"] = _uniform(rng, 0, 2 * math.pi)
-  f["background_seed"] = int(rng.integers(2**31))
-
-  # Not drawn: a subjective label, as in CelebA.
-  attractive_p = (0.62 if young else 0.2) + (0.15 if f["Heavy_Makeup"] else 0.0)
-  f["Attractive"] = _coin(rng, attractive_p)
-  return f
-
-
-def _hair_color_p(gray_p, male):
-  blond = 0.1 if male else 0.26
-  rest = 1.0 - gray_p
-  weights = np.array([0.36, 0.34, blond, 0.0, 0.08])
-  weights = weights / weights.sum() * rest
-  weights[3] = gray_p
-  return weights
-
-
-FACTOR_NAMES = tuple(sample_factors(np.random.default_rng(0)))
-
-
-def attribute_vector(factors):
-  """The face's 40 CelebA attributes as +1/-1 ints, in ATTRIBUTE_NAMES order."""
-  derived = dict(factors)
-  for color, name in _HAIR_ATTRIBUTE.items():
-    derived[name] = factors["hair_color"] == color
-  derived["No_Beard"] = not (factors["Goatee"] or factors["Mustache"] or factors["full_beard"])
-  return [1 if derived[name] else -1 for name in ATTRIBUTE_NAMES]
 
 
 def _pose(f):
@@ -261,16 +80,16 @@ def _mix(rgb_a, rgb_b, weight):
 
 def _skin_rgb(f):
   if f["Pale_Skin"]:
-    base = np.array(_PALE_SKIN, np.float64)
+    base = np.array(PALE_SKIN, np.float64)
   else:
-    position = f["skin_tone"] * (len(_SKIN_RAMP) - 1)
-    low = int(min(position, len(_SKIN_RAMP) - 2))
-    base = _SKIN_RAMP[low] + (position - low) * (_SKIN_RAMP[low + 1] - _SKIN_RAMP[low])
+    position = f["skin_tone"] * (len(SKIN_RAMP) - 1)
+    low = int(min(position, len(SKIN_RAMP) - 2))
+    base = SKIN_RAMP[low] + (position - low) * (SKIN_RAMP[low + 1] - SKIN_RAMP[low])
   return tuple(int(v) for v in np.clip(base + np.array(f["skin_jitter"]), 0, 255))
 
 
 def _hair_rgb(f):
-  base = np.array(_HAIR_RGB[f["hair_color"]], np.float64) + np.array(f["hair_jitter"])
+  base = np.array(HAIR_RGB[f["hair_color"]], np.float64) + np.array(f["hair_jitter"])
   return tuple(int(v) for v in np.clip(base, 0, 255))
 
 
@@ -322,7 +141,7 @@ def render_face(factors):
   f = factors
   face = _Face(f)
   size = (IMAGE_SIZE[0] * _SUPERSAMPLE, IMAGE_SIZE[1] * _SUPERSAMPLE)
-  image = _background(f).resize(size, Image.BILINEAR)
+  image = _background(f).resize(size, Image.NEAREST)  # a smooth gradient: nearest suffices
   _background_shapes(image, f)
   pen = _Pen(image, f)
 
@@ -339,7 +158,7 @@ def render_face(factors):
   _draw_mouth(pen, face)
   _draw_accessories(pen, face)
 
-  image = image.resize(IMAGE_SIZE, Image.LANCZOS)
+  image = image.reduce(_SUPERSAMPLE)
   image = _apply_lighting(image, f)
   if f["Blurry"]:
     image = image.filter(ImageFilter.GaussianBlur(f["blur_radius"]))
@@ -368,14 +187,15 @@ def landmarks(factors):
 def _background(f):
   """A two-colour linear gradient at 1x (upsampled by the caller: it is smooth anyway)."""
   width, height = IMAGE_SIZE
-  ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-  direction = np.array([math.cos(f["background_angle"]), math.sin(f["background_angle"])])
-  t = (xs - width / 2) * direction[0] + (ys - height / 2) * direction[1]
-  t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+  dx, dy = math.cos(f["background_angle"]), math.sin(f["background_angle"])
+  span = abs(dx) * width + abs(dy) * height  # t runs from 0 to 1 across the image
+  tx = (np.arange(width, dtype=np.float32) - width / 2) * (dx / span) + 0.5
+  ty = (np.arange(height, dtype=np.float32) - height / 2) * (dy / span)
+  t = ty[:, None] + tx[None, :]
   a = np.array(f["background_rgb_a"], np.float32)
   b = np.array(f["background_rgb_b"], np.float32)
   pixels = a + t[..., None] * (b - a)
-  return Image.fromarray(pixels.astype(np.uint8), "RGB")
+  return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
 def _background_shapes(image, f):
@@ -385,7 +205,7 @@ def _background_shapes(image, f):
   width, height = image.size
   for _ in range(int(rng.integers(0, 5))):
     kind = int(rng.integers(3))
-    color = _rgb(rng, 10, 245) + (int(rng.integers(90, 256)),)
+    color = tuple(int(v) for v in rng.integers(10, 246, size=3)) + (int(rng.integers(60, 220)),)
     x0, y0 = float(rng.uniform(0, width)), float(rng.uniform(0, height))
     x1, y1 = x0 + float(rng.uniform(20, 160)), y0 + float(rng.uniform(20, 160))
     if kind == 0:
@@ -493,20 +313,23 @@ def _draw_head(pen, face):
 
 
 def _draw_shading(pen, face):
-  """Darkens the side of the face turned away from the light, in soft steps."""
+  """Darkens the side of the face turned away from the light.
+
+  Eight overlapping slices of the head, each cut further out, each adding a faint shade: a ramp
+  that deepens towards the rim, in steps too small to see.
+  """
   f = face.f
-  strength = f["light_strength"]
-  if strength < 0.05:
+  alpha = int(round(6 * f["light_strength"]))
+  if alpha == 0:
     return
   angle = f["light_angle"]
   light = np.array([math.cos(angle), math.sin(angle)])
   outline = face.outline()
-  along = outline @ light
-  for k, cut in enumerate((0.0, -0.35, -0.65)):
-    points = outline[along < cut * face.w]
+  along = outline @ light / face.w
+  for cut in np.linspace(0.2, -0.85, 8):
+    points = outline[along < cut]
     if len(points) > 2:
-      alpha = int(28 * strength) + 4 * k
-      pen.polygon(points, (40, 20, 30, alpha))
+      pen.polygon(points, (50, 25, 35, alpha))
 
 
 def _draw_front_hair(pen, face):
@@ -581,7 +404,7 @@ def _draw_facial_hair(pen, face):
   f = face.f
   beard_rgb = face.brow_rgb
   if f["5_o_Clock_Shadow"]:
-    pen.polygon(_jaw_region(face, face.nose_y - 2), (70, 60, 70, 70))
+    pen.polygon(_jaw_region(face, face.nose_y + 2), (70, 60, 70, 60))
   if f["full_beard"]:
     pen.polygon(_jaw_region(face, face.nose_y), beard_rgb)
   if f["Goatee"]:
@@ -610,7 +433,7 @@ def _almond(face, side):
 
 def _draw_eyes(pen, face):
   f = face.f
-  iris_rgb = _IRIS_RGB[f["iris_color"]]
+  iris_rgb = IRIS_RGB[f["iris_color"]]
   for side in (-1, 1):
     cx, cy, half_w, upper, lower = _almond(face, side)
     xs = np.linspace(cx - half_w, cx + half_w, 17)
@@ -618,7 +441,7 @@ def _draw_eyes(pen, face):
     if f["Heavy_Makeup"]:
       shadow = np.concatenate([np.stack([xs, upper(xs) - 4.5], 1),
                                np.stack([xs, upper(xs)], 1)[::-1]])
-      pen.polygon(shadow, _EYESHADOW_RGB[f["eyeshadow_color"]] + (130,))
+      pen.polygon(shadow, EYESHADOW_RGB[f["eyeshadow_color"]] + (130,))
     if f["Bags_Under_Eyes"]:
       # A puffy, shaded crescent under the eye.
       inner = xs[2:-2]
@@ -711,7 +534,7 @@ def _draw_mouth(pen, face):
   line = face.mouth_curve(xs)
   shape = np.sqrt(np.clip(1 - (xs / half) ** 2, 0, 1))
   if f["Wearing_Lipstick"]:
-    lip_rgb = _LIPSTICK_RGB[f["lipstick_color"]]
+    lip_rgb = LIPSTICK_RGB[f["lipstick_color"]]
   else:
     lip_rgb = _mix(face.skin, (160, 60, 70), 0.45)
   opening = face.mouth_open * shape

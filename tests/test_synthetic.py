@@ -6,10 +6,12 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+# TFDS's CelebA builder (metadata only, no download, no TensorFlow import) holds the reference names.
+from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as tfds_celeb_a
 
 from data_pipeline import attributes
 from data_pipeline import synthetic
-from data_pipeline import synthetic_render
+from data_pipeline import synthetic_factors
 from data_pipeline.errors import DataError
 from tests import toolrun
 
@@ -56,9 +58,8 @@ def _file_bytes(directory):
 
 
 def test_attribute_names_are_celeba_s():
-  from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder  # pylint: disable=g-import-not-at-top
-  assert list(attributes.ATTRIBUTE_NAMES) == celeb_a_dataset_builder.ATTR_HEADINGS
-  assert list(attributes.LANDMARK_NAMES) == celeb_a_dataset_builder.LANDMARK_HEADINGS
+  assert list(attributes.ATTRIBUTE_NAMES) == tfds_celeb_a.ATTR_HEADINGS
+  assert list(attributes.LANDMARK_NAMES) == tfds_celeb_a.LANDMARK_HEADINGS
   assert attributes.SPLIT_NAMES == {0: "train", 1: "validation", 2: "test"}
 
 
@@ -199,7 +200,7 @@ def test_refuses_foreign_or_other_seed_dirs_unless_overwrite(tmp_path):
 def _plain_factors():
   """A face with none of the optional features, so that each one can be switched on alone."""
   factors = synthetic.face_factors(0, 0)
-  for name in synthetic_render.FACTOR_NAMES:
+  for name in synthetic_factors.FACTOR_NAMES:
     if isinstance(factors[name], bool):
       factors[name] = False
   factors.update(Young=True, Straight_Hair=True, hair_color="brown", hair_length=0.1,
