@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
-# TFDS's CelebA builder (metadata only, no download, no TensorFlow import) holds the reference names.
+# TFDS's CelebA builder holds the reference names (importing it loads no TensorFlow).
 from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as tfds_celeb_a
 
 from data_pipeline import attributes
