@@ -34,6 +34,15 @@ class Sampling(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return input_shape[0]
 
+  # Keras saves only trainable and non-trainable variables, not SeedGenerator states; saving
+  # the state too makes a resumed run draw the noise an uninterrupted run would have drawn.
+  def save_own_variables(self, store):
+    store["seed_state"] = keras.ops.convert_to_numpy(self.seed_generator.state.value)
+
+  def load_own_variables(self, store):
+    if "seed_state" in store:
+      self.seed_generator.state.assign(store["seed_state"][...])
+
   def get_config(self):
     config = super().get_config()
     config["seed"] = self.seed

@@ -1,0 +1,272 @@
+"""The training routine: run dir, resume, divergence, history, saving and loading.
+
+In-process with tiny in-memory datasets (16x16 images, a few dozen of them); two checks need a
+fresh process (loading in a new process, two logical CPU replicas) and use one subprocess each.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from modeling import callbacks as callbacks_lib
+from modeling import config as config_lib
+from modeling import run_dir
+from modeling import training
+from modeling.errors import ModelError
+from tests.toolrun import REPO_ROOT
+
+TINY = dict(image_size=16, z_dim=4, encoder_filters=[4, 8], encoder_kernels=[3], strides=[2])
+BATCH = 8
+
+
+def _colour_images(n=32, size=16, seed=0):
+  """Two-colour images (left/right halves): structured, so a tiny model can learn them."""
+  rng = np.random.default_rng(seed)
+  images = np.empty((n, size, size, 3), np.uint8)
+  images[:, :, : size // 2] = rng.integers(0, 256, (n, 1, 1, 3))
+  images[:, :, size // 2:] = rng.integers(0, 256, (n, 1, 1, 3))
+  return images
+
+
+def _dataset(images, batch=BATCH):
+  return tf.data.Dataset.from_tensor_slices(images).batch(batch, drop_remainder=True)
+
+
+def _train(model_dir, kind="vae", epochs=2, callbacks=(), loss="bce", **train_kwargs):
+  model_config = config_lib.resolve_config("vae_fact5" if kind == "vae" else "ae_z256",
+                                           dict(TINY, encoder_kernels=[3, 3], strides=[2, 2],
+                                                loss=loss))
+  train_config = training.TrainConfig(**{"epochs": epochs, "batch_size": BATCH, "seed": 1,
+                                         **train_kwargs})
+  images = _colour_images()
+  return training.train(model_config, train_config, _dataset(images), _dataset(images[:16]),
+                        str(model_dir), preview_images=images[:4], callbacks=callbacks,
+                        verbose=0)
+
+
+class _Interrupt(keras.callbacks.Callback):
+  """Simulates a kill: raises after `step` (0-based) of epoch `epoch`."""
+
+  def __init__(self, epoch, step):
+    super().__init__()
+    self.epoch, self.step, self._current = epoch, step, None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._current = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._current == self.epoch and batch == self.step:
+      raise KeyboardInterrupt
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+  yield
+  keras.mixed_precision.set_global_policy("float32")
+
+
+def test_vae_run_writes_the_run_dir_and_logs_the_kl_share(tmp_path):
+  result = _train(tmp_path / "run", epochs=2)
+  run = run_dir.paths(tmp_path / "run")
+  for path in (run.config, run.model, run.encoder, run.decoder, run.best, run.history):
+    assert os.path.isfile(path), path
+  assert os.listdir(os.path.join(run.tensorboard, "images"))
+  assert [row["epoch"] for row in result.history] == [0, 1]
+  for row in result.history:
+    for prefix in ("", "val_"):
+      share = row[f"{prefix}kl_share"]
+      assert 0 < share < 1
+      assert share == pytest.approx(5.0 * row[f"{prefix}kl_loss"] / row[f"{prefix}loss"],
+                                    rel=1e-4)
+  stored = json.load(open(run.config, encoding="utf-8"))
+  assert stored["model"]["kind"] == "vae" and stored["train"]["epochs"] == 2
+
+
+def test_loss_falls_over_a_few_epochs(tmp_path):
+  # MSE, whose minimum is 0: BCE's floor (the images' own entropy) hides the progress.
+  result = _train(tmp_path / "run", kind="ae", epochs=6, learning_rate=0.01, loss="mse")
+  losses = [row["loss"] for row in result.history]
+  assert all(b < a for a, b in zip(losses, losses[1:])), losses
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert set(result.history[0]) == {"epoch", "loss", "reconstruction_loss", "val_loss",
+                                    "val_reconstruction_loss"}
+
+
+def test_resume_continues_at_the_interrupted_epoch_with_the_same_result(tmp_path):
+  with pytest.raises(KeyboardInterrupt):
+    _train(tmp_path / "resumed", epochs=3, callbacks=[_Interrupt(epoch=1, step=2)])
+  assert callbacks_lib.Backup.saved_epoch(str(tmp_path / "resumed" / "backup")) == 1
+  resumed = _train(tmp_path / "resumed", epochs=3)
+  assert resumed.initial_epoch == 1
+  assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+  # Weights, Adam's state and the sampling noise all come back: the same numbers as a run
+  # that was never interrupted.
+  straight = _train(tmp_path / "straight", epochs=3)
+  for got, want in zip(resumed.history, straight.history):
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_step_backups_resume_at_the_right_epoch_twice(tmp_path):
+  # backup every 2 steps; 4 steps per epoch. The first interruption leaves a mid-epoch backup
+  # of epoch 1; the second happens in the resumed epoch 1 after another step backup, which
+  # must still say epoch 1 (stock Keras would write 0 there).
+  with pytest.raises(KeyboardInterrupt):
+    _train(tmp_path / "run", epochs=3, backup_every_steps=2, callbacks=[_Interrupt(1, 2)])
+  with pytest.raises(KeyboardInterrupt):
+    _train(tmp_path / "run", epochs=3, backup_every_steps=2, callbacks=[_Interrupt(1, 2)])
+  assert callbacks_lib.Backup.saved_epoch(str(tmp_path / "run" / "backup")) == 1
+  result = _train(tmp_path / "run", epochs=3, backup_every_steps=2)
+  assert result.initial_epoch == 1
+  assert [row["epoch"] for row in result.history] == [0, 1, 2]
+
+
+def test_finished_run_is_kept_and_more_epochs_continue_it(tmp_path):
+  _train(tmp_path / "run", kind="ae", epochs=1)
+  run = run_dir.paths(tmp_path / "run")
+  mtime = os.path.getmtime(run.model)
+  again = _train(tmp_path / "run", kind="ae", epochs=1)
+  assert again.already_complete and os.path.getmtime(run.model) == mtime
+  more = _train(tmp_path / "run", kind="ae", epochs=2)
+  assert not more.already_complete and more.initial_epoch == 1
+  assert [row["epoch"] for row in more.history] == [0, 1]
+
+
+def test_a_different_config_is_refused_unless_overwrite(tmp_path):
+  _train(tmp_path / "run", kind="ae", epochs=1)
+  with pytest.raises(ModelError, match=r"different config \(train.learning_rate: 0.0005 -> 0.001"):
+    _train(tmp_path / "run", kind="ae", epochs=1, learning_rate=0.001)
+  run = run_dir.paths(tmp_path / "run")
+  stored = config_lib.load_config(run.config)
+  stored["train"]["learning_rate"] = 0.001
+  assert run_dir.prepare_run_dir(run.root, stored, overwrite=True) is False
+  assert not os.path.exists(run.model) and not os.path.exists(run.backup)
+  (tmp_path / "foreign").mkdir()
+  (tmp_path / "foreign" / "notes.txt").write_text("mine")
+  with pytest.raises(ModelError, match="has no config.json, so it is not a run dir"):
+    run_dir.prepare_run_dir(str(tmp_path / "foreign"), stored, overwrite=True)
+  assert (tmp_path / "foreign" / "notes.txt").exists()
+
+
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_state(tmp_path):
+  with pytest.raises(ModelError) as error:
+    _train(tmp_path / "run", epochs=3, learning_rate=1e8, backup_every_steps=1)
+  message = str(error.value)
+  assert "training diverged at epoch 1 step" in message and "\n" not in message
+  assert "backup" in message and "--learning_rate" in message
+  run = run_dir.paths(tmp_path / "run")
+  assert not os.path.exists(run.model)
+  config = config_lib.model_config_from_run(config_lib.load_config(run.config))
+  model = training.build_model(config)
+  model.build((None, 16, 16, 3))
+  model.compile(optimizer=keras.optimizers.Adam())
+  model.optimizer.build(model.trainable_variables)
+  model.load_weights(os.path.join(run.backup, "latest.weights.h5"))
+  assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+def test_bf16_training_runs(tmp_path):
+  result = _train(tmp_path / "run", epochs=1, mixed_precision="bf16", steps_per_epoch=2)
+  assert np.isfinite(result.history[0]["loss"])
+
+
+def test_history_trim_and_image_grid(tmp_path):
+  path = tmp_path / "history.csv"
+  path.write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.0\n")
+  run_dir.trim_history(str(path), 2)
+  assert [row["epoch"] for row in run_dir.read_history(str(path))] == [0, 1]
+  run_dir.trim_history(str(path), 0)
+  assert path.read_text() == "epoch,loss\n"
+  grid = callbacks_lib.image_grid([np.zeros((3, 4, 4, 3)), np.ones((3, 4, 4, 3))], pad=1)
+  assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+
+
+def test_load_run_errors_are_one_line(tmp_path):
+  with pytest.raises(ModelError, match="does not exist; train a model there first"):
+    run_dir.load_run(str(tmp_path / "missing"))
+  _train(tmp_path / "run", kind="ae", epochs=1)
+  run = run_dir.paths(tmp_path / "run")
+  loaded = run_dir.load_run(run.root, checkpoint="best")
+  assert loaded.config.kind == "ae" and loaded.encoder.name == "encoder"
+  with open(run.model, "wb") as f:
+    f.write(b"not a zip")
+  with pytest.raises(ModelError, match="model.keras cannot be loaded"):
+    run_dir.load_run(run.root)
+  os.remove(run.model)
+  with pytest.raises(ModelError, match="has not finished"):
+    run_dir.load_run(run.root)
+
+
+_LOAD_SCRIPT = """
+import sys, numpy as np, keras
+from modeling import run_dir
+images = np.load(sys.argv[2])
+loaded = run_dir.load_run(sys.argv[1])
+separate = [keras.saving.load_model(f"{sys.argv[1]}/{name}.keras", safe_mode=True)
+            for name in ("encoder", "decoder")]
+z = keras.ops.convert_to_numpy(loaded.model.encode(images))
+np.savez(sys.argv[3], z=z, recon=keras.ops.convert_to_numpy(loaded.model(images)),
+         sample=keras.ops.convert_to_numpy(loaded.model.sample(2, seed=3)),
+         enc=keras.ops.convert_to_numpy(separate[0](images)[0]),
+         dec=keras.ops.convert_to_numpy(separate[1](z)))
+"""
+
+
+def _run_python(script, *args):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  return result
+
+
+def test_saved_models_load_in_a_new_process_with_identical_outputs(tmp_path):
+  _train(tmp_path / "run", epochs=1)
+  images = _colour_images(4, seed=9)
+  np.save(tmp_path / "images.npy", images)
+  _run_python(_LOAD_SCRIPT, tmp_path / "run", tmp_path / "images.npy", tmp_path / "out.npz")
+  out = np.load(tmp_path / "out.npz")
+  model = run_dir.load_run(str(tmp_path / "run")).model
+  z = keras.ops.convert_to_numpy(model.encode(images))
+  np.testing.assert_array_equal(out["z"], z)
+  np.testing.assert_array_equal(out["enc"], z)  # encoder.keras: z_mean first
+  np.testing.assert_array_equal(out["recon"], keras.ops.convert_to_numpy(model(images)))
+  np.testing.assert_array_equal(out["dec"], keras.ops.convert_to_numpy(model.decode(z)))
+  np.testing.assert_array_equal(out["sample"], keras.ops.convert_to_numpy(model.sample(2, 3)))
+
+
+_REPLICA_SCRIPT = """
+import numpy as np, keras, tensorflow as tf
+from modeling import config as config_lib, devices, training
+devices.configure_devices(cpu_replicas=2)
+config = config_lib.resolve_config("ae_z256", dict(image_size=16, z_dim=4, encoder_filters=[4, 8],
+                                                   encoder_kernels=[3, 3], strides=[2, 2]))
+images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+results = []
+for name in ("default", "mirrored"):
+  strategy = devices.make_strategy(name)
+  keras.utils.set_random_seed(0)
+  with strategy.scope():
+    model = training.build_model(config)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+  history = model.fit(tf.data.Dataset.from_tensors(images), epochs=2, verbose=0)
+  results.append((strategy.num_replicas_in_sync, history.history["loss"],
+                  [w.numpy() for w in model.trainable_weights]))
+(n1, loss1, w1), (n2, loss2, w2) = results
+assert (n1, n2) == (1, 2), (n1, n2)
+np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+for a, b in zip(w1, w2):
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+print("same", loss1, loss2)
+"""
+
+
+def test_one_and_two_replicas_give_the_same_loss_and_update():
+  assert "same" in _run_python(_REPLICA_SCRIPT).stdout
