@@ -263,7 +263,9 @@ def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_q
     seed: non-negative int; image k depends only on (seed, k).
     num_workers: processes that render; the output does not depend on it.
     jpeg_quality: 1 to 100; CelebA's images are about 95.
-    overwrite: re-render every image even if a matching previous output is there.
+    overwrite: re-render every image, even where a matching previous output is there, and
+      accept a non-empty dir of anything else (its img_align_celeba/NNNNNN.jpg files are
+      replaced; other files are left alone).
     progress: show a progress bar on stderr.
 
   Returns:

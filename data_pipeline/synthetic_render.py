@@ -220,7 +220,7 @@ def _wave(face, y, amplitude):
   """Sideways displacement of a hair edge at height y: wavy, curly (neither attribute) or none."""
   f = face.f
   if f["Straight_Hair"]:
-    return 0.0 * y
+    return np.zeros_like(y)
   if f["Wavy_Hair"]:
     return amplitude * np.sin(y / 7.0 + f["hair_wave_phase"])
   return 0.45 * amplitude * np.sin(y / 2.6 + f["hair_wave_phase"])  # tight curls
@@ -248,7 +248,7 @@ def _draw_back_hair(pen, face):
   spread = 6.0 * f["hair_length"]
   right = np.stack([rx + spread * ys / max(bottom, 1) + _wave(face, ys, 3.5), ys], axis=1)
   left = np.stack([-rx - spread * ys / max(bottom, 1) + _wave(face, ys, 3.5), ys], axis=1)[::-1]
-  if f["Wavy_Hair"] or not f["Straight_Hair"]:
+  if not f["Straight_Hair"]:
     crown = crown + np.stack([0 * crown[:, 1], _wave(face, crown[:, 0], 1.5)], axis=1)
   pen.polygon(np.concatenate([crown, right, left]), face.hair)
 
@@ -284,7 +284,7 @@ def _draw_body(pen, face):
 
 
 def _draw_head(pen, face):
-  """Ears (hidden by long hair), then the head."""
+  """Ears (hidden by long hair), the head, and the marks of age on it: double chin, wrinkles."""
   f = face.f
   ears_visible = f["Bald"] or f["hair_length"] < 0.4
   if ears_visible:
@@ -299,7 +299,7 @@ def _draw_head(pen, face):
     pen.polygon(np.concatenate([upper, lower]), (80, 40, 30, 45))
     pen.line(upper, (80, 40, 30, 110), 1.4)
   if not f["Young"]:
-    # Forehead lines, crow's feet and deeper nasolabial folds.
+    # Forehead lines and crow's feet.
     alpha = int(50 + 60 * f["wrinkle_amount"])
     for k in range(3):
       y = -face.h * 0.5 + 4.5 * k
@@ -394,19 +394,25 @@ def _draw_hat(pen, face):
                 _scale(color, 0.5))
 
 
-def _jaw_region(face, top):
-  """The part of the head outline below height `top` (for beards and stubble)."""
+def _jaw_region(face, top_middle, top_side):
+  """Jaw, chin and upper lip: the head below a curve that runs from `top_side` at the ears down
+  to `top_middle` under the nose (for beards and stubble, which leave the cheeks bare)."""
   outline = face.outline(grow=1.5)
-  return outline[outline[:, 1] > top]
+  jaw = outline[outline[:, 1] > top_side]  # one arc, from the right ear round the chin
+  x_right, x_left = jaw[0, 0], jaw[-1, 0]
+  xs = np.linspace(x_left, x_right, 15)
+  half = max(x_right, -x_left)
+  ys = top_middle - (top_middle - top_side) * (xs / half) ** 2
+  return np.concatenate([jaw, np.stack([xs, ys], 1)])
 
 
 def _draw_facial_hair(pen, face):
   f = face.f
   beard_rgb = face.brow_rgb
   if f["5_o_Clock_Shadow"]:
-    pen.polygon(_jaw_region(face, face.nose_y + 2), (70, 60, 70, 60))
+    pen.polygon(_jaw_region(face, face.nose_y + 2, face.eye_y + 20), (60, 60, 75, 50))
   if f["full_beard"]:
-    pen.polygon(_jaw_region(face, face.nose_y), beard_rgb)
+    pen.polygon(_jaw_region(face, face.nose_y + 1, face.eye_y + 12), beard_rgb)
   if f["Goatee"]:
     x = face.fx
     top = face.mouth_y + face.lip + 1.5
@@ -514,9 +520,8 @@ def _draw_cheeks(pen, face):
     if f["High_Cheekbones"]:
       # A highlight over the cheekbone and a shadow line beneath it.
       pen.polygon(_ellipse(cx + side * 2, cheek_y - 3, 7, 3, n=16), (255, 250, 240, 90))
-      pen.line(_ellipse(cx + side * 3, cheek_y + 3, 8, 5, 0.2 * math.pi, 0.6 * math.pi, n=8)
-               if side > 0 else
-               _ellipse(cx + side * 3, cheek_y + 3, 8, 5, 0.4 * math.pi, 0.8 * math.pi, n=8),
+      t0, t1 = (0.2, 0.6) if side > 0 else (0.4, 0.8)  # the outer lower quarter of an ellipse
+      pen.line(_ellipse(cx + side * 3, cheek_y + 3, 8, 5, t0 * math.pi, t1 * math.pi, n=8),
                (90, 45, 40, 100), 1.5)
     if f["Smiling"]:
       # Smile lines from the nose wing towards the mouth corner.
@@ -546,9 +551,10 @@ def _draw_mouth(pen, face):
   px = xs + x0
   if f["Mustache"]:
     top = upper_outer - 1.0
-    pen.polygon(np.concatenate([np.stack([px * 1.08, top], 1),
-                                np.stack([px[::-1] * 1.08, top[::-1] - 5.0 * shape[::-1] - 1.5],
-                                         1)]), face.brow_rgb)
+    wide = xs * 1.08 + x0  # a little wider than the mouth
+    pen.polygon(np.concatenate([np.stack([wide, top], 1),
+                                np.stack([wide[::-1], top[::-1] - 5.0 * shape[::-1] - 1.5], 1)]),
+                face.brow_rgb)
   pen.polygon(np.concatenate([np.stack([px, upper_outer], 1),
                               np.stack([px[::-1], lower_outer[::-1]], 1)]), lip_rgb)
   if face.mouth_open > 0:

@@ -26,7 +26,8 @@ flags.DEFINE_integer("num_workers", None, "Processes that draw faces; default: a
                      "images do not depend on it.", lower_bound=1)
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the images (CelebA's is about 95).",
                      lower_bound=1, upper_bound=100)
-flags.DEFINE_boolean("overwrite", False, "Redraw every image, replacing what --output_dir holds.")
+flags.DEFINE_boolean("overwrite", False, "Redraw every image, also in a non-empty --output_dir "
+                     "that holds something else (its img_align_celeba/NNNNNN.jpg are replaced).")
 
 
 def main(argv):
