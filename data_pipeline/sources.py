@@ -1,0 +1,341 @@
+"""Where the face images come from: a CelebA folder (directory or zip) or a TFDS-prepared celeb_a.
+
+Every source lists its splits in a fixed order and yields `SourceRecord`s. A record's `data` is
+the encoded image (bytes) or decoded pixels (uint8 array); `None` means "not loaded yet": the
+writer's worker process calls `source.load(record)`, so that file reading happens in parallel
+and only file names travel between processes.
+
+CelebA folder layout (also what tools.make_synthetic_faces writes):
+
+  SOURCE_DIR/img_align_celeba/000001.jpg ...   or   SOURCE_DIR/img_align_celeba.zip
+  SOURCE_DIR/list_eval_partition.txt           "000001.jpg 0" (0 train, 1 validation, 2 test)
+  SOURCE_DIR/list_attr_celeba.txt              optional: count line, 40 names, "file -1 1 ..."
+
+The Kaggle mirror's CSV variants (list_eval_partition.csv, list_attr_celeba.csv, and the nested
+img_align_celeba/img_align_celeba/ folder) are read as well. Within a split, images are taken in
+sorted file-name order, so the shard assignment is the same on every run.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import os
+import zipfile
+from typing import Optional, Union
+
+import numpy as np
+
+from data_pipeline import attributes as celeba
+from data_pipeline.errors import DataError
+from data_pipeline.manifest import SPLITS
+from data_pipeline.provenance import sha256_file
+from data_pipeline.transform import BadImageError
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRecord:
+  """One source image: its split, CelebA file name, data (or None: not loaded) and attributes."""
+  split: str
+  file_name: str
+  data: Union[bytes, np.ndarray, None] = None
+  attributes: Optional[tuple] = None
+
+
+def _metadata_file(source_dir, txt_name):
+  """The .txt metadata file, or its Kaggle .csv twin; None when neither exists."""
+  for name in (txt_name, os.path.splitext(txt_name)[0] + ".csv"):
+    path = os.path.join(source_dir, name)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _read_lines(path):
+  try:
+    with open(path, "r", encoding="utf-8") as f:
+      return f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as error:
+    raise DataError(f"cannot read {path}: {error}") from None
+
+
+def parse_partition(path):
+  """Reads list_eval_partition.txt (or .csv) into {split: sorted file names}."""
+  lines = _read_lines(path)
+  is_csv = path.endswith(".csv")
+  if is_csv and lines and not lines[0].split(",")[-1].strip().isdigit():
+    lines = lines[1:]  # The Kaggle header "image_id,partition".
+    first_line = 2
+  else:
+    first_line = 1
+  splits = {name: [] for name in SPLITS}
+  seen = set()
+  for number, line in enumerate(lines, start=first_line):
+    if not line.strip():
+      continue
+    fields = line.split(",") if is_csv else line.split()
+    fields = [f.strip() for f in fields]
+    if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) not in celeba.SPLIT_NAMES:
+      raise DataError(f"{path} line {number}: expected '<file name> <0|1|2>', got {line!r}")
+    if fields[0] in seen:
+      raise DataError(f"{path} line {number}: {fields[0]} is listed twice")
+    seen.add(fields[0])
+    splits[celeba.SPLIT_NAMES[int(fields[1])]].append(fields[0])
+  if not seen:
+    raise DataError(f"{path} lists no images")
+  return {name: sorted(files) for name, files in splits.items()}
+
+
+def parse_attributes(path):
+  """Reads list_attr_celeba.txt (or .csv) into (names, {file name: tuple of -1/+1})."""
+  lines = _read_lines(path)
+  if path.endswith(".csv"):
+    rows = list(csv.reader(lines))
+    if not rows:
+      raise DataError(f"{path} is empty")
+    names, body, first_line = rows[0][1:], rows[1:], 2
+  else:
+    if len(lines) < 2:
+      raise DataError(f"{path}: expected a count line and a line of attribute names")
+    names, first_line = lines[1].split(), 3
+    body = [line.split() for line in lines[2:]]
+  names = tuple(n.strip() for n in names)
+  if not names:
+    raise DataError(f"{path}: no attribute names in its header")
+  table = {}
+  for number, fields in enumerate(body, start=first_line):
+    if not fields:
+      continue
+    values = fields[1:]
+    if len(values) != len(names) or any(v.strip() not in ("-1", "1") for v in values):
+      raise DataError(f"{path} line {number}: expected a file name and {len(names)} values of "
+                      "-1 or 1")
+    table[fields[0].strip()] = tuple(int(v) for v in values)
+  return names, table
+
+
+class CelebAFolderSource:
+  """A CelebA folder: images in a directory or a zip, plus the partition (and attribute) lists."""
+
+  kind = "celeba_folder"
+  lazy = True  # Records come without data; workers call load().
+
+  def __init__(self, source_dir):
+    self.source_dir = os.path.abspath(os.fspath(source_dir))
+    if not os.path.isdir(self.source_dir):
+      raise DataError(f"--source_dir {self.source_dir} does not exist or is not a directory")
+    self.partition_path = _metadata_file(self.source_dir, celeba.PARTITION_FILE)
+    if self.partition_path is None:
+      raise DataError(f"{os.path.join(self.source_dir, celeba.PARTITION_FILE)} not found: "
+                      "--source_dir must be a CelebA folder with img_align_celeba/ (or "
+                      f"img_align_celeba.zip) and {celeba.PARTITION_FILE}")
+    self._image_dir, self._zip_path = self._find_images()
+    self.splits = parse_partition(self.partition_path)
+    self.attribute_path = _metadata_file(self.source_dir, celeba.ATTRIBUTE_FILE)
+    if self.attribute_path is not None:
+      self.attribute_names, self._attributes = parse_attributes(self.attribute_path)
+    else:
+      self.attribute_names, self._attributes = None, None
+    self._zip = None
+    self._zip_pid = None
+    self._zip_members = None
+
+  def _find_images(self):
+    image_dir = os.path.join(self.source_dir, celeba.IMAGE_DIR)
+    nested = os.path.join(image_dir, celeba.IMAGE_DIR)  # The Kaggle mirror nests it twice.
+    if os.path.isdir(nested) and not any(
+        name.lower().endswith(_IMAGE_SUFFIXES) for name in os.listdir(image_dir)):
+      return nested, None
+    if os.path.isdir(image_dir):
+      return image_dir, None
+    zip_path = image_dir + ".zip"
+    if os.path.isfile(zip_path):
+      return None, zip_path
+    raise DataError(f"{self.source_dir} has neither {celeba.IMAGE_DIR}/ nor "
+                    f"{celeba.IMAGE_DIR}.zip; point --source_dir at the CelebA folder")
+
+  @property
+  def image_store(self):
+    """The image directory or zip file the images are read from."""
+    return self._image_dir or self._zip_path
+
+  def split_sizes(self):
+    return {split: len(files) for split, files in self.splits.items() if files}
+
+  def iter_split(self, split):
+    """Records of `split` in sorted file-name order, not yet loaded (data None)."""
+    for file_name in self.splits.get(split, ()):
+      attrs = None
+      if self._attributes is not None:
+        attrs = self._attributes.get(file_name)
+      yield SourceRecord(split, file_name, None, attrs)
+
+  def _zip_file(self):
+    # A ZipFile's file position is shared with forked children, so each process opens its own.
+    if self._zip is None or self._zip_pid != os.getpid():
+      try:
+        self._zip = zipfile.ZipFile(self._zip_path)
+      except (OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot open {self._zip_path}: {error}") from None
+      self._zip_pid = os.getpid()
+      self._zip_members = self._zip_member_map(self._zip)
+    return self._zip
+
+  @staticmethod
+  def _zip_member_map(archive):
+    members = {}
+    for info in archive.infolist():
+      if not info.is_dir():
+        members.setdefault(os.path.basename(info.filename), info.filename)
+    return members
+
+  def load(self, record):
+    """Reads the record's file bytes; raises DataError naming why it cannot be used."""
+    if self._attributes is not None and record.attributes is None:
+      raise BadImageError("no_attributes",
+                          f"not listed in {os.path.basename(self.attribute_path)}")
+    if self._image_dir is not None:
+      try:
+        with open(os.path.join(self._image_dir, record.file_name), "rb") as f:
+          return f.read()
+      except FileNotFoundError:
+        raise BadImageError("missing", "listed in the partition file but missing") from None
+      except OSError as error:
+        raise BadImageError("unreadable", f"unreadable ({error.strerror or error})") from None
+    archive = self._zip_file()
+    member = self._zip_members.get(record.file_name)
+    if member is None:
+      raise BadImageError("missing", "listed in the partition file but missing from the zip")
+    try:
+      return archive.read(member)
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+      raise BadImageError("unreadable", f"unreadable zip member ({error})") from None
+
+  def fingerprint(self):
+    """sha256 over (name, size) of every listed image plus the metadata files' hashes."""
+    digest = hashlib.sha256()
+    listed = sorted(name for files in self.splits.values() for name in files)
+    if self._zip_path is not None:
+      with zipfile.ZipFile(self._zip_path) as archive:
+        members = {os.path.basename(i.filename): i for i in archive.infolist() if not i.is_dir()}
+      for name in listed:
+        info = members.get(name)
+        digest.update(f"{name}\t{info.file_size if info else -1}\t"
+                      f"{info.CRC if info else -1}\n".encode())
+    else:
+      for name in listed:
+        try:
+          size = os.stat(os.path.join(self._image_dir, name)).st_size
+        except OSError:
+          size = -1
+        digest.update(f"{name}\t{size}\n".encode())
+    for path in (self.partition_path, self.attribute_path):
+      digest.update(f"{os.path.basename(path)}\t{sha256_file(path)}\n".encode() if path
+                    else b"-\n")
+    return digest.hexdigest()
+
+  def describe(self):
+    """The manifest's `source` block (without counts, which the writer adds)."""
+    inputs = {self.partition_path: sha256_file(self.partition_path)}
+    if self.attribute_path:
+      inputs[self.attribute_path] = sha256_file(self.attribute_path)
+    return {"kind": self.kind, "path": self.source_dir, "images": self.image_store,
+            "fingerprint": self.fingerprint(), "metadata_files": inputs}
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state.update(_zip=None, _zip_pid=None, _zip_members=None)  # Reopened in each process.
+    return state
+
+
+class TfdsSource:
+  """A TFDS-prepared `celeb_a` (images 218x178, attributes as booleans, no file names).
+
+  The records' `file_name` is the TFDS id (e.g. "celeb_a-train.tfrecord-00000-of-00004__17"),
+  the only stable per-image key TFDS keeps. Images are read as their stored JPEG bytes and
+  decoded by PIL, like the folder source, so both give the same pixels.
+  """
+
+  kind = "tfds"
+  lazy = False  # Records come with their data, read in the main process.
+
+  def __init__(self, tfds_data_dir=None, dataset="celeb_a"):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self._tfds = tfds
+    self.tfds_data_dir = os.path.abspath(tfds_data_dir) if tfds_data_dir else None
+    self.dataset = dataset
+    try:
+      self._builder = tfds.builder(dataset, data_dir=self.tfds_data_dir)
+    except Exception as error:  # TFDS raises several types for unknown names/dirs.
+      raise DataError(f"cannot open TFDS dataset {dataset} in --tfds_data_dir "
+                      f"{self.tfds_data_dir}: {error}") from None
+    self.attribute_names = celeba.ATTRIBUTE_NAMES
+    known = set(self._builder.info.splits.keys())
+    # An unprepared builder (or tfds.testing.mock_data) knows no splits: try all three.
+    self._split_names = [s for s in SPLITS if not known or s in known]
+    self._sizes = None
+
+  def _dataset(self, split):
+    tfds = self._tfds
+    try:
+      return self._builder.as_dataset(
+          split=split, shuffle_files=False,
+          decoders={"image": tfds.decode.SkipDecoding()},
+          read_config=tfds.ReadConfig(add_tfds_id=True, interleave_cycle_length=1))
+    except (AssertionError, OSError, ValueError, KeyError) as error:
+      raise DataError(f"TFDS dataset {self.dataset} is not prepared in --tfds_data_dir "
+                      f"{self.tfds_data_dir} ({str(error).splitlines()[0]}); build it first "
+                      "with `tfds build celeb_a --data_dir DIR` (needs CelebA's manual "
+                      "download)") from None
+
+  def split_sizes(self):
+    if self._sizes is None:
+      self._sizes = {}
+      for split in self._split_names:
+        count = int(self._dataset(split).cardinality())
+        if count < 0:  # Unknown cardinality: fall back to TFDS' own metadata.
+          count = self._builder.info.splits[split].num_examples
+        if count:
+          self._sizes[split] = count
+    return dict(self._sizes)
+
+  def iter_split(self, split):
+    """Records in TFDS' stored order (deterministic with shuffle_files=False), data loaded."""
+    for example in self._dataset(split).as_numpy_iterator():
+      attrs = tuple(1 if example["attributes"][name] else -1 for name in self.attribute_names)
+      yield SourceRecord(split, example["tfds_id"].decode("utf-8"), example["image"], attrs)
+
+  def load(self, record):
+    return record.data
+
+  def fingerprint(self):
+    """sha256 over the dataset's name, version, split sizes and stored files (name, size)."""
+    digest = hashlib.sha256()
+    digest.update(f"{self._builder.info.full_name}\n".encode())
+    for split, count in sorted(self.split_sizes().items()):
+      digest.update(f"{split}\t{count}\n".encode())
+    data_dir = self._builder.data_dir
+    if os.path.isdir(data_dir):
+      for name in sorted(os.listdir(data_dir)):
+        digest.update(f"{name}\t{os.path.getsize(os.path.join(data_dir, name))}\n".encode())
+    return digest.hexdigest()
+
+  def describe(self):
+    return {"kind": self.kind, "path": self.tfds_data_dir, "dataset":
+            self._builder.info.full_name, "fingerprint": self.fingerprint()}
+
+  def __getstate__(self):
+    raise TypeError("TfdsSource streams its records from the main process; it is not sent "
+                    "to worker processes")
+
+
+def open_source(kind, source_dir=None, tfds_data_dir=None):
+  """Opens a source by kind ("celeba_folder" or "tfds"); raises DataError when unusable."""
+  if kind == "celeba_folder":
+    if not source_dir:
+      raise DataError("--source_dir is required for --source=celeba_folder")
+    return CelebAFolderSource(source_dir)
+  if kind == "tfds":
+    return TfdsSource(tfds_data_dir)
+  raise DataError(f"unknown source kind {kind!r}; expected celeba_folder or tfds")

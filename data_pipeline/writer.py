@@ -1,0 +1,517 @@
+"""The sharded writer: source images -> transform -> encode -> TFRecord shards + manifest.
+
+Plan. For each split, images are taken in the source's fixed order (sorted file names for a
+CelebA folder). `max_images` keeps a proportional share of every split (the first images of
+each). The number of shards is the split's estimated encoded size (the mean record size of its
+first images times its image count) divided by `shard_mb`, at least 1; shard i gets the
+contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the source and the
+settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
+
+Work. One task per shard, run by `num_workers` processes (forked on Linux, so TensorFlow is not
+imported again). A worker writes `<shard>.tmp`, fsyncs it, hashes it and renames it into place,
+so a shard file either is complete or does not exist. Unusable source images (missing, empty,
+truncated, not an image) are skipped and reported with their reason.
+
+Resume. `prepare_progress.json` (written atomically after every shard) records the settings and
+each finished shard's records, bytes and sha256. A rerun with the same settings keeps every
+shard whose file still matches its entry and redoes the rest; other settings are refused unless
+`overwrite`. The manifest (last file written) marks the data dir complete.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import itertools
+import math
+import multiprocessing
+import os
+import re
+import time
+from typing import Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import manifest as manifest_lib
+from data_pipeline import provenance
+from data_pipeline import records
+from data_pipeline import transform
+from data_pipeline.errors import DataError
+from data_pipeline.tfds_metadata import write_tfds_metadata
+
+VERSION = "1.0.0"
+_SAMPLE_IMAGES = 16  # Images per split whose encoded size estimates the shard count.
+_PROGRESS_EVERY = 32  # Images between progress-bar updates from a worker.
+_TFDS_FILES = ("features.json", "dataset_info.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Everything besides the source that determines the bytes of the shards."""
+  name: str = manifest_lib.DEFAULT_NAME
+  image_size: int = transform.IMAGE_SIZE
+  crop_box: tuple = transform.CROP_BOX
+  encoding: str = "raw"
+  jpeg_quality: int = 95
+  shard_mb: float = 64.0
+  max_images: Optional[int] = None
+
+  def validate(self):
+    if not manifest_lib.NAME_PATTERN.match(self.name):
+      raise ValueError(f"name {self.name!r} must be snake_case ([a-z][a-z0-9_]*)")
+    if self.image_size < 1:
+      raise ValueError(f"image_size must be positive, got {self.image_size}")
+    transform.validate_crop_box(tuple(self.crop_box))
+    if self.encoding not in records.ENCODINGS:
+      raise ValueError(f"encoding must be one of {records.ENCODINGS}, got {self.encoding!r}")
+    if not 1 <= self.jpeg_quality <= 100:
+      raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+    if self.shard_mb <= 0:
+      raise ValueError(f"shard_mb must be positive, got {self.shard_mb}")
+    if self.max_images is not None and self.max_images < 1:
+      raise ValueError(f"max_images must be positive, got {self.max_images}")
+
+
+@dataclasses.dataclass
+class _Task:
+  split: str
+  index: int
+  num_shards: int
+  path: str
+  records: list
+
+
+def _split_quotas(sizes, max_images):
+  """How many images of each split to use: all, or a proportional share of `max_images`."""
+  total = sum(sizes.values())
+  if max_images is None or max_images >= total:
+    return dict(sizes)
+  # Largest-remainder rounding: the shares sum to max_images exactly, deterministically.
+  exact = {split: max_images * n / total for split, n in sizes.items()}
+  quotas = {split: math.floor(value) for split, value in exact.items()}
+  by_remainder = sorted(sizes, key=lambda s: (-(exact[s] - quotas[s]), s))
+  for split in by_remainder[:max_images - sum(quotas.values())]:
+    quotas[split] += 1
+  return {split: n for split, n in quotas.items() if n > 0}
+
+
+def _encode_record(source, record, settings):
+  """Source record -> (serialized Example, whether the image had CelebA's size)."""
+  data = record.data if record.data is not None else source.load(record)
+  if isinstance(data, np.ndarray):
+    celeba_size = tuple(data.shape[1::-1]) == transform.CELEBA_SIZE
+    pixels = transform.transform_array(data, settings.crop_box, settings.image_size)
+  else:
+    img = transform.open_rgb(data)
+    celeba_size = img.size == transform.CELEBA_SIZE
+    pixels = transform.transform(img, settings.crop_box, settings.image_size)
+  image = records.encode_image(pixels, settings.encoding, settings.jpeg_quality)
+  return records.serialize_example(image, record.file_name, record.attributes), celeba_size
+
+
+def _estimate_record_bytes(source, split, settings):
+  """Mean serialized size of the split's first readable images (deterministic)."""
+  sizes = []
+  for record in itertools.islice(source.iter_split(split), _SAMPLE_IMAGES):
+    try:
+      sizes.append(len(_encode_record(source, record, settings)[0]))
+    except transform.BadImageError:
+      continue
+  if not sizes:  # Nothing readable at the start: assume raw pixels, the largest encoding.
+    return settings.image_size ** 2 * 3 + 64
+  return sum(sizes) / len(sizes)
+
+
+def plan_shards(source, settings):
+  """{split: (num_images, num_shards)} for the source and settings (see the module docstring)."""
+  quotas = _split_quotas(source.split_sizes(), settings.max_images)
+  plan = {}
+  for split in manifest_lib.SPLITS:
+    count = quotas.get(split, 0)
+    if not count:
+      continue
+    # +16 bytes per record: TFRecord's length, CRCs (the overhead TFDS also counts).
+    total = count * (_estimate_record_bytes(source, split, settings) + 16)
+    num_shards = min(count, max(1, math.ceil(total / (settings.shard_mb * 2**20))))
+    plan[split] = (count, num_shards)
+  return plan
+
+
+def _shard_bounds(count, num_shards):
+  return [round(count * i / num_shards) for i in range(num_shards + 1)]
+
+
+# Per-process state of the worker pool, set by _init_worker (after fork, or in-process).
+_WORKER = {}
+
+
+def _init_worker(source, settings, counter):
+  _WORKER.update(source=source, settings=settings, counter=counter)
+
+
+def _report_progress(amount):
+  counter = _WORKER.get("counter")
+  if counter is None:
+    return
+  if callable(counter):
+    counter(amount)
+  else:
+    with counter.get_lock():
+      counter.value += amount
+
+
+def _fsync_path(path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _write_shard(task):
+  """Writes one shard atomically; returns its manifest entry plus skipped files."""
+  source, settings = _WORKER["source"], _WORKER["settings"]
+  tmp_path = task.path + manifest_lib.TMP_SUFFIX
+  skipped, count, other_size, pending = [], 0, 0, 0
+  try:
+    with tf.io.TFRecordWriter(tmp_path) as writer:
+      for record in task.records:
+        pending += 1
+        if pending == _PROGRESS_EVERY:
+          _report_progress(pending)
+          pending = 0
+        try:
+          serialized, celeba_size = _encode_record(source, record, settings)
+        except transform.BadImageError as error:
+          skipped.append({"split": task.split, "file_name": record.file_name,
+                          "kind": error.kind, "reason": str(error)})
+          continue
+        writer.write(serialized)
+        count += 1
+        other_size += not celeba_size
+    _report_progress(pending)
+    _fsync_path(tmp_path)
+    entry = {"split": task.split, "index": task.index, "file": os.path.basename(task.path),
+             "records": count, "bytes": os.path.getsize(tmp_path),
+             "sha256": provenance.sha256_file(tmp_path)}
+    os.replace(tmp_path, task.path)
+  except BaseException:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise
+  return {"shard": entry, "skipped": skipped, "other_size": other_size}
+
+
+def _settings_record(settings, source_description, plan):
+  """The settings block compared on resume: what makes two runs produce the same shards."""
+  return {
+      "name": settings.name,
+      "image_size": settings.image_size,
+      "crop": list(settings.crop_box),
+      "encoding": settings.encoding,
+      "jpeg_quality": settings.jpeg_quality if settings.encoding == "jpeg" else None,
+      "shard_mb": settings.shard_mb,
+      "max_images": settings.max_images,
+      "source_kind": source_description["kind"],
+      "source_fingerprint": source_description["fingerprint"],
+      "plan": {split: list(value) for split, value in plan.items()},
+  }
+
+
+def _owned_files(output_dir, names):
+  """Files in output_dir that a preparation named in `names` wrote (and may remove)."""
+  patterns = [manifest_lib.shard_pattern(name) for name in names]
+  fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, *_TFDS_FILES}
+  return sorted(f for f in os.listdir(output_dir)
+                if f in fixed or any(p.match(f) for p in patterns))
+
+
+def _previous_state(output_dir):
+  """The recorded state of an earlier run: the manifest if complete, else the progress file."""
+  for file_name in (manifest_lib.MANIFEST, manifest_lib.PROGRESS):
+    path = os.path.join(output_dir, file_name)
+    if os.path.exists(path):
+      state = manifest_lib.read_json(path, "recorded state")
+      if "settings" not in state or "shards" not in state:
+        raise DataError(f"{path} is not a celeba-stream preparation record; choose another "
+                        "--output_dir or pass --overwrite")
+      return file_name, state
+  return None, None
+
+
+def _differences(old, new):
+  keys = sorted(set(old) | set(new))
+  return [key for key in keys if old.get(key) != new.get(key)]
+
+
+def _shard_is_intact(output_dir, entry):
+  path = os.path.join(output_dir, entry["file"])
+  return (os.path.isfile(path) and os.path.getsize(path) == entry["bytes"]
+          and provenance.sha256_file(path) == entry["sha256"])
+
+
+def _mp_context():
+  # fork: workers inherit the imported TensorFlow instead of importing it again (seconds each);
+  # the parent has only imported TF, not started its runtime threads. Elsewhere, spawn.
+  methods = multiprocessing.get_all_start_methods()
+  return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _iter_tasks(source, plan, settings, output_dir, done):
+  """Yields a _Task for every planned shard not in `done` (records read lazily, in order)."""
+  for split, (count, num_shards) in plan.items():
+    stream = itertools.islice(source.iter_split(split), count)
+    bounds = _shard_bounds(count, num_shards)
+    for index in range(num_shards):
+      chunk = list(itertools.islice(stream, bounds[index + 1] - bounds[index]))
+      file_name = manifest_lib.shard_name(settings.name, split, index, num_shards)
+      if file_name in done:
+        continue
+      yield _Task(split, index, num_shards, os.path.join(output_dir, file_name), chunk)
+
+
+def _run_tasks(tasks, source, settings, num_workers, total_images, on_done, progress):
+  """Runs the shard tasks (in-process or in a pool) with a progress bar; calls on_done(result)."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  make_bar = lambda: tqdm(total=total_images, unit="img", desc="prepare", disable=not progress,
+                          smoothing=0.1, mininterval=0.5)
+  try:
+    if num_workers == 1:
+      with make_bar() as bar:
+        _init_worker(source, settings, bar.update)
+        for task in tasks:
+          on_done(_write_shard(task))
+      return
+    context = _mp_context()
+    counter = context.Value("q", 0)
+    # A lazy source (file names only) goes to the workers once; a streaming one stays here.
+    worker_source = source if source.lazy else None
+    with concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=context, initializer=_init_worker,
+        initargs=(worker_source, settings, counter)) as pool:
+      _drive_pool(pool, iter(tasks), num_workers, counter, make_bar, on_done)
+  finally:
+    _WORKER.clear()
+
+
+def _drive_pool(pool, tasks, num_workers, counter, make_bar, on_done):
+  pending, bar = set(), None
+  try:
+    while True:
+      # Bounded in-flight tasks keep memory flat when tasks carry image data (TFDS).
+      while len(pending) < 2 * num_workers:
+        task = next(tasks, None)
+        if task is None:
+          break
+        pending.add(pool.submit(_write_shard, task))
+      if bar is None:
+        bar = make_bar()  # Only after the first submit forked the workers: no tqdm thread then.
+      if not pending:
+        break
+      done, pending = concurrent.futures.wait(
+          pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+      bar.update(counter.value - bar.n)
+      for future in done:
+        on_done(future.result())
+    bar.update(counter.value - bar.n)
+  finally:
+    if bar is not None:
+      bar.close()
+    for future in pending:
+      future.cancel()
+
+
+def _summarize_skipped(skipped, total):
+  if not skipped:
+    return
+  kinds = collections.Counter(item["kind"] for item in skipped)
+  detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+  examples = ", ".join(item["file_name"] for item in skipped[:3])
+  logging.warning("skipped %d of %d source images (%s), e.g. %s; every one is listed with its "
+                  "reason under \"skipped\" in manifest.json", len(skipped), total, detail,
+                  examples)
+
+
+def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
+            image_size=transform.IMAGE_SIZE, crop_box=transform.CROP_BOX, encoding="raw",
+            jpeg_quality=95, num_workers=None, shard_mb=64.0, overwrite=False, max_images=None,
+            progress=True):
+  """Prepares `source` into sharded TFRecords in `output_dir`; returns the manifest dict.
+
+  Args:
+    source: a `sources.CelebAFolderSource` or `sources.TfdsSource`.
+    output_dir: the data dir to write (created if needed).
+    name: dataset name, the shard files' prefix (snake_case).
+    image_size: side of the square output images.
+    crop_box: (left, top, right, bottom) in CelebA's 178x218 coordinates.
+    encoding: "raw", "png" or "jpeg".
+    jpeg_quality: JPEG quality 1..100 (jpeg only).
+    num_workers: worker processes; None means all cores.
+    shard_mb: target shard size in MiB.
+    overwrite: remove an earlier preparation in output_dir instead of resuming it.
+    max_images: use a proportional subset of this many images (the first of each split).
+    progress: show a progress bar.
+
+  Raises:
+    DataError: unusable source, an output dir holding other data, or no usable image at all.
+  """
+  start = time.time()
+  settings = Settings(name, image_size, tuple(crop_box), encoding, jpeg_quality,
+                      float(shard_mb), max_images)
+  settings.validate()
+  num_workers = num_workers or os.cpu_count() or 1
+  output_dir = os.path.abspath(os.fspath(output_dir))
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as error:
+    raise DataError(f"cannot create --output_dir {output_dir}: {error.strerror}") from None
+
+  source_description = source.describe()
+  plan = plan_shards(source, settings)
+  if not plan:
+    raise DataError(f"the source {source_description['path']} lists no images")
+  settings_record = _settings_record(settings, source_description, plan)
+
+  done = _resume_state(output_dir, settings, settings_record, overwrite)
+  manifest_path = os.path.join(output_dir, manifest_lib.MANIFEST)
+  planned = {manifest_lib.shard_name(name, split, i, k)
+             for split, (_, k) in plan.items() for i in range(k)}
+  done = {f: r for f, r in done.items() if f in planned}
+  if len(done) == len(planned) and os.path.exists(manifest_path):
+    logging.info("%s is complete and every shard matches the manifest; nothing to do",
+                 output_dir)
+    return manifest_lib.read_manifest(output_dir)
+
+  progress_path = os.path.join(output_dir, manifest_lib.PROGRESS)
+
+  def save_progress():
+    provenance.atomic_write_json(progress_path, {"settings": settings_record,
+                                                 "shards": sorted(done.values(),
+                                                                  key=_shard_key)})
+
+  save_progress()  # From here on, a crash leaves a record that a rerun can resume from.
+  if os.path.exists(manifest_path):
+    os.remove(manifest_path)  # Being repaired: the dir is incomplete until the new manifest.
+  todo = sum(count for count, _ in plan.values()) - sum(
+      r["shard"]["records"] + len(r["skipped"]) for r in done.values())
+  if done:
+    logging.info("resuming: %d of %d shards are complete", len(done), len(planned))
+
+  def on_done(result):
+    done[result["shard"]["file"]] = result
+    save_progress()
+
+  tasks = _iter_tasks(source, plan, settings, output_dir, done)
+  _run_tasks(tasks, source, settings, num_workers, todo, on_done, progress)
+
+  manifest = _build_manifest(settings, settings_record, source, source_description, plan,
+                             done, elapsed=time.time() - start)
+  if not manifest["splits"]:
+    raise DataError(f"none of the {manifest['num_listed']} source images could be used; see "
+                    f"{progress_path} for the reasons")
+  for result in done.values():  # Shards of a split with no usable image at all.
+    if result["shard"]["split"] not in manifest["splits"]:
+      os.remove(os.path.join(output_dir, result["shard"]["file"]))
+  write_tfds_metadata(output_dir, manifest)
+  manifest["elapsed_seconds"] = round(time.time() - start, 3)
+  provenance.atomic_write_json(manifest_path, manifest)
+  os.remove(progress_path)
+  _summarize_skipped(manifest["skipped"], manifest["num_listed"])
+  counts = ", ".join(f"{s} {v['num_examples']}" for s, v in manifest["splits"].items())
+  logging.info("wrote %d shards (%s images) to %s in %.1f s", len(manifest["shards"]), counts,
+               output_dir, manifest["elapsed_seconds"])
+  return manifest
+
+
+def _shard_key(result):
+  shard = result["shard"]
+  return (manifest_lib.SPLITS.index(shard["split"]), shard["index"])
+
+
+def _resume_state(output_dir, settings, settings_record, overwrite):
+  """Cleans up or validates earlier work; returns {shard file: result} still valid."""
+  state_file, state = _previous_state(output_dir) if not overwrite else (None, None)
+  if overwrite:
+    names = {settings.name}
+    try:
+      _, old = _previous_state(output_dir)
+      if old:
+        names.add(old["settings"].get("name", settings.name))
+    except DataError:
+      pass  # An unreadable record is removed with the rest.
+    for file_name in _owned_files(output_dir, names):
+      os.remove(os.path.join(output_dir, file_name))
+    return {}
+  # Leftover temporary shards of an interrupted run are incomplete by definition.
+  tmp_pattern = re.compile(rf"{re.escape(manifest_lib.TMP_SUFFIX)}$")
+  for file_name in _owned_files(output_dir, {settings.name}):
+    if tmp_pattern.search(file_name):
+      os.remove(os.path.join(output_dir, file_name))
+  if state is None:
+    stray = [f for f in _owned_files(output_dir, {settings.name})
+             if manifest_lib.shard_pattern(settings.name).match(f)]
+    if stray:
+      raise DataError(f"--output_dir {output_dir} holds shards ({stray[0]}, ...) that no "
+                      "manifest describes; pass --overwrite to replace them or choose another "
+                      "--output_dir")
+    return {}
+  changed = _differences(state["settings"], settings_record)
+  if changed:
+    raise DataError(f"--output_dir {output_dir} holds a preparation with other settings "
+                    f"({', '.join(changed)} differ, per its {state_file}); pass --overwrite to "
+                    "replace it or choose another --output_dir")
+  skipped_by_shard = collections.defaultdict(list)
+  for item in state.get("skipped", []):
+    skipped_by_shard[(item["split"], item.get("shard"))].append(item)
+  done = {}
+  for entry in state["shards"]:
+    result = entry if "shard" in entry else {
+        "shard": {k: entry[k] for k in ("split", "index", "file", "records", "bytes",
+                                        "sha256")},
+        "skipped": skipped_by_shard[(entry["split"], entry["index"])],
+        "other_size": entry.get("other_size", 0)}
+    if _shard_is_intact(output_dir, result["shard"]):
+      done[result["shard"]["file"]] = result
+    else:
+      logging.info("shard %s is missing or changed; writing it again", result["shard"]["file"])
+  return done
+
+
+def _build_manifest(settings, settings_record, source, source_description, plan, done,
+                    elapsed):
+  results = sorted(done.values(), key=_shard_key)
+  shards, skipped = [], []
+  for result in results:
+    shards.append(dict(result["shard"], other_size=result["other_size"]))
+    skipped += [dict(item, shard=result["shard"]["index"]) for item in result["skipped"]]
+  splits = {}
+  for split in plan:
+    split_shards = [s for s in shards if s["split"] == split]
+    num_examples = sum(s["records"] for s in split_shards)
+    if num_examples:
+      splits[split] = {"num_examples": num_examples, "num_shards": len(split_shards),
+                       "num_bytes": sum(s["bytes"] for s in split_shards),
+                       "num_skipped": sum(1 for s in skipped if s["split"] == split)}
+  shards = [s for s in shards if s["split"] in splits]
+  inputs = source_description.get("metadata_files", {})
+  return {
+      "format_version": manifest_lib.FORMAT_VERSION,
+      "name": settings.name,
+      "version": VERSION,
+      "image_size": settings.image_size,
+      "crop": list(settings.crop_box),
+      "encoding": settings.encoding,
+      "jpeg_quality": settings.jpeg_quality if settings.encoding == "jpeg" else None,
+      "attribute_names": (list(source.attribute_names) if source.attribute_names is not None
+                          else None),
+      "splits": splits,
+      "shards": shards,
+      "skipped": skipped,
+      "num_listed": sum(count for count, _ in plan.values()),
+      "num_other_size": sum(s["other_size"] for s in shards),
+      "source": {k: v for k, v in source_description.items() if k != "metadata_files"},
+      "settings": settings_record,
+      "provenance": provenance.describe_run(seed=None, inputs=inputs),
+      "elapsed_seconds": round(elapsed, 3),
+  }

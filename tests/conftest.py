@@ -1,0 +1,53 @@
+"""Shared pytest fixtures: small synthetic CelebA folders and prepared data dirs.
+
+Session-scoped, built once per test run on first use, and READ-ONLY for tests: a test that needs
+to damage or extend one copies it first (`shutil.copytree(prepared_data_dir, tmp_path / "d")`).
+
+- `synthetic_celeba_dir`: 64 synthetic faces (seed 0) in CelebA's folder layout:
+  img_align_celeba/000001.jpg ... 000064.jpg (178x218 JPEG), list_eval_partition.txt,
+  list_attr_celeba.txt (40 attributes).
+- `prepared_data_dir`: that folder prepared at image_size 32, raw encoding, with shards small
+  enough that train has 4 shards (validation and test have 1 each). Read it with
+  `data_pipeline.make_dataset(prepared_data_dir, "train", batch_size)`; its manifest says
+  `image_size` 32 and the split sizes (train 52, validation 6, test 6).
+- `prepared_data_dir_96`: the same images at the study's 96x96, raw, for tests of models at
+  their real input size.
+
+Every fixture imports TensorFlow lazily, so tests that do not use them stay fast to collect.
+"""
+
+import pytest
+
+SYNTHETIC_IMAGES = 64
+SYNTHETIC_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def synthetic_celeba_dir(tmp_path_factory):
+  """A 64-image synthetic CelebA folder (seed 0); do not modify it."""
+  from data_pipeline.synthetic import write_synthetic_celeba  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("synthetic_celeba")
+  write_synthetic_celeba(str(path), SYNTHETIC_IMAGES, seed=SYNTHETIC_SEED)
+  return str(path)
+
+
+def _prepare(source_dir, output_dir, **kwargs):
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  from data_pipeline import writer  # pylint: disable=g-import-not-at-top
+  source = sources.CelebAFolderSource(source_dir)
+  writer.prepare(source, str(output_dir), num_workers=1, progress=False, **kwargs)
+  return str(output_dir)
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(synthetic_celeba_dir, tmp_path_factory):
+  """`synthetic_celeba_dir` prepared at 32x32 raw; train in 4 shards. Do not modify it."""
+  return _prepare(synthetic_celeba_dir, tmp_path_factory.mktemp("prepared32"), image_size=32,
+                  encoding="raw", shard_mb=0.05)
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir_96(synthetic_celeba_dir, tmp_path_factory):
+  """`synthetic_celeba_dir` prepared at 96x96 raw (the study's size). Do not modify it."""
+  return _prepare(synthetic_celeba_dir, tmp_path_factory.mktemp("prepared96"), image_size=96,
+                  encoding="raw", shard_mb=0.5)

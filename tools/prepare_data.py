@@ -1,0 +1,114 @@
+"""Prepares CelebA (or the synthetic faces) as sharded TFRecords for streaming.
+
+    python -m tools.prepare_data --source_dir=/data/celeba --output_dir=/data/celeba96
+
+Each image is decoded, converted to RGB, cropped to --crop (CelebA's 178x218 coordinates;
+default 0,40,178,218: the study's square that drops the top 40 rows), resized to
+--image_size with PIL LANCZOS and stored as --encoding (raw pixels, png or jpeg). An image of
+another size is cropped by the same rule scaled to it: take its largest centred region with
+CelebA's 178:218 aspect ratio and scale the crop box onto that region.
+
+Output: <name>-<split>.tfrecord-NNNNN-of-NNNNN shards, manifest.json, TFDS metadata
+(features.json, dataset_info.json) and flags.txt. Rerunning the same command after an
+interruption keeps the complete shards and writes the rest; --overwrite starts over.
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+
+from tools import _cli
+
+FLAGS = flags.FLAGS
+
+SOURCES = ("celeba_folder", "tfds")
+ENCODINGS = ("raw", "png", "jpeg")
+_CROP_DEFAULT = "0,40,178,218"
+
+flags.DEFINE_string("source_dir", None, "CelebA folder: img_align_celeba/ (or "
+                    "img_align_celeba.zip) and list_eval_partition.txt, optionally "
+                    "list_attr_celeba.txt. Required unless --source=tfds.")
+flags.DEFINE_string("output_dir", None, "Data dir to write the shards and manifest into.")
+flags.DEFINE_enum("source", "celeba_folder", SOURCES, "celeba_folder: --source_dir; tfds: a "
+                  "TFDS-prepared celeb_a in --tfds_data_dir.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir holding celeb_a (--source=tfds); "
+                    "default: TFDS' own default (~/tensorflow_datasets).")
+flags.DEFINE_integer("image_size", 96, "Side of the square output images, in pixels.",
+                     lower_bound=8, upper_bound=1024)
+flags.DEFINE_string("crop", _CROP_DEFAULT, "Crop box left,top,right,bottom in CelebA's 178x218 "
+                    "pixel coordinates, applied before resizing. Images of another size: the "
+                    "box is scaled onto their largest centred 178:218 region.")
+flags.DEFINE_enum("encoding", "raw", ENCODINGS, "Image encoding in the records: raw (lossless, "
+                  "fastest to read), png (lossless, ~2x smaller), jpeg (lossy, smallest).")
+flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.", lower_bound=1,
+                     upper_bound=100)
+flags.DEFINE_integer("num_workers", None, "Worker processes; default: all cores. The output "
+                     "does not depend on it.", lower_bound=1)
+flags.DEFINE_float("shard_mb", 64.0, "Target shard size in MiB (TFDS writes 64 MiB to 1 GiB "
+                   "shards); the shard count follows from the estimated encoded size.")
+flags.DEFINE_string("name", "celeba_stream", "Dataset name: the shard files' prefix and the "
+                    "TFDS dataset name (snake_case).")
+flags.DEFINE_boolean("overwrite", False, "Remove an earlier preparation in --output_dir and "
+                     "start over (otherwise a rerun resumes it).")
+flags.DEFINE_integer("max_images", None, "Prepare only this many images: the first ones of each "
+                     "split, in proportion to the split sizes (quick runs).", lower_bound=1)
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+
+
+def _crop_is_valid(text):
+  from data_pipeline.transform import parse_crop_box  # pylint: disable=g-import-not-at-top
+  try:
+    parse_crop_box(text)
+  except ValueError as error:
+    raise flags.ValidationError(str(error)) from None
+  return True
+
+
+def _name_is_valid(name):
+  from data_pipeline.manifest import NAME_PATTERN  # pylint: disable=g-import-not-at-top
+  return bool(NAME_PATTERN.match(name or ""))
+
+
+flags.register_validator("crop", _crop_is_valid)
+flags.register_validator("name", _name_is_valid, message="--name must be snake_case: a "
+                         "lowercase letter, then lowercase letters, digits or _")
+flags.register_validator("shard_mb", lambda value: value is not None and value > 0,
+                         message="--shard_mb must be a positive number of MiB")
+flags.register_multi_flags_validator(
+    ["source", "source_dir"], lambda f: f["source"] != "celeba_folder" or bool(f["source_dir"]),
+    message="--source_dir is required (a CelebA folder) unless --source=tfds")
+flags.register_multi_flags_validator(
+    ["source", "tfds_data_dir"], lambda f: f["source"] == "tfds" or not f["tfds_data_dir"],
+    message="--tfds_data_dir is only used with --source=tfds")
+
+
+def main(argv):
+  del argv  # Unused; _cli rejects positional arguments.
+  # Imported here so that --help, flag errors and a wrong --source_dir answer without loading
+  # TensorFlow (sources.py does not import it; writer.py does).
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  from data_pipeline.transform import parse_crop_box  # pylint: disable=g-import-not-at-top
+  if FLAGS.source_dir and os.path.abspath(FLAGS.source_dir) == os.path.abspath(
+      FLAGS.output_dir):
+    raise _cli.FlagError("--output_dir must differ from --source_dir")
+  source = sources.open_source(FLAGS.source, FLAGS.source_dir, FLAGS.tfds_data_dir)
+  from data_pipeline import writer  # pylint: disable=g-import-not-at-top
+  manifest = writer.prepare(
+      source, FLAGS.output_dir, name=FLAGS.name, image_size=FLAGS.image_size,
+      crop_box=parse_crop_box(FLAGS.crop), encoding=FLAGS.encoding,
+      jpeg_quality=FLAGS.jpeg_quality, num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
+      overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress)
+  _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
+  counts = ", ".join(f"{split} {info['num_examples']}"
+                     for split, info in manifest["splits"].items())
+  logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,
+               len(manifest["shards"]), counts, len(manifest["skipped"]))
+
+
+def run():
+  _cli.run(main, required=["output_dir"])
+
+
+if __name__ == "__main__":
+  run()

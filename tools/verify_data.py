@@ -1,0 +1,41 @@
+"""Verifies a prepared data dir: every record's CRC, parsing, decoding, counts and sha256.
+
+    python -m tools.verify_data --data_dir=/data/celeba96
+
+Prints one summary line and exits 0 when everything matches manifest.json; otherwise prints
+one error line naming the shard and record, and exits 1.
+"""
+
+from absl import flags
+
+from tools import _cli
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("data_dir", None, "Data dir written by tools.prepare_data.")
+flags.DEFINE_boolean("check_sha256", True, "Also compare each shard's sha256 with the manifest "
+                     "(--nocheck_sha256 still checks every record's CRC).")
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  del argv  # Unused; _cli rejects positional arguments.
+  # Imported here so that --help, flag errors and a wrong --data_dir answer without loading
+  # TensorFlow (manifest.py does not import it; verify.py does).
+  from data_pipeline.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  read_manifest(FLAGS.data_dir)
+  from data_pipeline.verify import verify  # pylint: disable=g-import-not-at-top
+  report = verify(FLAGS.data_dir, check_sha256=FLAGS.check_sha256, progress=FLAGS.progress)
+  splits = ", ".join(f"{split} {count}" for split, count in report["splits"].items())
+  hashes = "sha256 and CRCs" if report["checked_sha256"] else "CRCs"
+  print(f"OK {report['data_dir']}: {report['num_records']} records in {report['num_shards']} "
+        f"shards ({splits}), {report['encoding']} {report['image_size']}x"
+        f"{report['image_size']}; {hashes} match, in {report['elapsed_seconds']:.1f} s")
+
+
+def run():
+  _cli.run(main, required=["data_dir"])
+
+
+if __name__ == "__main__":
+  run()
