@@ -21,6 +21,18 @@ def images_of(data):
   return data
 
 
+def update_mean(tracker, values):
+  """Adds per-example `values` to a keras.metrics.Mean, only once `values` exist.
+
+  With a static batch size the count update is a constant that does not depend on the data,
+  and TensorFlow runs it even in the step whose get_next() finds the dataset exhausted: an
+  epoch of unknown length would count a phantom batch and report a mean too small by that
+  batch's share. The control dependency ties the update to the data.
+  """
+  with tf.control_dependencies([values]):
+    tracker.update_state(values)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Autoencoder(keras.Model):
   """Encoder + decoder trained on the reconstruction loss (see modeling.losses for units).
@@ -78,8 +90,8 @@ class Autoencoder(keras.Model):
     # Per-example values: the Mean trackers then average over every image of the epoch, also
     # across replicas (their sums and counts are aggregated), and a short last batch counts
     # by its size.
-    self.loss_tracker.update_state(total)
-    self.reconstruction_tracker.update_state(terms["reconstruction_loss"])
+    update_mean(self.loss_tracker, total)
+    update_mean(self.reconstruction_tracker, terms["reconstruction_loss"])
 
   def train_step(self, data):
     images = images_of(data)

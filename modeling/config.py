@@ -156,7 +156,7 @@ def preset_kind(name):
   return PRESETS[name].kind
 
 
-def resolve_config(preset, overrides=None):
+def resolve_config(preset, overrides=None, *, defer_image_size=False):
   """The preset with `overrides` (field -> value, None = keep) applied, validated.
 
   Rules that make short overrides work: a one-element `encoder_kernels` or `strides` applies
@@ -164,6 +164,10 @@ def resolve_config(preset, overrides=None):
   gets the encoder's filters in reverse order (as in every preset); when the number of layers
   changes, kernels and strides not given are broadcast from the preset if the preset used one
   value for all layers.
+
+  With `defer_image_size` and no image_size override (the data's size is not known yet), the
+  result gets image_size = prod(strides), which every check accepts; resolve again with the
+  real size before building a model.
 
   Raises:
     ModelError: unknown preset or an impossible combination (one line, naming the field).
@@ -184,6 +188,8 @@ def resolve_config(preset, overrides=None):
       values[name] = seq[:1] * num_layers
   if "encoder_filters" in given and "decoder_filters" not in given:
     values["decoder_filters"] = tuple(reversed(values["encoder_filters"]))
+  if defer_image_size and "image_size" not in given:
+    values["image_size"] = math.prod(max(int(s), 1) for s in values["strides"])
   return ModelConfig(**values).validate()
 
 

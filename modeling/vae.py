@@ -9,7 +9,7 @@ study as the image's z-point.
 import keras
 
 from modeling import losses
-from modeling.autoencoder import PACKAGE, Autoencoder
+from modeling.autoencoder import PACKAGE, Autoencoder, update_mean
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -123,7 +123,7 @@ class VAE(Autoencoder):
 
   def _update_metrics(self, total, terms):
     super()._update_metrics(total, terms)
-    self.kl_tracker.update_state(terms["kl_loss"])
+    update_mean(self.kl_tracker, terms["kl_loss"])
     self.kl_share_tracker.update_state(self.kl_factor * terms["kl_loss"], total)
 
   def get_config(self):

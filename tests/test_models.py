@@ -211,3 +211,18 @@ def test_mixed_precision_keeps_latents_and_outputs_float32(policy):
   assert model.encoder.get_layer("enc0_conv").compute_dtype == policy.split("_")[1]
   logs = model.train_step(tf.constant(images))
   assert math.isfinite(float(logs["loss"]))
+
+
+def test_epoch_means_ignore_the_end_of_data_step():
+  # A dataset of unknown length costs Keras one more step that finds it exhausted; that step
+  # must not count a batch (it did with a static batch size before update_mean).
+  config = config_lib.resolve_config("ae_z256", dict(TINY, encoder_kernels=[3, 3],
+                                                     strides=[2, 2]))
+  model = training.build_model(config)
+  model.compile(optimizer=keras.optimizers.SGD(0.0))
+  known = tf.data.Dataset.from_tensor_slices(_images(24)).batch(8, drop_remainder=True)
+  unknown = known.filter(lambda batch: True)
+  want = model.evaluate(known, verbose=0, return_dict=True)
+  got = model.evaluate(unknown, verbose=0, return_dict=True)
+  assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+  assert float(model.loss_tracker.count) == 24

@@ -1,0 +1,176 @@
+"""The flags of both trainers (tools.train_ae, tools.train_vae), defined once.
+
+`define_train_flags(kind)` defines them with the trainer's default preset; --kl_factor exists
+for the VAE only. Validators reject impossible values and architecture combinations before
+TensorFlow loads: this module imports only absl and modeling.config (pure Python).
+"""
+
+from absl import flags
+
+from modeling import config as config_lib
+from modeling.errors import ModelError
+
+FLAGS = flags.FLAGS
+
+DEFAULT_PRESET = {"ae": "ae_z256", "vae": "vae_fact5"}
+TRAINER = {"ae": "tools.train_ae", "vae": "tools.train_vae"}
+LIST_FLAGS = ("encoder_filters", "encoder_kernels", "strides", "decoder_filters")
+# Flags that override a field of the preset's modeling.config.ModelConfig (same names).
+_ARCHITECTURE_FLAGS = LIST_FLAGS + ("z_dim", "activation", "batch_norm", "dropout", "upsampling",
+                                    "dense_units", "loss")
+
+
+def int_list(values):
+  """A DEFINE_list value (strings) as ints; None stays None. ValueError for non-integers."""
+  return None if values is None else [int(v) for v in values]
+
+
+def architecture_overrides(values, kind):
+  """ModelConfig overrides (field -> value or None) from a dict of flag values."""
+  overrides = {name: values[name] for name in _ARCHITECTURE_FLAGS}
+  for name in LIST_FLAGS:
+    overrides[name] = int_list(overrides[name])
+  overrides["image_size"] = values["image_size"]
+  if kind == "vae":
+    overrides["kl_factor"] = values["kl_factor"]
+  return overrides
+
+
+def resolve_model_config(values, kind, image_size=None):
+  """The preset with the architecture flags applied; ModelError when impossible.
+
+  Without `image_size` (main() knows it from the data dir, validators do not), the size
+  check waits for main() unless --image_size was given.
+  """
+  overrides = architecture_overrides(values, kind)
+  if image_size is not None:
+    overrides["image_size"] = image_size
+  return config_lib.resolve_config(values["preset"], overrides, defer_image_size=True)
+
+
+def define_train_flags(kind):
+  """Defines every trainer flag; `kind` is "ae" or "vae" (the trainer's model kind)."""
+  # Inputs and outputs.
+  flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data output); trains "
+                      "on its train split and validates on its validation split each epoch.")
+  flags.DEFINE_string("model_dir", None, "Run dir to write (config.json, flags.txt, "
+                      "manifest.json, model/encoder/decoder/best .keras, history.csv, "
+                      "tensorboard/, backup/). Rerunning the same command resumes it.")
+  flags.DEFINE_boolean("overwrite", False, "Replace a run with a different config in "
+                       "--model_dir (its run files are deleted) instead of refusing.")
+
+  # Architecture: a preset, then overrides of its fields.
+  flags.DEFINE_enum("preset", DEFAULT_PRESET[kind], sorted(config_lib.PRESETS),
+                    "The study's architectures: ae_z256 / ae_z1600 (AE), vae_fact5 (VAE). "
+                    "The flags below override single fields.")
+  flags.DEFINE_integer("image_size", None, "Input side length; must equal the data dir's "
+                       "image_size (default: taken from the data dir).", lower_bound=1)
+  flags.DEFINE_integer("z_dim", None, "Latent dimension.", lower_bound=1)
+  flags.DEFINE_list("encoder_filters", None, "Conv2D filters per encoder layer, e.g. 32,64,128,"
+                    "256. Without --decoder_filters the decoder gets them reversed.")
+  flags.DEFINE_list("encoder_kernels", None, "Kernel size per encoder layer (one value: all "
+                    "layers). The decoder uses them reversed.")
+  flags.DEFINE_list("strides", None, "Stride per encoder layer (one value: all layers); the "
+                    "image size must be divisible by their product.")
+  flags.DEFINE_list("decoder_filters", None, "Filters per decoder layer, innermost first.")
+  flags.DEFINE_enum("activation", None, list(config_lib.ACTIVATIONS), "Activation after each "
+                    "convolution (preset: leaky_relu).")
+  flags.DEFINE_boolean("batch_norm", None, "BatchNormalization after each convolution.")
+  flags.DEFINE_float("dropout", None, "Dropout rate after each convolution block, in [0, 1).")
+  flags.DEFINE_enum("upsampling", None, list(config_lib.UPSAMPLING_MODES), "Decoder "
+                    "upsampling: transpose (Conv2DTranspose) or upsample (UpSampling2D + "
+                    "Conv2D, fewer checkerboard artefacts).")
+  flags.DEFINE_integer("dense_units", None, "Extra Dense layer of this size before the latent "
+                       "layer (0: none); saves VRAM with large feature maps.", lower_bound=0)
+  flags.DEFINE_enum("loss", None, list(config_lib.LOSSES), "Reconstruction loss summed over "
+                    "pixels: bce (binary cross-entropy, the study's) or mse.")
+  if kind == "vae":
+    flags.DEFINE_float("kl_factor", None, "Weight of the KL term: total = reconstruction + "
+                       "kl_factor * KL (preset vae_fact5: 5.0).", lower_bound=0.0)
+
+  # Training.
+  flags.DEFINE_integer("epochs", 10, "Total epochs of the run (a resumed or extended run "
+                       "trains the remaining ones).", lower_bound=1)
+  flags.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
+                       lower_bound=1)
+  flags.DEFINE_float("learning_rate", 0.0005, "Adam learning rate (the study's 0.0005).")
+  flags.DEFINE_integer("max_images", None, "Train on the first N training images only.",
+                       lower_bound=1)
+  flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: one pass over the "
+                       "training images; with it the data repeats).", lower_bound=1)
+  flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch (default: the "
+                       "whole validation split).", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Seed of weights, data order and the VAE's sampling noise.",
+                       lower_bound=0)
+  flags.DEFINE_boolean("deterministic", False, "Deterministic TF ops and data order "
+                       "(bitwise-repeatable runs, somewhat slower).")
+  flags.DEFINE_integer("shuffle_buffer", 1024, "Records in the shuffle buffer (RAM: about "
+                       "buffer x image bytes).", lower_bound=1)
+  flags.DEFINE_integer("backup_every_steps", None, "Also back up the weights and optimizer "
+                       "every N batches (default: at epoch ends only). A resume restarts the "
+                       "interrupted epoch from its first batch, with those weights.",
+                       lower_bound=1)
+  flags.DEFINE_integer("preview_images", 8, "Test images whose reconstructions (and, for the "
+                       "VAE, as many N(0,1) samples) go to TensorBoard each epoch; 0: none.",
+                       lower_bound=0, upper_bound=64)
+
+  # Devices.
+  flags.DEFINE_enum("mixed_precision", "off", ["off", "bf16", "fp16"], "Mixed precision: bf16 "
+                    "(Ampere+ GPUs, recent CPUs) or fp16 (with dynamic loss scaling).")
+  flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+  flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
+                                            "multi_worker_mirrored"],
+                    "tf.distribute strategy; mirrored uses every GPU (or --cpu_replicas "
+                    "logical CPUs).")
+  flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (to try "
+                       "--strategy=mirrored without GPUs).", lower_bound=1, upper_bound=64)
+  flags.DEFINE_boolean("gpu_memory_growth", True, "Let TensorFlow grow its GPU memory instead "
+                       "of taking it all at start.")
+  flags.DEFINE_integer("gpu_memory_limit_mb", None, "Cap the GPU memory TensorFlow takes, in "
+                       "MiB (e.g. 3500 on a 4 GB card shared with a desktop).", lower_bound=1)
+
+  _register_validators(kind)
+
+
+def _register_validators(kind):
+  """Range, list and cross-flag rules, checked by absl right after parsing (exit 2)."""
+  for name in LIST_FLAGS:
+    flags.register_validator(
+        name, lambda values: values is None or (
+            bool(values) and all(v.strip().isdigit() and int(v) >= 1 for v in values)),
+        message=f"--{name} must be a comma-separated list of positive integers")
+  flags.register_validator("dropout", lambda v: v is None or 0.0 <= v < 1.0,
+                           message="--dropout must be in [0, 1)")
+  flags.register_validator("learning_rate", lambda v: v is not None and 0.0 < v < float("inf"),
+                           message="--learning_rate must be a positive number")
+
+  def preset_matches(preset):
+    if config_lib.PRESETS[preset].kind != kind:
+      other = config_lib.PRESETS[preset].kind
+      article = "an" if other == "ae" else "a"
+      raise flags.ValidationError(f"--preset {preset} is {article} {other.upper()} preset; "
+                                  f"train it with python -m {TRAINER[other]}")
+    return True
+
+  flags.register_validator("preset", preset_matches)
+
+  def architecture_is_possible(values):
+    if any(values.get(name) is not None and not all(v.strip().isdigit() for v in values[name])
+           for name in LIST_FLAGS):
+      return True  # The list validators above name the bad flag.
+    full = {name: None for name in ("image_size", "kl_factor", *_ARCHITECTURE_FLAGS)}
+    full.update(values)
+    try:
+      resolve_model_config(full, kind)
+    except ModelError as error:
+      raise flags.ValidationError(f"{error} (preset {values['preset']} with these overrides)")
+    return True
+
+  # Only the flags that can clash (layer counts, strides vs size): absl prefixes the message
+  # with these flags' values, which should stay short enough to read.
+  flags.register_multi_flags_validator(["preset", "image_size", *LIST_FLAGS],
+                                       architecture_is_possible)
+  flags.register_multi_flags_validator(
+      ["cpu_replicas", "strategy"],
+      lambda f: f["cpu_replicas"] == 1 or f["strategy"] == "mirrored",
+      message="--cpu_replicas > 1 is only used by --strategy=mirrored")

@@ -1,0 +1,122 @@
+"""The shared main body of tools.train_ae and tools.train_vae.
+
+Resolves the model config from --preset and the override flags, checks it against the data
+dir, prepares the run dir (refusing a different run unless --overwrite), records flags.txt and
+manifest.json, builds the datasets and calls modeling.training.train. Imported inside the
+trainers' main(), so TensorFlow loads only once the flags are known to be good.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import flags
+from absl import logging
+
+from data_pipeline import make_dataset
+from data_pipeline import provenance
+from data_pipeline.manifest import MANIFEST, read_manifest
+from modeling import devices
+from modeling import run_dir
+from modeling import training
+from modeling.errors import ModelError
+from tools import _cli
+from tools import flags_train
+
+FLAGS = flags.FLAGS
+
+
+def _flag_values(kind):
+  names = ["preset", "image_size", "z_dim", "activation", "batch_norm", "dropout", "upsampling",
+           "dense_units", "loss", *flags_train.LIST_FLAGS] + (["kl_factor"] if kind == "vae"
+                                                              else [])
+  return {name: FLAGS[name].value for name in names}
+
+
+def _model_config(kind, manifest):
+  """The resolved ModelConfig at the data's image size; FlagError when the flags clash."""
+  data_size = int(manifest["image_size"])
+  if FLAGS.image_size is not None and FLAGS.image_size != data_size:
+    raise _cli.FlagError(f"--image_size {FLAGS.image_size} does not match --data_dir "
+                         f"{FLAGS.data_dir}, which holds {data_size}x{data_size} images; drop "
+                         "--image_size or prepare data of that size")
+  try:
+    return flags_train.resolve_model_config(_flag_values(kind), kind, image_size=data_size)
+  except ModelError as error:
+    raise _cli.FlagError(f"{error} (--data_dir holds {data_size}x{data_size} images)") from None
+
+
+def _train_config():
+  return training.TrainConfig(
+      epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+      steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
+      seed=FLAGS.seed, deterministic=FLAGS.deterministic, jit_compile=FLAGS.jit_compile,
+      mixed_precision=FLAGS.mixed_precision, strategy=FLAGS.strategy,
+      backup_every_steps=FLAGS.backup_every_steps).validate()
+
+
+def _check_sizes(manifest):
+  """Enough training images for one batch (training drops the last partial batch)."""
+  available = manifest["splits"].get("train", {}).get("num_examples", 0)
+  used = min(available, FLAGS.max_images or available)
+  if used < FLAGS.batch_size:
+    raise _cli.FlagError(f"--batch_size {FLAGS.batch_size} is larger than the {used} training "
+                         f"images used from {FLAGS.data_dir}; lower --batch_size")
+  return used
+
+
+def _preview_images(manifest):
+  """The first --preview_images images of the test split (else validation), or None."""
+  if not FLAGS.preview_images:
+    return None
+  split = "test" if manifest["splits"].get("test", {}).get("num_examples") else "validation"
+  batch = make_dataset(FLAGS.data_dir, split, FLAGS.preview_images, shuffle=False).take(1)
+  return next(iter(batch)).numpy()
+
+
+def run_training(kind):
+  """Trains a `kind` ("ae" or "vae") model as the flags say; the trainers' main()."""
+  # Devices first: TensorFlow fixes its device set-up at the first tensor it creates.
+  devices.configure_devices(memory_growth=FLAGS.gpu_memory_growth,
+                            gpu_memory_limit_mb=FLAGS.gpu_memory_limit_mb,
+                            cpu_replicas=FLAGS.cpu_replicas)
+  manifest = read_manifest(FLAGS.data_dir)
+  model_config = _model_config(kind, manifest)
+  train_config = _train_config()
+  used = _check_sizes(manifest)
+
+  manifest_path = os.path.join(os.path.abspath(FLAGS.data_dir), MANIFEST)
+  manifest_sha256 = provenance.sha256_file(manifest_path)
+  data_section = {"manifest_sha256": manifest_sha256, "max_images": FLAGS.max_images,
+                  "shuffle_buffer": FLAGS.shuffle_buffer}
+  extra_config = {"data": data_section}
+  run = run_dir.paths(FLAGS.model_dir)
+  resuming = run_dir.prepare_run_dir(
+      run.root, training.make_run_config(model_config, train_config, extra_config),
+      overwrite=FLAGS.overwrite, ignored=training.ignored_config_keys())
+  _cli.write_flagfile(run.flags)
+  record = provenance.describe_run(FLAGS.seed, {manifest_path: manifest_sha256})
+  record.update(data_dir=os.path.abspath(FLAGS.data_dir), kind=kind, resumed=resuming,
+                training_images=used)
+  provenance.atomic_write_json(run.manifest, record)
+  if resuming:
+    logging.info("%s holds this run already: resuming from its last backup", run.root)
+
+  repeat = FLAGS.steps_per_epoch is not None
+  train_ds = make_dataset(FLAGS.data_dir, "train", FLAGS.batch_size, shuffle=True,
+                          seed=FLAGS.seed, deterministic=FLAGS.deterministic or None,
+                          repeat=repeat, drop_remainder=True, max_images=FLAGS.max_images,
+                          shuffle_buffer=FLAGS.shuffle_buffer)
+  val_ds = make_dataset(FLAGS.data_dir, "validation", FLAGS.batch_size, shuffle=False)
+  # Known epoch lengths give Keras a real progress bar and spare it the extra step that
+  # discovers the end of the data (with a "ran out of data" warning).
+  if not repeat:
+    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(used // FLAGS.batch_size))
+  num_val = manifest["splits"]["validation"]["num_examples"]
+  val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-num_val // FLAGS.batch_size)))
+  result = training.train(model_config, train_config, train_ds, val_ds, run.root,
+                          preview_images=_preview_images(manifest), extra_config=extra_config)
+  if result.history:
+    last = result.history[-1]
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()) if k != "epoch")
+    logging.info("epoch %d of %d: %s", last["epoch"] + 1, train_config.epochs, summary)
+  logging.info("run dir: %s", run.root)
