@@ -31,7 +31,8 @@ def encode_image(pixels, encoding, jpeg_quality=95):
   buffer = io.BytesIO()
   img = Image.fromarray(pixels)
   if encoding == "png":
-    img.save(buffer, format="PNG")
+    # zlib level 1: ~2.7x faster to write than the default 6, files only ~15% larger.
+    img.save(buffer, format="PNG", compress_level=1)
   elif encoding == "jpeg":
     # 4:4:4 keeps full colour resolution: at 96x96 the default 4:2:0 visibly smears lips/eyes.
     img.save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)

@@ -2,8 +2,9 @@
 
 Plan. For each split, images are taken in the source's fixed order (sorted file names for a
 CelebA folder). `max_images` keeps a proportional share of every split (the first images of
-each). The number of shards is the split's estimated encoded size (the mean record size of its
-first images times its image count) divided by `shard_mb`, at least 1; shard i gets the
+each). The number of shards k is the split's estimated encoded size (the mean record size of
+its first 16 images times its image count) divided by `shard_mb`, rounded up, but at least
+min(8, n // 256) so that a small split still spreads over the workers; shard i gets the
 contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the source and the
 settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
 
@@ -42,6 +43,10 @@ from data_pipeline.tfds_metadata import write_tfds_metadata
 
 VERSION = "1.0.0"
 _SAMPLE_IMAGES = 16  # Images per split whose encoded size estimates the shard count.
+# Small splits still get up to 8 shards (of >= 256 records) so that they spread over the
+# workers and give the reader's interleave and shard shuffle something to work with.
+_MIN_SHARDS = 8
+_MIN_SHARD_RECORDS = 256
 _PROGRESS_EVERY = 32  # Images between progress-bar updates from a worker.
 _TFDS_FILES = ("features.json", "dataset_info.json")
 
@@ -133,7 +138,8 @@ def plan_shards(source, settings):
       continue
     # +16 bytes per record: TFRecord's length, CRCs (the overhead TFDS also counts).
     total = count * (_estimate_record_bytes(source, split, settings) + 16)
-    num_shards = min(count, max(1, math.ceil(total / (settings.shard_mb * 2**20))))
+    by_size = math.ceil(total / (settings.shard_mb * 2**20))
+    num_shards = min(count, max(1, by_size, min(_MIN_SHARDS, count // _MIN_SHARD_RECORDS)))
     plan[split] = (count, num_shards)
   return plan
 

@@ -316,7 +316,8 @@ def test_tfds_source_with_mock_data(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
     source = sources.open_source("tfds", tfds_data_dir=str(tmp_path / "tfds"))
-    manifest = writer.prepare(source, str(tmp_path / "out"), image_size=24, num_workers=1,
+    # Two workers: the records (with their bytes) stream from this process to the pool.
+    manifest = writer.prepare(source, str(tmp_path / "out"), image_size=24, num_workers=2,
                               progress=False)
   assert {s: v["num_examples"] for s, v in manifest["splits"].items()} == {
       "train": 5, "validation": 5, "test": 5}

@@ -46,7 +46,8 @@ flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.", lo
 flags.DEFINE_integer("num_workers", None, "Worker processes; default: all cores. The output "
                      "does not depend on it.", lower_bound=1)
 flags.DEFINE_float("shard_mb", 64.0, "Target shard size in MiB (TFDS writes 64 MiB to 1 GiB "
-                   "shards); the shard count follows from the estimated encoded size.")
+                   "shards): a split gets ceil(estimated encoded size / shard_mb) shards, and at "
+                   "least min(8, images // 256) so that small splits still spread over workers.")
 flags.DEFINE_string("name", "celeba_stream", "Dataset name: the shard files' prefix and the "
                     "TFDS dataset name (snake_case).")
 flags.DEFINE_boolean("overwrite", False, "Remove an earlier preparation in --output_dir and "
@@ -100,8 +101,8 @@ def main(argv):
       jpeg_quality=FLAGS.jpeg_quality, num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
       overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress)
   _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
-  counts = ", ".join(f"{split} {info['num_examples']}"
-                     for split, info in manifest["splits"].items())
+  counts = ", ".join(f"{split} {manifest['splits'][split]['num_examples']}"
+                     for split in ("train", "validation", "test") if split in manifest["splits"])
   logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,
                len(manifest["shards"]), counts, len(manifest["skipped"]))
 
