@@ -38,15 +38,24 @@ class _RecordChecker:
     self._spec = records.feature_spec(self._num_attributes)
     self._encoding = manifest["encoding"]
     self._size = manifest["image_size"]
+    # Compiled once per shape family: eager map_fn over a JPEG batch is ~6x slower.
+    self._parse_and_decode = tf.function(self._parse_and_decode_eager, reduce_retracing=True)
 
-  def _check(self, serialized):
+  def _parse_and_decode_eager(self, serialized):
     parsed = tf.io.parse_example(serialized, self._spec)
     images = records.decode_images(parsed["image"], self._encoding, self._size)
-    if images.dtype != tf.uint8 or tuple(images.shape[1:]) != (self._size, self._size, 3):
-      raise ValueError(f"image decodes to {images.dtype.name} {images.shape[1:]}")
-    if not bool(tf.reduce_all(tf.strings.length(parsed["id"]) > 0)):
+    ids_ok = tf.reduce_all(tf.strings.length(parsed["id"]) > 0)
+    attributes_ok = (tf.reduce_all(tf.abs(parsed["attributes"]) == 1) if self._num_attributes
+                     else tf.constant(True))
+    return tf.shape(images), ids_ok, attributes_ok
+
+  def _check(self, serialized):
+    shape, ids_ok, attributes_ok = self._parse_and_decode(serialized)
+    if tuple(shape.numpy()[1:]) != (self._size, self._size, 3):
+      raise ValueError(f"image decodes to shape {tuple(shape.numpy()[1:])}")
+    if not bool(ids_ok):
       raise ValueError("empty id")
-    if self._num_attributes and not bool(tf.reduce_all(tf.abs(parsed["attributes"]) == 1)):
+    if not bool(attributes_ok):
       raise ValueError("attribute values other than -1/+1")
 
   def first_problem(self, serialized):
@@ -67,7 +76,23 @@ class _RecordChecker:
 
 
 def _check_records(path, checker, bar):
-  """(records read, problem or None) for one shard file."""
+  """(records read, problem or None) for one shard file: fast batched pass, exact on failure."""
+  count = 0
+  try:
+    for batch in tf.data.TFRecordDataset(path).batch(_BATCH).as_numpy_iterator():
+      if checker.first_problem(batch) is not None:
+        break
+      count += len(batch)
+      bar.update(len(batch))
+    else:
+      return count, None
+  except tf.errors.OpError:  # CRC mismatch or truncation (DataLossError) somewhere in a batch.
+    pass
+  # Something failed: go again record by record to name the first bad one exactly.
+  return _check_records_one_by_one(path, checker, bar, already_counted=count)
+
+
+def _check_records_one_by_one(path, checker, bar, already_counted):
   count, batch = 0, []
 
   def flush():
@@ -81,7 +106,8 @@ def _check_records(path, checker, bar):
     for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
       batch.append(serialized)
       count += 1
-      bar.update(1)
+      if count > already_counted:
+        bar.update(1)
       if len(batch) == _BATCH:
         problem = flush()
         if problem:

@@ -103,11 +103,12 @@ def test_manifest_contents(prepared_data_dir, synthetic_celeba_dir):
   assert not os.path.exists(os.path.join(prepared_data_dir, manifest_lib.PROGRESS))
   assert dp.num_examples(prepared_data_dir, "validation") == 6
   # Attributes travel with the images, in list_attr_celeba.txt's order.
-  table = sources.parse_attributes(os.path.join(synthetic_celeba_dir, "list_attr_celeba.txt"))[1]
+  _, rows, values = sources.parse_attributes(
+      os.path.join(synthetic_celeba_dir, "list_attr_celeba.txt"))
   batch = next(iter(dp.make_dataset(prepared_data_dir, "test", 6, shuffle=False, with_ids=True,
                                     with_attributes=True)))
   for image_id, attrs in zip(batch["id"].numpy(), batch["attributes"].numpy()):
-    assert tuple(attrs) == table[image_id.decode()]
+    assert tuple(attrs) == tuple(values[rows[image_id.decode()]])
 
 
 def test_tfds_loads_every_split(prepared_data_dir):
@@ -308,8 +309,9 @@ def test_kaggle_csv_metadata(tmp_path):
       "train": ["000001.jpg"], "validation": ["000002.jpg"], "test": []}
   attrs = tmp_path / "list_attr_celeba.csv"
   attrs.write_text("image_id,Smiling,Young\n000001.jpg,1,-1\n")
-  assert sources.parse_attributes(str(attrs)) == (("Smiling", "Young"),
-                                                  {"000001.jpg": (1, -1)})
+  names, rows, values = sources.parse_attributes(str(attrs))
+  assert names == ("Smiling", "Young") and rows == {"000001.jpg": 0}
+  assert values.tolist() == [[1, -1]]
 
 
 def test_tfds_source_with_mock_data(tmp_path):
