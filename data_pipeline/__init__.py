@@ -11,7 +11,6 @@ _LAZY = {
     "make_dataset": "data_pipeline.reader",
     "read_manifest": "data_pipeline.manifest",
     "num_examples": "data_pipeline.manifest",
-    "verify": "data_pipeline.verify",
     "prepare": "data_pipeline.writer",
 }
 
