@@ -66,7 +66,9 @@ class Backup(keras.callbacks.BackupAndRestore):
   @staticmethod
   def saved_epoch(backup_dir):
     """The epoch a rerun would start at (epochs completed), or 0 without a backup."""
-    path = keras.callbacks.BackupAndRestore(backup_dir)._training_metadata_path  # pylint: disable=protected-access
+    # The file name is Keras' own; ask an instance instead of repeating it here.
+    probe = keras.callbacks.BackupAndRestore(backup_dir)
+    path = probe._training_metadata_path  # pylint: disable=protected-access
     try:
       with open(path, encoding="utf-8") as f:
         return int(json.load(f)["epoch"])

@@ -178,10 +178,11 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
   # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
   # resume trims (a duplicate) rather than a missing row.
+  backup = callbacks_lib.Backup(run.backup, run.history, save_freq=backup_freq)
   all_callbacks = [
       callbacks_lib.StopOnNaN(),
       keras.callbacks.CSVLogger(run.history, append=True),
-      callbacks_lib.Backup(run.backup, run.history, save_freq=backup_freq),
+      backup,
   ]
   if val_ds is not None:
     all_callbacks.append(callbacks_lib.BestModelCheckpoint(run.best, run.history))
@@ -208,16 +209,10 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
         f"(loss={error.loss}); the last good state is in {run.backup}; lower --learning_rate "
         f"(now {train_config.learning_rate}) and rerun with --overwrite") from None
 
-  initial_epoch = all_callbacks[2].restored_epoch
   for part, path in ((model, run.model), (model.encoder, run.encoder),
                      (model.decoder, run.decoder)):
     _save_atomic(part, path)
   logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
-  return TrainResult(run_dir.read_history(run.history), initial_epoch, train_config.epochs,
-                     False)
+  return TrainResult(run_dir.read_history(run.history), backup.restored_epoch,
+                     train_config.epochs, False)
 
-
-def load_model_config(model_dir):
-  """The ModelConfig stored in a run dir's config.json (ModelError when missing/broken)."""
-  run = run_dir.paths(model_dir)
-  return config_lib.model_config_from_run(config_lib.load_config(run.config), run.config)
