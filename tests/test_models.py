@@ -213,6 +213,7 @@ def test_mixed_precision_keeps_latents_and_outputs_float32(policy):
   assert math.isfinite(float(logs["loss"]))
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
 def test_epoch_means_ignore_the_end_of_data_step():
   # A dataset of unknown length costs Keras one more step that finds it exhausted; that step
   # must not count a batch (it did with a static batch size before update_mean).
