@@ -29,7 +29,8 @@ def test_dicts_with_ids_and_attributes(prepared_data_dir):
   assert spec["image"].dtype == tf.uint8 and spec["id"].dtype == tf.string
   assert spec["attributes"].dtype == tf.int32 and spec["attributes"].shape[-1] == 40
   sizes = [b["image"].shape[0] for b in ds]
-  assert sizes == [4, 2]  # The remainder is kept unless drop_remainder.
+  # The remainder is kept unless drop_remainder; unseeded reading does not promise batch order.
+  assert sorted(sizes) == [2, 4]
 
 
 def test_same_seed_same_order_and_every_record_once(prepared_data_dir):
