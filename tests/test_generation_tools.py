@@ -1,10 +1,11 @@
-"""Reconstruction (and soon generation) on tiny untrained models: library in-process, tools end to end.
+"""Generation and reconstruction on tiny untrained models: library in-process, tools end to end.
 
 The models are built with modeling's builders and saved as a run dir (config.json +
 model.keras), which is all that load_run needs; training them would add time and prove
 nothing about shapes, determinism and bookkeeping.
 """
 
+import ast
 import io
 import json
 import os
@@ -13,7 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evaluation import generation
+from evaluation import images as images_lib
 from evaluation import reconstruction
+from evaluation.errors import EvaluationError
+from tests.toolrun import REPO_ROOT
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
 
@@ -59,6 +64,108 @@ def _fns(loaded):
           lambda x: np.asarray(loaded.model.encode(x)))
 
 
+def _real_inputs(n_fit=120, n_test=12, seed=0):
+  rng = np.random.default_rng(seed)
+  fit_z = rng.normal(size=(n_fit, Z_DIM)) * np.linspace(0.1, 1.0, Z_DIM) + 0.3
+  attributes = np.where(rng.random((n_fit, 40)) < 0.5, 1, -1).astype(np.int32)
+  test_z = rng.normal(size=(n_test, Z_DIM)) * 0.5
+  return generation.Inputs(fit_z=fit_z, attribute_z=fit_z, attribute_values=attributes,
+                           test_z=test_z)
+
+
+def test_every_sampler_gives_grids_and_records_deterministically(ae):
+  decode, encode = _fns(ae)
+  options = generation.Options(samplers=generation.SAMPLERS, num_images=5, num_metric_images=40,
+                               r_limits=(0.5, 8.0), gmm_components=10, sharpen=(1.0, 7.0),
+                               attribute_index=31, attribute_scales=(-1.0, 0.0, 1.0),
+                               interpolation_steps=4, interpolation_pairs=2, attribute_faces=3,
+                               batch_size=16)
+  result = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
+  groups, records, grids, notes, reference = result
+  names = [g.name for g in groups]
+  assert names == ["normal", "uniform_r0.5", "uniform_r8", "gaussian", "gmm", "interpolate",
+                   "attribute_Smiling"]
+  # 120 points for 8 dims: the Gaussian is fitted plainly, 10 full mixture components would
+  # need 180, so the mixture gets diagonal covariances and says so.
+  assert any("gmm" in note and "diagonal" in note for note in notes)
+  assert not any(note.startswith("gaussian") for note in notes)
+  for group in groups:
+    grid = grids[group.name]
+    tiles = min(len(group.grid_rows), group.columns)
+    assert grid.width >= 2 * tiles * 96  # Two factors side by side, tiles upscaled to 96 px.
+    for label, record in records[group.name].items():
+      assert record["num_points"] == len(group.settings[label])
+      assert 0.0 <= record["inside_data_cloud"]["fraction"] <= 1.0
+      assert set(record["frechet_distance_encoder_space"]) == {"1", "7"}
+      assert all(np.isfinite(v) and v >= 0
+                 for v in record["frechet_distance_encoder_space"].values())
+  assert len(groups[0].z) == 40 and len(groups[0].grid_rows) == 5
+  assert list(records["attribute_Smiling"]) == ["scale=-1", "scale=0", "scale=1"]
+  assert records["interpolate"]["steps=4"]["num_points"] == 6 * 4  # 12 test faces = 6 pairs.
+  # Points far from the data (uniform r=8 in 8 dims) fall outside the cloud; r=0.5 is closer.
+  far = records["uniform_r8"]["r=8"]["inside_data_cloud"]["fraction"]
+  near = records["uniform_r0.5"]["r=0.5"]["inside_data_cloud"]["fraction"]
+  assert far < near and far < 0.05
+  assert reference["num_images"] == 12
+  report = generation.assemble(groups, records, {n: f"{n}.png" for n in names}, notes,
+                               model={"kind": "ae"}, inputs_info={}, flags={}, seed=0,
+                               provenance={}, reference_info=reference)
+  assert report["samplers"]["uniform"]["settings"]["r=8"]["r"] == 8.0
+  assert report["samplers"]["attribute"]["settings"]["scale=1"]["grid"] == (
+      "attribute_Smiling.png")
+  assert report["samplers"]["attribute"]["params"]["vector"]["num_with"] > 0
+  assert "NOT the FID" in report["definitions"]["frechet_distance_encoder_space"]
+  json.dumps(report, allow_nan=False)
+  again = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
+  for name in names:
+    assert images_lib.png_bytes(grids[name]) == images_lib.png_bytes(again[2][name])
+  assert again[1] == records
+
+
+def test_without_real_points_the_data_comparisons_are_null(ae):
+  decode, encode = _fns(ae)
+  options = generation.Options(samplers=("normal",), num_images=3, num_metric_images=4,
+                               sharpen=(1.0,), batch_size=8)
+  _, records, _, notes, reference = generation.generate(options, decode, encode, Z_DIM,
+                                                        generation.Inputs())
+  record = records["normal"]["N(0,I)"]
+  assert record["inside_data_cloud"] is None
+  assert record["frechet_distance_encoder_space"] is None and reference is None
+  assert any("inside_data_cloud is null" in note for note in notes)
+  # z-points alone: they are the data cloud and, lacking test images, the real set too.
+  only_z = generation.Inputs(fit_z=_real_inputs().fit_z)
+  _, records, _, notes, reference = generation.generate(options, decode, encode, Z_DIM, only_z)
+  assert records["normal"]["N(0,I)"]["inside_data_cloud"]["fraction"] >= 0
+  assert records["normal"]["N(0,I)"]["frechet_distance_encoder_space"]["1"] >= 0
+  assert reference["num_images"] == 4  # Capped at num_metric_images.
+  assert any("compares with the z-points" in note for note in notes)
+  with pytest.raises(EvaluationError, match="gaussian needs real z-points"):
+    generation.generate(generation.Options(samplers=("gaussian",)), decode, encode, Z_DIM,
+                        generation.Inputs())
+
+
+def test_collect_inputs_encodes_the_data_dir(ae, prepared_data_dir, tmp_path):
+  _, encode = _fns(ae)
+  options = generation.Options(samplers=("gaussian", "attribute"), num_metric_images=4,
+                               batch_size=16)
+  inputs, files, info = generation.collect_inputs(options, encode, Z_DIM,
+                                                  data_dir=prepared_data_dir, max_fit_images=30)
+  assert inputs.fit_z.shape == (30, Z_DIM) and inputs.attribute_values.shape == (30, 40)
+  assert inputs.test_z.shape == (4, Z_DIM)
+  assert info["fit"]["split"] == "train" and info["real"]["num_images"] == 4
+  assert list(files) == [os.path.join(prepared_data_dir, "manifest.json")]
+  z_path = str(tmp_path / "z.npy")
+  np.save(z_path, inputs.fit_z.astype(np.float32))
+  from_file, files, info = generation.collect_inputs(
+      generation.Options(samplers=("gmm",), seed=1), encode, Z_DIM, z_points=z_path,
+      max_fit_images=20)
+  assert from_file.fit_z.shape == (20, Z_DIM) and from_file.test_z is None
+  assert any("subset of 20 of the 30" in note for note in from_file.notes)
+  assert info["fit"]["source"] == "z_points" and z_path in files
+  with pytest.raises(EvaluationError, match="z_dim is 4"):
+    generation.collect_inputs(options, encode, 4, z_points=z_path)
+
+
 def test_reconstruction_statistics_of_identity_noise_and_a_model(ae, runs):
   rng = np.random.default_rng(0)
   batches = [rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
@@ -86,6 +193,51 @@ def test_reconstruction_statistics_of_identity_noise_and_a_model(ae, runs):
   assert picture.width >= 5 * 96 and picture.height >= 7 * 96  # original + 2 x 2 columns.
 
 
+def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_path):
+  common = ["--model_dir", runs["vae"], "--data_dir", prepared_data_dir, "--num_images", "4",
+            "--num_metric_images", "12", "--r_limits", "1,8", "--sharpen", "1,7",
+            "--max_fit_images", "40", "--batch_size", "16", "--seed", "3"]
+  first = run_tool("generate", *common, "--output_dir", tmp_path / "a")
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = run_tool("generate", *common, "--output_dir", tmp_path / "b")
+  assert second.returncode == 0, second.stderr[-3000:]
+  pngs = sorted(n for n in os.listdir(tmp_path / "a") if n.endswith(".png"))
+  assert pngs == ["attribute_Smiling.png", "gaussian.png", "gmm.png", "interpolate.png",
+                  "normal.png", "uniform_r1.png", "uniform_r8.png"]
+  for name in pngs:
+    data = (tmp_path / "a" / name).read_bytes()
+    assert data == (tmp_path / "b" / name).read_bytes(), name
+    assert min(Image.open(io.BytesIO(data)).size) >= 96
+  report = json.loads((tmp_path / "a" / "generation.json").read_text())
+  other = json.loads((tmp_path / "b" / "generation.json").read_text())
+  assert report["samplers"] == other["samplers"] and report["reference"] == other["reference"]
+  assert report["seed"] == 3 and report["model"]["kind"] == "vae"
+  # 40 training z-points in 8 dims: the mixture was reduced, and the JSON says so.
+  assert report["samplers"]["gmm"]["params"]["fit"]["components"] == 4
+  assert any("gmm" in note for note in report["notes"])
+  inputs = report["provenance"]["inputs"]
+  assert os.path.join(runs["vae"], "model.keras") in inputs
+  assert os.path.join(prepared_data_dir, "manifest.json") in inputs
+  normal = report["samplers"]["normal"]["settings"]["N(0,I)"]
+  assert normal["num_points"] == 12 and set(normal["frechet_distance_encoder_space"]) == {"1",
+                                                                                          "7"}
+  assert report["data"]["real"]["num_images"] == 6  # The fixture's whole test split.
+  assert (tmp_path / "a" / "flags.txt").exists()
+
+
+def test_generate_tool_errors(runs, tmp_path):
+  missing_data = run_tool("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
+                          "--samplers", "interpolate")
+  assert_clean_error(missing_data, "--samplers", "--data_dir", code=2)
+  missing_z = run_tool("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
+                       "--samplers", "normal,gmm")
+  assert_clean_error(missing_z, "--z_points", "--data_dir", code=2)
+  bad_dir = run_tool("generate", "--model_dir", tmp_path / "no_run", "--output_dir",
+                     tmp_path / "o", "--samplers", "normal")
+  assert_clean_error(bad_dir, "no_run", code=1)
+  assert not (tmp_path / "o").exists()
+
+
 def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
   photo = tmp_path / "me.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 260, 3), np.uint8)).save(photo)
@@ -110,3 +262,12 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
                        tmp_path / "missing.jpg")
   assert_clean_error(bad_image, "missing.jpg", code=1)
   assert not (tmp_path / "x").exists()
+
+
+def test_tool_sampler_names_match_the_library():
+  # Read from the source: importing the tool would define its flags in this test process,
+  # where other tools' flags of the same names may already be defined.
+  tree = ast.parse(open(os.path.join(REPO_ROOT, "tools", "generate.py"), encoding="utf-8").read())
+  values = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            and any(getattr(t, "id", None) == "SAMPLERS" for t in node.targets)]
+  assert values == [generation.SAMPLERS]

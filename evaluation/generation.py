@@ -1,0 +1,491 @@
+"""Generation: decode the samplers' z-points, sharpen, draw grids, and measure every setting.
+
+The work is organised in *groups*: one group is one grid PNG (e.g. `uniform_r1.5.png`) and the
+z-points decoded for it; a group has one or more *settings* (e.g. the attribute group has one
+setting per scale), each a subset of the group's z-points with its own statistics in
+generation.json. Per setting:
+
+- `radius`: statistics of |z| of the z-points used (evaluation.geometry.radius_stats);
+- `inside_data_cloud`: the fraction of them inside the real data's Gaussian cloud at the
+  chosen chi-square quantile (evaluation.geometry.GaussianCloud, the latent-analysis test);
+- `frechet_distance_encoder_space`: per sharpening factor, the Frechet distance between the
+  model's encodings of real test images and of the generated (sharpened) images.
+
+The model enters only as two functions, `decode_fn` (z -> float images in [0, 1]) and
+`encode_fn` (uint8 images -> z), so this module is testable with any small Keras model.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from evaluation import geometry
+from evaluation import images as images_lib
+from evaluation import metrics
+from evaluation import samplers
+from evaluation.errors import EvaluationError
+
+SAMPLERS = ("normal", "uniform", "gaussian", "gmm", "interpolate", "attribute")
+FITTED = ("gaussian", "gmm")
+NEEDS_TEST_IMAGES = ("interpolate", "attribute")
+# Fixed per-sampler streams: seeding each sampler with (seed, index) keeps its points the same
+# whichever other samplers run in the same call.
+_STREAMS = {name: index for index, name in enumerate(SAMPLERS)}
+GRID_COLUMNS = 7  # The study's 28 faces are 4 rows of 7.
+
+DEFINITIONS = {
+    "radius": "Euclidean norm |z| of the latent points of the setting (all points used for "
+              "its statistics, not only the ones shown in the grid).",
+    "inside_data_cloud": "Fraction of those points whose squared Mahalanobis distance to a "
+                         "Gaussian fitted to the real z-points (mean and full covariance) is "
+                         "at most the chi-square quantile `quantile` with z_dim degrees of "
+                         "freedom (evaluation.geometry.GaussianCloud). For points drawn from "
+                         "that Gaussian the expected fraction is `quantile`.",
+    "frechet_distance_encoder_space": "Per sharpening factor: the Frechet distance "
+                                      "|mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) "
+                                      "between Gaussians fitted to the model's OWN encoder "
+                                      "outputs (z, the mean for a VAE) of real images and of "
+                                      "the generated images (decoded, rounded to uint8, "
+                                      "sharpened). Lower means the generated images encode "
+                                      "more like real ones. This is NOT the FID (which uses "
+                                      "Inception-v3 features): values are comparable only "
+                                      "between settings of the same model and real set, and "
+                                      "are biased upwards when few images are used.",
+    "reference": "The same Frechet distance for the reconstructions of the real images "
+                 "themselves: what a perfect generator of this model's reconstructions would "
+                 "score.",
+    "sharpen": "PIL ImageEnhance.Sharpness factor: 1 leaves an image unchanged, 0 blurs, "
+               "larger values sharpen (unsharp masking).",
+}
+
+
+def apply_in_batches(fn, x, batch_size):
+  """Concatenates np.asarray(fn(chunk)) over chunks of `batch_size` rows of x."""
+  outputs = [np.asarray(fn(x[start:start + batch_size]))
+             for start in range(0, len(x), int(batch_size))]
+  if not outputs:
+    raise EvaluationError("nothing to process: got 0 rows")
+  return np.concatenate(outputs)
+
+
+def decode_to_uint8(decode_fn, z, batch_size):
+  """z [N, dim] -> uint8 images [N, S, S, 3] (decoder output in [0, 1], rounded)."""
+  return apply_in_batches(lambda c: images_lib.to_uint8(decode_fn(np.asarray(c, np.float32))),
+                          z, batch_size)
+
+
+def encode_uint8(encode_fn, images, batch_size):
+  """uint8 images [N, S, S, 3] -> z [N, dim] float64."""
+  return apply_in_batches(encode_fn, images, batch_size).astype(np.float64)
+
+
+@dataclasses.dataclass
+class Group:
+  """One grid and the z-points decoded for it.
+
+  Attributes:
+    sampler: one of SAMPLERS.
+    name: file stem of the grid, e.g. "uniform_r1.5".
+    title: the grid's title (what the tiles are).
+    z: [M, dim] every z-point decoded for this group.
+    grid_rows: indices into z of the tiles, row by row.
+    columns: tiles per grid row.
+    settings: setting label -> indices into z of the points it is measured on.
+    params: the sampler's parameters for generation.json (shared by its settings).
+    setting_params: setting label -> parameters of that setting alone (e.g. {"r": 1.5}).
+  """
+
+  sampler: str
+  name: str
+  title: str
+  z: np.ndarray
+  grid_rows: np.ndarray
+  columns: int
+  settings: dict
+  params: dict
+  setting_params: dict = dataclasses.field(default_factory=dict)
+
+
+def _seed(seed, sampler):
+  return (int(seed), _STREAMS[sampler])
+
+
+def _drawn_group(sampler, name, title, z, num_grid, setting, params, setting_params=None):
+  """A group of i.i.d. draws: the grid shows the first `num_grid`, statistics use all."""
+  return Group(sampler, name, title, z, np.arange(min(num_grid, len(z))), GRID_COLUMNS,
+               {setting: np.arange(len(z))}, params, {setting: setting_params or {}})
+
+
+def normal_group(dim, num_grid, num_metric, seed):
+  z = samplers.normal(max(num_grid, num_metric), dim, _seed(seed, "normal"))
+  return _drawn_group("normal", "normal", "normal: z ~ N(0, I)", z, num_grid, "N(0,I)", {})
+
+
+def uniform_groups(dim, num_grid, num_metric, r_limits, seed):
+  """One group per r; the expected radius in the title is sqrt(dim * r^2 / 3)."""
+  by_r = samplers.uniform(max(num_grid, num_metric), dim, r_limits, _seed(seed, "uniform"))
+  groups = []
+  for r, z in by_r.items():
+    rms = np.sqrt(samplers.expected_uniform_radius_sq(dim, r))
+    groups.append(_drawn_group("uniform", f"uniform_r{images_lib.factor_label(r)}",
+                               f"uniform: each z component uniform in [-{r:g}, {r:g}] "
+                               f"(rms |z| = {rms:.1f})", z, num_grid, f"r={r:g}", {}, {"r": r}))
+  return groups
+
+
+def fitted_group(fit, num_grid, num_metric, seed):
+  """The group of a FittedSampler (kind "gaussian" or "gmm")."""
+  z = fit.sample(max(num_grid, num_metric), _seed(seed, fit.kind))
+  what = ("full-covariance Gaussian fitted to the z-points" if fit.kind == "gaussian" else
+          f"Gaussian mixture ({fit.settings['components']} components, "
+          f"{fit.settings['covariance']} covariances) fitted to the z-points")
+  return _drawn_group(fit.kind, fit.kind, f"{fit.kind}: {what}", z, num_grid, "fitted",
+                      {"fit": fit.settings, "notes": list(fit.notes)})
+
+
+def interpolate_group(face_z, steps, num_grid_pairs):
+  """Straight lines between test faces 2i and 2i+1; the grid shows the first pairs."""
+  pairs = len(face_z) // 2
+  if pairs < 1:
+    raise EvaluationError("interpolation needs at least 2 test images; the test split has "
+                          f"{len(face_z)}")
+  lines = samplers.interpolate(face_z[0:2 * pairs:2], face_z[1:2 * pairs:2], steps)
+  shown = min(num_grid_pairs, pairs)
+  return Group("interpolate", "interpolate",
+               f"interpolate: straight lines in z between pairs of test images "
+               f"(rows), {steps} steps from one end to the other (columns)",
+               lines.reshape(-1, lines.shape[-1]), np.arange(shown * steps), steps,
+               {f"steps={steps}": np.arange(pairs * steps)},
+               {"steps": int(steps), "num_pairs": int(pairs), "num_grid_pairs": int(shown)})
+
+
+def attribute_group(face_z, vector, vector_info, name, scales, num_grid_faces):
+  """Test faces shifted along an attribute vector; one setting per scale."""
+  shifted = samplers.shift_along(face_z, vector, scales)
+  num_faces, num_scales = shifted.shape[:2]
+  shown = min(num_grid_faces, num_faces)
+  scale_text = ", ".join(f"{s:g}" for s in scales)
+  settings = {f"scale={s:g}": np.arange(j, num_faces * num_scales, num_scales)
+              for j, s in enumerate(scales)}
+  setting_params = {f"scale={s:g}": {"scale": float(s)} for s in scales}
+  return Group("attribute", f"attribute_{name}",
+               f"attribute {name}: test face z + scale * (mean z with {name} - mean z "
+               f"without), scales {scale_text} (columns)",
+               shifted.reshape(-1, shifted.shape[-1]), np.arange(shown * num_scales),
+               num_scales, settings,
+               {"attribute": name, "scales": [float(s) for s in scales],
+                "num_faces": int(num_faces), "num_grid_faces": int(shown),
+                "vector": vector_info}, setting_params)
+
+
+@dataclasses.dataclass
+class Reference:
+  """What generated images are compared with.
+
+  Attributes:
+    cloud: a geometry.GaussianCloud of real z-points, or None (no inside fraction then).
+    quantile: the chi-square quantile of the inside test.
+    real_moments: (mean, covariance) of the encoder outputs of real images, or None.
+  """
+
+  cloud: object = None
+  quantile: float = 0.99
+  real_moments: tuple = None
+
+
+def frechet_by_factor(encode_fn, images, factors, reference, batch_size):
+  """{factor label: Frechet distance in encoder space} of uint8 images, sharpened per factor."""
+  if reference.real_moments is None or len(images) < 2:
+    return None
+  out = {}
+  for factor in factors:
+    features = encode_uint8(encode_fn, images_lib.sharpen(images, factor), batch_size)
+    out[images_lib.factor_label(factor)] = metrics.frechet_from_moments(
+        *reference.real_moments, *metrics.gaussian_moments(features))
+  return out
+
+
+def reconstruction_reference(decode_fn, encode_fn, real_z, factors, reference, batch_size):
+  """The reference block: the Frechet distance of the real images' own reconstructions."""
+  if reference.real_moments is None or len(real_z) < 2:
+    return None
+  images = decode_to_uint8(decode_fn, np.asarray(real_z, np.float32), batch_size)
+  return {"num_images": int(len(real_z)),
+          "frechet_distance_encoder_space": frechet_by_factor(encode_fn, images, factors,
+                                                              reference, batch_size)}
+
+
+def encode_dataset(encode_fn, batches, total=None, description="encoding"):
+  """Encodes what a data_pipeline.make_dataset(..., with_ids=True) iterator yields.
+
+  Args:
+    encode_fn: uint8 images -> z.
+    batches: iterable of dicts with "image" and optionally "attributes" (NumPy or tensors).
+    total: number of images expected, for the progress bar.
+    description: progress bar text.
+
+  Returns:
+    {"z": [N, dim] float64, "attributes": [N, A] int32 or None}.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  zs, attributes = [], []
+  with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
+    for batch in batches:
+      zs.append(np.asarray(encode_fn(batch["image"]), np.float64))
+      if "attributes" in batch:
+        attributes.append(np.asarray(batch["attributes"], np.int32))
+      progress.update(len(zs[-1]))
+  if not zs:
+    raise EvaluationError("the data split yielded no images")
+  return {"z": np.concatenate(zs),
+          "attributes": np.concatenate(attributes) if attributes else None}
+
+
+def evaluate_group(group, decode_fn, encode_fn, factors, reference, batch_size, header=""):
+  """Decodes a group; returns (grid PIL image, {setting label: record})."""
+  images = decode_to_uint8(decode_fn, group.z, batch_size)
+  shown = images[group.grid_rows]
+  panels = [(f"sharpness {images_lib.factor_label(f)}" + (" (unchanged)" if f == 1 else ""),
+             images_lib.sharpen(shown, f)) for f in factors]
+  grid = images_lib.panel_grid(panels, group.columns, f"{group.title}{header}")
+  records = {}
+  for label, rows in group.settings.items():
+    z = group.z[rows]
+    inside = None
+    if reference.cloud is not None:
+      inside = {"quantile": reference.quantile,
+                "fraction": float(reference.cloud.inside_fraction(z, reference.quantile))}
+    records[label] = {
+        "num_points": int(len(rows)),
+        "radius": geometry.radius_stats(z),
+        "inside_data_cloud": inside,
+        "frechet_distance_encoder_space": frechet_by_factor(encode_fn, images[rows], factors,
+                                                            reference, batch_size),
+    }
+  return grid, records
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What tools.generate asks for (its flags, parsed)."""
+
+  samplers: tuple
+  num_images: int = 28
+  num_metric_images: int = 500
+  r_limits: tuple = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 5.0, 8.0)
+  gmm_components: int = 10
+  sharpen: tuple = (1.0, 3.0, 7.0)
+  seed: int = 0
+  attribute: str = "Smiling"
+  attribute_index: int = None
+  attribute_scales: tuple = (-2.0, -1.0, 0.0, 1.0, 2.0)
+  interpolation_steps: int = 8
+  interpolation_pairs: int = 4
+  attribute_faces: int = 6
+  cloud_quantile: float = 0.99
+  batch_size: int = 64
+
+
+@dataclasses.dataclass
+class Inputs:
+  """The real z-points a run of the samplers uses (None where the user gave no source).
+
+  Attributes:
+    fit_z: [N, dim] z-points of real images: the fitted samplers' data and the data cloud.
+    attribute_z: [N', dim] z-points with `attribute_values` [N', 40] (+-1), for the vector.
+    test_z: [T, dim] encodings of real test images: the faces that are interpolated and
+      shifted, and the real set of the Frechet distance.
+    notes: remarks about where these came from.
+  """
+
+  fit_z: np.ndarray = None
+  attribute_z: np.ndarray = None
+  attribute_values: np.ndarray = None
+  test_z: np.ndarray = None
+  notes: list = dataclasses.field(default_factory=list)
+
+
+def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attributes):
+  from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top  (loads TF)
+  from data_pipeline.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  split_info = read_manifest(data_dir)["splits"].get(split) or {}
+  total = min(int(split_info.get("num_examples", 0)) or max_images, max_images)
+  dataset = make_dataset(data_dir, split, batch_size, shuffle=False, with_ids=True,
+                         with_attributes=with_attributes, max_images=max_images)
+  return encode_dataset(encode_fn, dataset.as_numpy_iterator(), total,
+                        f"encoding {split} images")
+
+
+def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit_split="train",
+                   max_fit_images=20000):
+  """Gathers the real z-points that `generate` compares with and fits to.
+
+  Args:
+    options: the Options (samplers, seed, num_metric_images, batch_size).
+    encode_fn: uint8 images -> z of the model.
+    dim: the model's z_dim.
+    z_points: path of a z-points .npy (tools.encode), or None.
+    data_dir: a prepared data dir, or None.
+    fit_split: the split encoded for fitting when no z_points are given.
+    max_fit_images: most real z-points used for fitting.
+
+  Returns:
+    (Inputs, {input file path: sha256}, a JSON-able description of the sources).
+  """
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import provenance
+  from data_pipeline.manifest import MANIFEST
+  from evaluation import zpoints
+  # pylint: enable=g-import-not-at-top
+  inputs, files, info = Inputs(), {}, {}
+  want_attribute = "attribute" in options.samplers
+  if z_points:
+    z = zpoints.load_z_points(z_points)
+    if z.shape[1] != dim:
+      raise EvaluationError(f"--z_points {z_points} has {z.shape[1]} dimensions but the model's "
+                            f"z_dim is {dim}; encode the data with this model (tools.encode)")
+    files[z_points] = provenance.sha256_file(z_points)
+    if len(z) > max_fit_images:
+      rng = np.random.default_rng((int(options.seed), len(SAMPLERS)))
+      rows = np.sort(rng.choice(len(z), size=max_fit_images, replace=False))
+      inputs.notes.append(f"fits use a seeded random subset of {max_fit_images} of the "
+                          f"{len(z)} z-points (--max_fit_images)")
+      z = z[rows]
+    inputs.fit_z = np.asarray(z, np.float64)
+    info["fit"] = {"source": "z_points", "path": z_points, "num_points": int(len(z))}
+  if data_dir:
+    files[os.path.join(data_dir, MANIFEST)] = provenance.sha256_file(
+        os.path.join(data_dir, MANIFEST))
+    if inputs.fit_z is None or want_attribute:
+      encoded = _encode_split(encode_fn, data_dir, fit_split, max_fit_images,
+                              options.batch_size, with_attributes=want_attribute)
+      if inputs.fit_z is None:
+        inputs.fit_z = encoded["z"]
+        info["fit"] = {"source": "data_dir", "path": data_dir, "split": fit_split,
+                       "num_points": int(len(encoded["z"]))}
+      if want_attribute:
+        inputs.attribute_z, inputs.attribute_values = encoded["z"], encoded["attributes"]
+        info["attribute"] = {"source": "data_dir", "path": data_dir, "split": fit_split,
+                             "num_points": int(len(encoded["z"]))}
+    inputs.test_z = _encode_split(encode_fn, data_dir, "test", options.num_metric_images,
+                                  options.batch_size, with_attributes=False)["z"]
+    info["real"] = {"source": "data_dir", "path": data_dir, "split": "test",
+                    "num_images": int(len(inputs.test_z))}
+  return inputs, files, info
+
+
+def build_groups(options, dim, inputs):
+  """The groups of every requested sampler, in the order of SAMPLERS; plus fit notes."""
+  notes, groups = [], []
+  n, m, seed = options.num_images, options.num_metric_images, options.seed
+  for sampler in SAMPLERS:
+    if sampler not in options.samplers:
+      continue
+    if sampler in FITTED or sampler in NEEDS_TEST_IMAGES:
+      needed = inputs.fit_z if sampler in FITTED else inputs.test_z
+      if needed is None:
+        raise EvaluationError(f"sampler {sampler} needs real z-points, and none were given")
+    if sampler == "normal":
+      groups.append(normal_group(dim, n, m, seed))
+    elif sampler == "uniform":
+      groups.extend(uniform_groups(dim, n, m, options.r_limits, seed))
+    elif sampler in FITTED:
+      fit = (samplers.fit_gaussian(inputs.fit_z) if sampler == "gaussian" else
+             samplers.fit_gmm(inputs.fit_z, options.gmm_components, seed=seed))
+      notes.extend(fit.notes)
+      groups.append(fitted_group(fit, n, m, seed))
+    elif sampler == "interpolate":
+      groups.append(interpolate_group(inputs.test_z, options.interpolation_steps,
+                                      options.interpolation_pairs))
+    elif sampler == "attribute":
+      if inputs.attribute_z is None or options.attribute_index is None:
+        raise EvaluationError("sampler attribute needs z-points with CelebA attributes")
+      vector, info = samplers.attribute_vector(inputs.attribute_z, inputs.attribute_values,
+                                               options.attribute_index, options.attribute)
+      groups.append(attribute_group(inputs.test_z, vector, info, options.attribute,
+                                    options.attribute_scales, options.attribute_faces))
+  return groups, notes
+
+
+def make_reference(options, inputs):
+  """The data cloud (fit z-points) and the real set of the Frechet distance; plus notes."""
+  notes = []
+  cloud = None
+  if inputs.fit_z is not None:
+    cloud = geometry.GaussianCloud.fit(inputs.fit_z)
+  else:
+    notes.append("no real z-points (--z_points or --data_dir): inside_data_cloud is null")
+  real = inputs.test_z
+  if real is None and inputs.fit_z is not None:
+    real = inputs.fit_z
+    notes.append("no test images (--data_dir): the Frechet distance compares with the "
+                 "z-points instead, which are the encoder outputs of their images")
+  if real is None:
+    notes.append("no real images or z-points: frechet_distance_encoder_space is null")
+  moments = metrics.gaussian_moments(real) if real is not None and len(real) >= 2 else None
+  return Reference(cloud, options.cloud_quantile, moments), real, notes
+
+
+def generate(options, decode_fn, encode_fn, dim, inputs, header=""):
+  """Runs every requested sampler: returns (groups, records, grids, notes, reference block).
+
+  `grids` maps a group name to its PIL image; `records` a group name to its settings'
+  records. The caller writes the files and assembles generation.json (see `assemble`).
+  """
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  reference, real, notes = make_reference(options, inputs)
+  notes = list(inputs.notes) + notes
+  groups, fit_notes = build_groups(options, dim, inputs)
+  notes.extend(fit_notes)
+  for note in notes:
+    logging.info("note: %s", note)
+  records, grids = {}, {}
+  for group in groups:
+    logging.info("sampler %s: decoding %d z-points for %s.png", group.sampler, len(group.z),
+                 group.name)
+    grids[group.name], records[group.name] = evaluate_group(
+        group, decode_fn, encode_fn, options.sharpen, reference, options.batch_size, header)
+  reference_block = None
+  if real is not None:
+    # Capped like the generated sets, so that both sides of the comparison have similar sizes.
+    reference_block = reconstruction_reference(decode_fn, encode_fn,
+                                               real[:options.num_metric_images],
+                                               options.sharpen, reference, options.batch_size)
+  return groups, records, grids, notes, reference_block
+
+
+def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, provenance,
+             reference_info):
+  """The generation.json dict.
+
+  Args:
+    groups: the evaluated Groups, in order.
+    records: group name -> {setting label: record} (from evaluate_group).
+    grids: group name -> grid file name.
+    notes: remarks (regularisation, skipped samplers, fallbacks), also logged.
+    model: {"model_dir", "kind", "z_dim", "image_size"}.
+    inputs_info: what the reference sets are (z-points source, real images).
+    flags: the resolved flag values.
+    seed: the seed.
+    provenance: data_pipeline.provenance.describe_run(...).
+    reference_info: the reference block (reconstructions' Frechet distance), or None.
+  """
+  by_sampler = {}
+  for group in groups:
+    entry = by_sampler.setdefault(group.sampler, {"params": {}, "settings": {}})
+    entry["params"].update(group.params)
+    for label, record in records[group.name].items():
+      entry["settings"][label] = dict(record, grid=grids[group.name],
+                                      **group.setting_params.get(label, {}))
+  return {
+      "model": model,
+      "seed": int(seed),
+      "samplers": by_sampler,
+      "reference": reference_info,
+      "data": inputs_info,
+      "notes": list(notes),
+      "definitions": DEFINITIONS,
+      "flags": flags,
+      "provenance": provenance,
+  }
