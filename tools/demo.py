@@ -1,0 +1,64 @@
+"""The main job end to end: synthetic (or real) faces -> shards -> AE + VAE -> evaluation -> report.
+
+    python -m tools.demo --workspace workspace --num_images 3000 --epochs 3
+    python -m tools.demo --workspace ws_celeba --celeba_dir /data/celeba --epochs 24 --num_images 0
+
+Each step runs as its own tool process, exactly as a user would type it, and the report lists
+those command lines. A step is skipped when its outputs exist and were made by the same command
+(recorded in WORKSPACE/.demo/), so rerunning the demo reuses everything that is complete.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from tools import _cli
+from tools import demo_steps
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workspace", "workspace", "Folder that receives every output (WORKSPACE.md).")
+flags.DEFINE_string("celeba_dir", None,
+                    "A real CelebA folder (img_align_celeba/ + list_eval_partition.txt); when "
+                    "unset, synthetic faces are generated into WORKSPACE/celeba_synthetic.")
+flags.DEFINE_integer("num_images", 3000,
+                     "Synthetic faces to generate, or with --celeba_dir the images to prepare "
+                     "(0 = all).", lower_bound=0)
+flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_bound=1)
+flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
+flags.DEFINE_integer("seed", 0, "Seed of every step.")
+flags.DEFINE_bool("force", False, "Rerun every step even when its outputs are complete.")
+
+
+def _validate_num_images(values):
+  return values["celeba_dir"] is not None or values["num_images"] >= 50
+
+
+flags.register_multi_flags_validator(
+    ["celeba_dir", "num_images"], _validate_num_images,
+    message="--num_images must be at least 50 for synthetic faces (a split needs images)")
+
+
+def main(argv):
+  del argv
+  if FLAGS.celeba_dir and not os.path.isdir(FLAGS.celeba_dir):
+    raise _cli.FlagError(f"--celeba_dir={FLAGS.celeba_dir} is not a folder; point it at the "
+                         "folder holding img_align_celeba/ and list_eval_partition.txt")
+  settings = demo_steps.DemoSettings(
+      workspace=os.path.abspath(FLAGS.workspace), celeba_dir=FLAGS.celeba_dir,
+      num_images=FLAGS.num_images, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+      image_size=FLAGS.image_size, seed=FLAGS.seed)
+  os.makedirs(settings.workspace, exist_ok=True)
+  results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force)
+  report_path = demo_steps.write_report(settings, results)
+  print(f"demo complete: {report_path}")
+
+
+def run():
+  _cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,186 @@
+"""The demo's chain of tool invocations, the runner that skips complete steps, and the report."""
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import time
+
+from tools import demo_report
+
+_MARKERS = ".demo"
+# The study's two models: the AE with a 256-dimensional latent space and the VAE at KL factor 5.
+MODELS = (("ae", "ae_z256"), ("vae", "vae_fact5"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+  workspace: str
+  celeba_dir: str | None
+  num_images: int
+  epochs: int
+  batch_size: int
+  image_size: int
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  name: str
+  what: str          # one line for the report
+  tool: str          # module under tools/
+  args: tuple        # flags, as the user would type them
+  outputs: tuple     # paths that exist once the step is complete
+  # The tool's flag for replacing earlier outputs, passed only when a step must redo work whose
+  # outputs exist (its command or an upstream step changed); None: the tool replaces them itself.
+  overwrite_flag: str | None = None
+
+  def command(self, python="python", overwrite=False):
+    extra = [self.overwrite_flag] if overwrite and self.overwrite_flag else []
+    return [python, "-m", f"tools.{self.tool}", *self.args, *extra]
+
+
+@dataclasses.dataclass
+class StepResult:
+  step: Step
+  status: str        # "ran" or "reused"
+  seconds: float
+
+
+def _paths(s):
+  ws = s.workspace
+  return {
+      "source": s.celeba_dir or os.path.join(ws, "celeba_synthetic"),
+      "data": os.path.join(ws, "data"),
+      "runs": os.path.join(ws, "runs"),
+      "eval": os.path.join(ws, "eval"),
+  }
+
+
+def _z_points(paths, kind):
+  return os.path.join(paths["eval"], kind, "z_train.npy")
+
+
+def build_steps(s):
+  """The chain of the demo, in order; later steps read what earlier ones wrote."""
+  p = _paths(s)
+  steps = []
+  if s.celeba_dir is None:
+    steps.append(Step(
+        "synthetic_faces", f"generated {s.num_images} synthetic 178x218 faces in CelebA's layout",
+        "make_synthetic_faces",
+        (f"--output_dir={p['source']}", f"--num_images={s.num_images}", f"--seed={s.seed}"),
+        (os.path.join(p["source"], "list_attr_celeba.txt"),), "--overwrite"))
+  prepare_args = [f"--source_dir={p['source']}", f"--output_dir={p['data']}",
+                  f"--image_size={s.image_size}"]
+  if s.celeba_dir is not None and s.num_images:
+    prepare_args.append(f"--max_images={s.num_images}")
+  steps.append(Step(
+      "prepare_data", "cropped (0,40,178,218), resized (LANCZOS) and wrote sharded TFRecords",
+      "prepare_data", tuple(prepare_args), (os.path.join(p["data"], "manifest.json"),),
+      "--overwrite"))
+  steps.append(Step("verify_data", "read back every record and checked it against the manifest",
+                    "verify_data", (f"--data_dir={p['data']}", "--noprogress"), ()))
+  for kind, preset in MODELS:
+    run = os.path.join(p["runs"], kind)
+    steps.append(Step(
+        f"train_{kind}", f"trained the {kind.upper()} ({preset} preset) for {s.epochs} epochs, "
+        "streaming uint8 batches from the shards", f"train_{kind}",
+        (f"--data_dir={p['data']}", f"--model_dir={run}", f"--preset={preset}",
+         f"--epochs={s.epochs}", f"--batch_size={s.batch_size}", f"--seed={s.seed}"),
+        (os.path.join(run, "model.keras"), os.path.join(run, "decoder.keras")), "--overwrite"))
+  for kind, _ in MODELS:
+    run, z_points = os.path.join(p["runs"], kind), _z_points(p, kind)
+    args = [f"--model_dir={run}", f"--data_dir={p['data']}", "--split=train",
+            f"--output={z_points}"]
+    if kind == "vae":
+      args.append("--with_log_var")
+    steps.append(Step(f"encode_{kind}", f"encoded the training split with the {kind.upper()}'s "
+                      "encoder into z-points", "encode", tuple(args), (z_points,)))
+    out = os.path.join(p["eval"], kind, "latents")
+    steps.append(Step(
+        f"analyze_latents_{kind}", "component statistics, exact correlations over all "
+        "vectors, geometry against random vectors, plots", "analyze_latents",
+        (f"--z_points={z_points}", f"--output_dir={out}", f"--seed={s.seed}"),
+        (os.path.join(out, "latent_report.json"),)))
+    out = os.path.join(p["eval"], kind, "generation")
+    steps.append(Step(
+        f"generate_{kind}", "faces from every sampler (normal, uniform r sweep, fitted Gaussian, "
+        "GMM, interpolation, attribute vector), sharpened", "generate",
+        (f"--model_dir={run}", f"--output_dir={out}", f"--z_points={z_points}",
+         f"--data_dir={p['data']}", f"--seed={s.seed}"),
+        (os.path.join(out, "generation.json"),)))
+  out = os.path.join(p["eval"], "reconstruction")
+  runs = ",".join(os.path.join(p["runs"], kind) for kind, _ in MODELS)
+  steps.append(Step(
+      "compare_reconstructions", "AE vs VAE reconstructions of the test split: PSNR, SSIM, loss",
+      "compare_reconstructions",
+      (f"--model_dirs={runs}", f"--data_dir={p['data']}", f"--output_dir={out}",
+       "--sharpen=1,6", f"--seed={s.seed}"),
+      (os.path.join(out, "reconstruction.json"),)))
+  return steps
+
+
+def _marker_path(settings, step):
+  return os.path.join(settings.workspace, _MARKERS, f"{step.name}.json")
+
+
+def _is_complete(settings, step):
+  """Complete = outputs exist and the recorded command is this step's command."""
+  if not step.outputs or not all(os.path.exists(path) for path in step.outputs):
+    return False
+  try:
+    with open(_marker_path(settings, step), encoding="utf-8") as f:
+      return json.load(f)["command"] == step.command()
+  except (OSError, ValueError, KeyError):
+    return False
+
+
+def _run_logged(command, log_path):
+  """Runs `command`, echoing its output live and keeping a copy in `log_path`."""
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  with open(log_path, "wb") as log, subprocess.Popen(
+      command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
+    for chunk in iter(lambda: process.stdout.read1(4096), b""):
+      log.write(chunk)
+      os.write(1, chunk)
+    return process.wait()
+
+
+def run_all(settings, python, force=False):
+  """Runs every incomplete step; returns their results. Raises SystemExit on a failed step.
+
+  Once a step with outputs runs, every later step runs too (its inputs changed), passing its
+  overwrite flag where the tool would otherwise refuse to replace what an older chain wrote.
+  """
+  steps = build_steps(settings)
+  results, upstream_ran = [], False
+  for index, step in enumerate(steps, 1):
+    header = f"[{index}/{len(steps)}] {step.name}"
+    if not (force or upstream_ran) and _is_complete(settings, step):
+      print(f"{header}: complete, reused", flush=True)
+      results.append(StepResult(step, "reused", 0.0))
+      continue
+    overwrite = any(os.path.exists(path) for path in step.outputs)
+    print(f"{header}: {shlex.join(step.command(overwrite=overwrite))}", flush=True)
+    log_path = os.path.join(settings.workspace, "logs", f"{step.name}.log")
+    start = time.perf_counter()
+    code = _run_logged(step.command(python, overwrite), log_path)
+    seconds = time.perf_counter() - start
+    if code != 0:
+      raise SystemExit(f"demo: error: step {step.name} failed (exit {code}) after "
+                       f"{seconds:.0f} s; its output is in {log_path}; fix the cause and rerun "
+                       "`make demo` to continue from this step")
+    marker = _marker_path(settings, step)
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w", encoding="utf-8") as f:
+      json.dump({"command": step.command(), "seconds": seconds}, f)
+    results.append(StepResult(step, "ran", seconds))
+    upstream_ran = upstream_ran or bool(step.outputs)
+  return results
+
+
+def write_report(settings, results):
+  return demo_report.write(settings.workspace, results, _paths(settings))
