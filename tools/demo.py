@@ -30,6 +30,8 @@ flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_boun
 flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
 flags.DEFINE_integer("seed", 0, "Seed of every step.")
 flags.DEFINE_bool("force", False, "Rerun every step even when its outputs are complete.")
+flags.DEFINE_string("stop_after", None, "Run the chain only up to this step (e.g. train_vae); "
+                    "`--stop_after=list` prints the step names.")
 
 
 def _validate_num_images(values):
@@ -50,8 +52,16 @@ def main(argv):
       workspace=os.path.abspath(FLAGS.workspace), celeba_dir=FLAGS.celeba_dir,
       num_images=FLAGS.num_images, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
       image_size=FLAGS.image_size, seed=FLAGS.seed)
+  if FLAGS.stop_after == "list":
+    print("\n".join(step.name for step in demo_steps.build_steps(settings)))
+    return
+  try:
+    demo_steps.select_steps(settings, FLAGS.stop_after)
+  except ValueError as e:
+    raise _cli.FlagError(f"--stop_after: {e}") from None
   os.makedirs(settings.workspace, exist_ok=True)
-  results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force)
+  results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force,
+                               stop_after=FLAGS.stop_after)
   report_path = demo_steps.write_report(settings, results)
   print(f"demo complete: {report_path}")
 

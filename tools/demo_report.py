@@ -1,5 +1,6 @@
 """The demo's Markdown report: one line per step, the key numbers, and the pictures."""
 
+import csv
 import json
 import os
 import shlex
@@ -16,7 +17,8 @@ def _load_json(path):
 def _step_lines(results):
   lines = ["| step | what it did | time | |", "|---|---|---|---|"]
   for result in results:
-    seconds = "reused" if result.status == "reused" else f"{result.seconds:.1f} s"
+    seconds = f"{result.seconds:.1f} s" + (" (earlier run, reused)" if result.status == "reused"
+                                           else "")
     lines.append(f"| `{result.step.name}` | {result.step.what} | {seconds} | "
                  f"<code>{shlex.join(result.step.command())}</code> |")
   return lines
@@ -28,11 +30,38 @@ def _data_lines(data_dir):
     return []
   splits = manifest.get("splits", {})
   counts = ", ".join(f"{name} {info.get('num_examples')}" for name, info in splits.items())
-  skipped = len(manifest.get("skipped", []))
+  megabytes = sum(info.get("num_bytes", 0) for info in splits.values()) / 2**20
+  size = manifest.get("image_size")
   return ["## Data", "",
-          f"- {manifest.get('image_size')}x{manifest.get('image_size')} "
-          f"{manifest.get('encoding')} records: {counts}; {skipped} source files skipped",
-          f"- shards: {sum(len(s.get('shards', [])) for s in splits.values())}", ""]
+          f"- {size}x{size} {manifest.get('encoding')} records: {counts}",
+          f"- {len(manifest.get('shards', []))} shards, {megabytes:.1f} MiB; "
+          f"{len(manifest.get('skipped', []))} source files skipped", ""]
+
+
+def _last_row(history_path):
+  try:
+    with open(history_path, encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+  except OSError:
+    return None
+  return rows[-1] if rows else None
+
+
+def _training_lines(runs_dir):
+  """Last epoch's losses per run (per image, in the training units)."""
+  lines = []
+  for kind in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+    row = _last_row(os.path.join(runs_dir, kind, "history.csv"))
+    if row is None:
+      continue
+    shown = [f"{key} {float(row[key]):.4g}" for key in
+             ("loss", "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_kl_share")
+             if row.get(key)]
+    lines.append(f"- {kind.upper()} after {int(row['epoch']) + 1} epochs: " + ", ".join(shown))
+  if not lines:
+    return []
+  return ["## Training", "", "Losses per image: reconstruction summed over pixels, KL summed "
+          "over z; kl_share = kl_factor * KL / total.", "", *lines, ""]
 
 
 def _relative(path, workspace):
@@ -54,10 +83,13 @@ def _picture_lines(workspace, paths):
 
 def write(workspace, results, paths):
   """Writes WORKSPACE/report.md and returns its path."""
-  total = sum(r.seconds for r in results)
+  ran = sum(r.seconds for r in results if r.status == "ran")
+  chain = sum(r.seconds for r in results)
   lines = ["# celeba-stream demo report", "",
-           f"Steps ran in {total:.0f} s (reused steps count 0). Rerun `make demo` to reuse them.",
+           f"The whole chain takes {chain:.0f} s of tool time; this run spent {ran:.0f} s and "
+           "reused the steps that were complete.",
            "", *_step_lines(results), "", *_data_lines(paths["data"]),
+           *_training_lines(paths["runs"]),
            *_picture_lines(workspace, paths)]
   path = os.path.join(workspace, "report.md")
   tmp_path = path + ".tmp"

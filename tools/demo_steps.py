@@ -45,7 +45,7 @@ class Step:
 class StepResult:
   step: Step
   status: str        # "ran" or "reused"
-  seconds: float
+  seconds: float     # for a reused step: what it took when it ran
 
 
 def _paths(s):
@@ -126,15 +126,19 @@ def _marker_path(settings, step):
   return os.path.join(settings.workspace, _MARKERS, f"{step.name}.json")
 
 
-def _is_complete(settings, step):
-  """Complete = outputs exist and the recorded command is this step's command."""
+def _completed_seconds(settings, step):
+  """Seconds the step took when it last ran, if it is complete; else None.
+
+  Complete = its outputs exist and its marker records this step's command.
+  """
   if not step.outputs or not all(os.path.exists(path) for path in step.outputs):
-    return False
+    return None
   try:
     with open(_marker_path(settings, step), encoding="utf-8") as f:
-      return json.load(f)["command"] == step.command()
-  except (OSError, ValueError, KeyError):
-    return False
+      marker = json.load(f)
+    return float(marker["seconds"]) if marker["command"] == step.command() else None
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def _run_logged(command, log_path):
@@ -149,19 +153,31 @@ def _run_logged(command, log_path):
     return process.wait()
 
 
-def run_all(settings, python, force=False):
+def select_steps(settings, stop_after=None):
+  """The chain, or its prefix up to and including the step named `stop_after`."""
+  steps = build_steps(settings)
+  names = [step.name for step in steps]
+  if stop_after is None:
+    return steps
+  if stop_after not in names:
+    raise ValueError(f"unknown step {stop_after!r}; the steps are {', '.join(names)}")
+  return steps[:names.index(stop_after) + 1]
+
+
+def run_all(settings, python, force=False, stop_after=None):
   """Runs every incomplete step; returns their results. Raises SystemExit on a failed step.
 
   Once a step with outputs runs, every later step runs too (its inputs changed), passing its
   overwrite flag where the tool would otherwise refuse to replace what an older chain wrote.
   """
-  steps = build_steps(settings)
+  steps = select_steps(settings, stop_after)
   results, upstream_ran = [], False
   for index, step in enumerate(steps, 1):
     header = f"[{index}/{len(steps)}] {step.name}"
-    if not (force or upstream_ran) and _is_complete(settings, step):
+    earlier = None if force or upstream_ran else _completed_seconds(settings, step)
+    if earlier is not None:
       print(f"{header}: complete, reused", flush=True)
-      results.append(StepResult(step, "reused", 0.0))
+      results.append(StepResult(step, "reused", earlier))
       continue
     overwrite = any(os.path.exists(path) for path in step.outputs)
     print(f"{header}: {shlex.join(step.command(overwrite=overwrite))}", flush=True)

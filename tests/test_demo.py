@@ -1,0 +1,67 @@
+"""tools.demo's runner: the chain's first steps for real, reuse of complete steps, reruns.
+
+The whole chain (training included) is what `make demo` runs; here the runner's bookkeeping is
+tested on the cheap prefix synthetic_faces -> prepare_data -> verify_data with real tools.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+from tests.toolrun import assert_clean_error
+from tests.toolrun import run_tool
+from tools import demo_steps
+
+
+def _settings(workspace, num_images):
+  return demo_steps.DemoSettings(workspace=str(workspace), celeba_dir=None,
+                                 num_images=num_images, epochs=1, batch_size=16,
+                                 image_size=32, seed=3)
+
+
+def _manifest(workspace):
+  with open(os.path.join(workspace, "data", "manifest.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_chain_names_every_tool_of_the_main_job(tmp_path):
+  names = [step.name for step in demo_steps.build_steps(_settings(tmp_path, 100))]
+  assert names[:3] == ["synthetic_faces", "prepare_data", "verify_data"]
+  for tool in ("train_ae", "train_vae", "encode_ae", "encode_vae", "analyze_latents_vae",
+               "generate_ae", "generate_vae", "compare_reconstructions"):
+    assert tool in names
+  real = demo_steps.DemoSettings(str(tmp_path), "/data/celeba", 0, 1, 16, 96, 0)
+  assert "synthetic_faces" not in [step.name for step in demo_steps.build_steps(real)]
+
+
+def test_prefix_runs_then_is_reused_then_reruns_downstream_of_a_change(tmp_path, capfd):
+  workspace = tmp_path / "ws"
+  first = demo_steps.run_all(_settings(workspace, 60), sys.executable, stop_after="verify_data")
+  assert [r.status for r in first] == ["ran", "ran", "ran"]
+  assert sum(s["num_examples"] for s in _manifest(workspace)["splits"].values()) == 60
+  for name in ("synthetic_faces", "prepare_data", "verify_data"):
+    assert os.path.getsize(workspace / "logs" / f"{name}.log") > 0
+
+  again = demo_steps.run_all(_settings(workspace, 60), sys.executable, stop_after="verify_data")
+  # verify_data writes nothing, so it always checks again; the others are reused.
+  assert [r.status for r in again] == ["reused", "reused", "ran"]
+  assert again[0].seconds == pytest.approx(first[0].seconds)
+
+  changed = demo_steps.run_all(_settings(workspace, 80), sys.executable,
+                               stop_after="verify_data")
+  assert [r.status for r in changed] == ["ran", "ran", "ran"]
+  assert "--overwrite" in capfd.readouterr().out  # Replacing earlier outputs needs the flag.
+  assert sum(s["num_examples"] for s in _manifest(workspace)["splits"].values()) == 80
+
+  report = demo_steps.write_report(_settings(workspace, 80), changed)
+  text = open(report, encoding="utf-8").read()
+  assert "| `prepare_data` |" in text and "train 64" in text
+
+
+def test_demo_flag_errors_are_one_line(tmp_path):
+  result = run_tool("demo", f"--workspace={tmp_path}", "--stop_after=no_such_step")
+  assert_clean_error(result, "--stop_after")
+  result = run_tool("demo", f"--workspace={tmp_path}", "--num_images=10")
+  assert_clean_error(result, "--num_images")
