@@ -21,7 +21,12 @@ RADIUS_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 def radius_stats(z):
   """Statistics of the L2 radius |z| of points [N, dim] (JSON-safe floats)."""
   z = samplers._as_points(z)  # pylint: disable=protected-access
-  radius = np.linalg.norm(z, axis=1)
+  return radius_summary(np.linalg.norm(z, axis=1))
+
+
+def radius_summary(radius):
+  """Statistics of precomputed radii [N] (count, mean, std, min, max, percentiles)."""
+  radius = np.asarray(radius, np.float64)
   out = {"count": int(len(radius)), "mean": float(radius.mean()), "std": float(radius.std()),
          "min": float(radius.min()), "max": float(radius.max())}
   for q, value in zip(RADIUS_PERCENTILES, np.percentile(radius, RADIUS_PERCENTILES)):

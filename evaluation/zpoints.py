@@ -9,6 +9,8 @@ Writers fill a memory-mapped temporary file and rename it into place when comple
 interrupted encode never leaves a truncated Z.npy that looks finished.
 """
 
+import contextlib
+import mmap
 import os
 
 import numpy as np
@@ -115,3 +117,98 @@ def save_companion(path, kind, array):
   np.save(tmp, np.asarray(array), allow_pickle=False)
   os.replace(tmp, target)
   return target
+
+
+def iter_chunks(z, chunk_rows, rows=None):
+  """Yields consecutive float64 chunks [<= chunk_rows, dim] of z (or of z[rows], in order).
+
+  Memory is O(chunk_rows * dim) whatever N is. For a memory-mapped z the pages of a chunk are
+  handed back to the page cache once it has been used (madvise DONTNEED), so that a pass over
+  a file larger than RAM does not show up as resident memory of this process.
+
+  Args:
+    z: [N, dim] array or np.memmap.
+    chunk_rows: rows per chunk (>= 1).
+    rows: optional sorted indices into z: yields z[rows] in chunks instead.
+  """
+  chunk_rows = max(1, int(chunk_rows))
+  total = len(z) if rows is None else len(rows)
+  for start in range(0, total, chunk_rows):
+    if rows is None:
+      block = z[start:start + chunk_rows]
+    else:
+      block = z[rows[start:start + chunk_rows]]
+    yield np.asarray(block, dtype=np.float64)
+    _release_pages(z)
+
+
+def _release_pages(z):
+  # np.memmap keeps its mmap.mmap in `_mmap` (also on views of it); dropping our mapping of
+  # clean, read-only file pages is safe: a later read faults them back in from the page cache.
+  mapped = getattr(z, "_mmap", None)
+  advise = getattr(mapped, "madvise", None)
+  dont_need = getattr(mmap, "MADV_DONTNEED", None)
+  if advise is None or dont_need is None or getattr(z, "mode", "r") != "r":
+    return
+  try:
+    advise(dont_need)
+  except (OSError, ValueError):  # A closed map or a platform that refuses: nothing to free.
+    pass
+
+
+def encode_to_npy(encode_fn, batches, output, total, *, with_log_var=False,
+                  description="encoding"):
+  """Streams images through an encoder into Z.npy (+ Z.ids.npy, + Z.log_var.npy), atomically.
+
+  Args:
+    encode_fn: uint8 images [B, S, S, 3] -> z [B, dim], or -> (z_mean, z_log_var) when
+      `with_log_var`.
+    batches: iterable of dicts with "image" (uint8 [B, S, S, 3]) and "id" ([B] bytes or str).
+    output: path of Z.npy.
+    total: number of images the batches hold (the files are allocated for exactly this many).
+    with_log_var: also write the log-variances to Z.log_var.npy.
+    description: progress bar text.
+
+  Returns:
+    {"num_vectors", "dim", "files": [written paths]}.
+
+  Raises:
+    EvaluationError: the batches held no images or not `total` of them (nothing is written).
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  output = os.fspath(output)
+  ids, iterator = [], iter(batches)
+  first = next(iterator, None)
+  if first is None or int(total) < 1:
+    raise EvaluationError(f"no images to encode into {output}: the data split is empty")
+
+  def encoded(batch):
+    out = encode_fn(batch["image"])
+    if with_log_var:
+      return np.asarray(out[0], np.float32), np.asarray(out[1], np.float32)
+    return np.asarray(out, np.float32), None
+
+  z0, lv0 = encoded(first)
+  paths = [output] + ([companion_path(output, "log_var")] if with_log_var else [])
+  # Leaving the stack closes the log-variance writer first; if it raises (rows missing), the
+  # z writer sees the error and removes its temporary file too: all files or none.
+  with contextlib.ExitStack() as stack:
+    progress = stack.enter_context(tqdm(total=total, desc=description, unit="img",
+                                        disable=None))
+    writers = [stack.enter_context(ZPointsWriter(path, total, z0.shape[1])) for path in paths]
+    batch, z, lv = first, z0, lv0
+    while batch is not None:
+      writers[0].append(z)
+      if with_log_var:
+        writers[1].append(lv)
+      ids.extend(_as_text(v) for v in np.asarray(batch["id"]).reshape(-1))
+      progress.update(len(z))
+      batch = next(iterator, None)
+      if batch is not None:
+        z, lv = encoded(batch)
+  files = paths + [save_companion(output, "ids", np.asarray(ids, dtype=str))]
+  return {"num_vectors": int(total), "dim": int(z0.shape[1]), "files": files}
+
+
+def _as_text(value):
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)

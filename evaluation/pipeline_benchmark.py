@@ -1,0 +1,428 @@
+"""The pipeline benchmark: the classic in-RAM recipe vs streaming shards, side by side, in one run.
+
+`run_benchmark(options)` feeds the same images (the first N training images of a prepared data
+dir) by each method of `evaluation.pipeline_methods.METHODS`, each method and dataset size in a
+fresh child process so that its peak RSS is its own, for a fixed number of batches after a
+warm-up. It also times the preparation (`data_pipeline.writer.prepare`) with 1 and with all
+workers, and the trainers' target: train steps fed from the shards vs from a constant batch.
+The result is a JSON-safe dict (`report`) with the machine, the inputs, per-method results,
+the targets with pass/fail, and the Markdown tables (`report["table"]`).
+
+Which shards: the given data dir serves its own encoding; the other encodings the methods need
+are prepared into `work_dir/<encoding>` from the data dir's source folder (recorded in its
+manifest, or `source_dir`, checked against the manifest's source fingerprint) with the same
+settings, so that every method reads the same images. A rerun reuses them (the writer resumes).
+
+This module starts no TensorFlow itself (the children do), so its peak RSS stays small and
+its own numbers never mix with the children's.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import logging
+
+from data_pipeline import manifest as manifest_lib
+from data_pipeline import provenance
+from data_pipeline.errors import DataError
+from evaluation import pipeline_methods as methods_lib
+from evaluation.errors import EvaluationError
+
+ENCODINGS = ("raw", "png", "jpeg")
+_MB = 1e6
+# Targets on this machine (issue 6 and, for training, issue 3).
+RAW_VS_CLASSIC = 0.9
+JPEG_VS_CEILING = 0.85
+STREAM_PEAK_RSS_MB = 1500.0
+STREAM_RSS_GROWTH = 0.10
+TRAIN_RATIO = 0.95
+CLASSIC_GROWTH_TOLERANCE = (0.8, 1.25)  # Measured MB/image over the float32 array's size.
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What to measure (the tool's flags). See tools/benchmark_pipeline.py for each one."""
+  data_dir: str
+  work_dir: str
+  sizes: tuple = (10000, 40000)
+  methods: tuple = methods_lib.METHODS
+  source_dir: str | None = None
+  batch_size: int = 128
+  num_batches: int = 50
+  warmup_batches: int = 5
+  shuffle_buffer: int = 1024
+  seed: int = 0
+  prepare_images: int = 2000
+  prepare_encodings: tuple = ENCODINGS
+  prepare_workers: int | None = None
+  train_preset: str = "vae_fact5"
+  train_steps: int = 20
+  train_warmup_steps: int = 3
+  child_timeout_s: float = 3600.0
+
+
+@dataclasses.dataclass
+class Inputs:
+  """The resolved inputs: the data dir's manifest, the source folder, the dir per encoding."""
+  manifest: dict
+  manifest_sha256: str
+  source_dir: str | None
+  dirs: dict
+  to_prepare: list
+
+
+def machine_description():
+  """CPU model, cores, RAM, OS, library versions and the date (UTC) of this run."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+  except (ValueError, OSError, AttributeError):
+    ram_gb = None
+  usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  versions = provenance.library_versions()
+  return {
+      "cpu_model": cpu,
+      "logical_cores": os.cpu_count(),
+      "usable_cores": usable,
+      "ram_gb": round(ram_gb, 1) if ram_gb else None,
+      "platform": platform.platform(),
+      "python": versions.get("python"),
+      "tensorflow": versions.get("tensorflow") or versions.get("tensorflow-cpu"),
+      "keras": versions.get("keras"),
+      "numpy": versions.get("numpy"),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
+
+
+def needed_encodings(options):
+  """The shard encodings the chosen methods (and the training check) read."""
+  wanted = {methods_lib.METHOD_ENCODING[m] for m in options.methods}
+  if options.train_steps:
+    wanted.add("raw")
+  return [e for e in ENCODINGS if e in wanted]
+
+
+def _source_dir(options, manifest):
+  """The CelebA folder the data dir was prepared from (checked against its fingerprint)."""
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  recorded = manifest.get("source", {})
+  path = options.source_dir or (recorded.get("path") if recorded.get("kind") ==
+                                sources.CelebAFolderSource.kind else None)
+  if not path:
+    raise EvaluationError(f"--data_dir {options.data_dir} was prepared from a "
+                          f"{recorded.get('kind', 'unknown')} source; pass --source_dir with the "
+                          "CelebA folder to prepare the other encodings from")
+  flag = "--source_dir" if options.source_dir else f"the source recorded in {options.data_dir}"
+  try:
+    source = sources.CelebAFolderSource(path)
+  except DataError as error:
+    raise EvaluationError(f"{flag}: {error}; pass --source_dir with the CelebA folder that "
+                          f"{options.data_dir} was prepared from") from None
+  if source.fingerprint() != manifest["settings"]["source_fingerprint"]:
+    raise EvaluationError(f"{flag} {path} is not the folder {options.data_dir} was prepared "
+                          "from (its images differ); pass that folder as --source_dir")
+  return source.source_dir
+
+
+def resolve_inputs(options):
+  """Reads the data dir, checks the sizes, and plans which encodings must be prepared.
+
+  Raises:
+    DataError: the data dir is missing or incomplete.
+    EvaluationError: too few training images for --sizes, or no usable source folder.
+  """
+  manifest = manifest_lib.read_manifest(options.data_dir)
+  available = manifest["splits"].get("train", {}).get("num_examples", 0)
+  too_big = [n for n in options.sizes if n > available]
+  if too_big:
+    raise EvaluationError(
+        f"--sizes {','.join(map(str, too_big))} exceeds the {available} training images of "
+        f"--data_dir {options.data_dir}; lower --sizes, or prepare a larger data dir (e.g. "
+        "tools.make_synthetic_faces --num_images 50000 gives 40,000 training images)")
+  dirs, to_prepare = {}, []
+  for encoding in needed_encodings(options):
+    if encoding == manifest["encoding"]:
+      dirs[encoding] = os.path.abspath(options.data_dir)
+    else:
+      dirs[encoding] = os.path.join(os.path.abspath(options.work_dir), encoding)
+      to_prepare.append(encoding)
+  prepare_timing = options.prepare_images and options.prepare_encodings
+  source_dir = _source_dir(options, manifest) if (to_prepare or prepare_timing) else None
+  manifest_path = os.path.join(os.path.abspath(options.data_dir), manifest_lib.MANIFEST)
+  return Inputs(manifest, provenance.sha256_file(manifest_path), source_dir, dirs, to_prepare)
+
+
+def _child_env():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  return env
+
+
+def run_child(spec, log_path, timeout_s):
+  """Runs one task of evaluation.pipeline_methods in a fresh process; returns its result dict.
+
+  Raises:
+    EvaluationError: the child failed or ran out of time (its output is in `log_path`).
+  """
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as tmp:
+    spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
+    with open(spec_path, "w", encoding="utf-8") as f:
+      json.dump(spec, f)
+    with open(log_path, "w", encoding="utf-8") as log:
+      try:
+        process = subprocess.run(
+            [sys.executable, "-m", "evaluation.pipeline_methods", spec_path, result_path],
+            stdout=log, stderr=subprocess.STDOUT, env=_child_env(), timeout=timeout_s,
+            check=False)
+      except subprocess.TimeoutExpired:
+        raise EvaluationError(f"{_label(spec)} ran past --child_timeout_s {timeout_s:g}; raise "
+                              f"it or lower --num_batches (log: {log_path})") from None
+    if process.returncode != 0 or not os.path.exists(result_path):
+      why = " (killed: out of memory?)" if process.returncode in (-9, 137) else ""
+      raise EvaluationError(f"{_label(spec)} failed with exit code {process.returncode}{why}; "
+                            f"see {log_path}")
+    with open(result_path, "r", encoding="utf-8") as f:
+      return json.load(f)
+
+
+def _label(spec):
+  if spec["task"] == "feed":
+    return f"method {spec['method']} at {spec['size']} images"
+  return f"the {spec['task']} task"
+
+
+def _common_spec(options, inputs):
+  manifest = inputs.manifest
+  return {"image_size": manifest["image_size"], "batch_size": options.batch_size,
+          "seed": options.seed, "shuffle_buffer": options.shuffle_buffer, "dirs": inputs.dirs}
+
+
+def _prepare_spec(options, inputs):
+  """The `prepare` task: the missing encodings, then the timing runs (1 and all workers)."""
+  settings = inputs.manifest["settings"]
+  jobs = [{"encoding": e, "output_dir": inputs.dirs[e], "workers": options.prepare_workers,
+           "max_images": settings.get("max_images")} for e in inputs.to_prepare]
+  timing_root = os.path.join(os.path.abspath(options.work_dir), "prepare_timing")
+  if options.prepare_images:
+    all_workers = options.prepare_workers or os.cpu_count() or 1
+    for workers in sorted({all_workers, 1}, reverse=True):
+      for encoding in options.prepare_encodings:
+        output_dir = os.path.join(timing_root, f"{encoding}-w{workers}")
+        if os.path.exists(output_dir):  # A leftover would be resumed, not timed.
+          shutil.rmtree(output_dir)
+        jobs.append({"encoding": encoding, "output_dir": output_dir, "workers": workers,
+                     "max_images": options.prepare_images, "scratch": True, "timed": True})
+  return {"task": "prepare", "source_dir": inputs.source_dir, "jobs": jobs,
+          "name": settings["name"], "image_size": inputs.manifest["image_size"],
+          "crop": settings["crop"], "jpeg_quality": settings.get("jpeg_quality") or 95,
+          "shard_mb": settings["shard_mb"]}
+
+
+def run_benchmark(options):
+  """Runs every measurement; returns the report dict (see the module docstring).
+
+  Raises:
+    DataError, EvaluationError: unusable inputs, or a child that failed (naming its log).
+  """
+  started = time.time()
+  inputs = resolve_inputs(options)
+  logs = os.path.join(os.path.abspath(options.work_dir), "logs")
+  report = {"benchmark": "pipeline", "format_version": 1, "machine": machine_description()}
+  preparation = None
+  prepare_spec = _prepare_spec(options, inputs)
+  if prepare_spec["jobs"]:
+    logging.info("preparing %s and timing the writer (%d jobs)",
+                 ", ".join(inputs.to_prepare) or "no shards", len(prepare_spec["jobs"]))
+    done = run_child(prepare_spec, os.path.join(logs, "prepare.log"), options.child_timeout_s)
+    timed = [job for job in done["jobs"] if job["timed"]]
+    preparation = {"images": options.prepare_images,
+                   "runs": [{k: j[k] for k in ("encoding", "workers", "images", "seconds",
+                                               "images_per_s")} for j in timed]}
+  common = _common_spec(options, inputs)
+  results = []
+  for size in options.sizes:
+    for method in options.methods:
+      spec = dict(common, task="feed", method=method, size=size,
+                  num_batches=options.num_batches, warmup_batches=options.warmup_batches)
+      result = run_child(spec, os.path.join(logs, f"{method}-{size}.log"),
+                         options.child_timeout_s)
+      logging.info("%s at %d images: %.0f images/s, peak RSS %.0f MB", method, size,
+                   result["images_per_s"] or 0, result["peak_rss_mb"])
+      results.append(result)
+  training = None
+  if options.train_steps:
+    spec = dict(common, task="train", preset=options.train_preset, size=min(options.sizes),
+                steps=options.train_steps, warmup_steps=options.train_warmup_steps)
+    training = run_child(spec, os.path.join(logs, "train.log"), options.child_timeout_s)
+    logging.info("training %s: streaming %.1f images/s, constant batch %.1f images/s",
+                 options.train_preset, training["stream_images_per_s"],
+                 training["constant_images_per_s"])
+
+  report["inputs"] = {
+      "data_dir": os.path.abspath(options.data_dir), "manifest_sha256": inputs.manifest_sha256,
+      "source_dir": inputs.source_dir, "image_size": inputs.manifest["image_size"],
+      "shards": inputs.dirs, "prepared_here": inputs.to_prepare, **dataclasses.asdict(options)}
+  report["results"] = results
+  report["memory_growth"] = memory_growth(results, options.sizes)
+  report["preparation"] = preparation
+  report["training"] = training
+  report["targets"] = evaluate_targets(results, report["memory_growth"], training,
+                                       options.sizes, inputs.manifest["image_size"])
+  report["elapsed_seconds"] = time.time() - started
+  report["provenance"] = provenance.describe_run(
+      options.seed, {os.path.join(os.path.abspath(options.data_dir), manifest_lib.MANIFEST):
+                     inputs.manifest_sha256})
+  report["table"] = markdown(report)
+  return report
+
+
+def _by(results):
+  return {(r["method"], r["size"]): r for r in results}
+
+
+def memory_growth(results, sizes):
+  """Per method: peak RSS growth from the smallest to the largest size (MB/image and fraction)."""
+  if len(set(sizes)) < 2:
+    return {}
+  small, large = min(sizes), max(sizes)
+  by = _by(results)
+  growth = {}
+  for method in dict.fromkeys(r["method"] for r in results):
+    a, b = by.get((method, small)), by.get((method, large))
+    if a and b:
+      delta = b["peak_rss_mb"] - a["peak_rss_mb"]
+      growth[method] = {"small": small, "large": large, "mb_per_image": delta / (large - small),
+                        "fraction": delta / a["peak_rss_mb"]}
+  return growth
+
+
+def _target(name, description, value, threshold, passed):
+  return {"name": name, "description": description, "value": value, "threshold": threshold,
+          "passed": passed}
+
+
+def _ratio_targets(by, sizes, name, numerator, denominator, threshold, text):
+  targets = []
+  for size in sizes:
+    a, b = by.get((numerator, size)), by.get((denominator, size))
+    ratio = (a["images_per_s"] / b["images_per_s"]
+             if a and b and a["images_per_s"] and b["images_per_s"] else None)
+    targets.append(_target(f"{name}@{size}", f"{text} at {size} images", ratio, threshold,
+                           None if ratio is None else ratio >= threshold))
+  return targets
+
+
+def evaluate_targets(results, growth, training, sizes, image_size):
+  """The targets of issue 6 (and issue 3's training target), each with value and pass/fail.
+
+  `passed` is None when the methods needed for a target were not run.
+  """
+  by = _by(results)
+  targets = _ratio_targets(by, sizes, "raw_vs_classic", "stream_raw", "classic_flow",
+                           RAW_VS_CLASSIC, "stream_raw images/s / classic_flow images/s")
+  targets += _ratio_targets(by, sizes, "jpeg_vs_ceiling", "stream_jpeg", "jpeg_ceiling",
+                            JPEG_VS_CEILING, "stream_jpeg images/s / jpeg_ceiling images/s")
+  for method in methods_lib.STREAM_ENCODING:
+    peaks = [r["peak_rss_mb"] for r in results if r["method"] == method]
+    if peaks:
+      targets.append(_target(f"peak_rss_mb:{method}", f"largest peak RSS of {method} (MB)",
+                             max(peaks), STREAM_PEAK_RSS_MB, max(peaks) < STREAM_PEAK_RSS_MB))
+    if method in growth:
+      value = growth[method]["fraction"]
+      targets.append(_target(f"rss_growth:{method}", f"peak RSS growth of {method} from "
+                             f"{min(sizes)} to {max(sizes)} images (fraction)", value,
+                             STREAM_RSS_GROWTH, value < STREAM_RSS_GROWTH))
+  if "classic_flow" in growth:
+    expected = image_size * image_size * 3 * 4 / _MB  # One float32 image.
+    value = growth["classic_flow"]["mb_per_image"]
+    low, high = CLASSIC_GROWTH_TOLERANCE
+    targets.append(_target(
+        "classic_growth_mb_per_image", f"peak RSS growth of classic_flow per image (MB; one "
+        f"float32 image is {expected:.4f} MB; pass within {low:g}x..{high:g}x of it)", value,
+        expected, low * expected <= value <= high * expected))
+  if training is not None:
+    ratio = training.get("ratio")
+    targets.append(_target(
+        "train_stream_vs_constant", f"{training['preset']} train steps/s fed from the shards / "
+        "fed from a constant batch", ratio, TRAIN_RATIO,
+        None if ratio is None else ratio >= TRAIN_RATIO))
+  return targets
+
+
+def _fmt(value, digits=0):
+  if value is None:
+    return "n/a"
+  return f"{value:,.{digits}f}"
+
+
+def markdown(report):
+  """The report's Markdown: machine line, results per method and size, targets, preparation."""
+  machine = report["machine"]
+  inputs = report["inputs"]
+  sizes = list(dict.fromkeys(inputs["sizes"]))
+  lines = [
+      f"Machine: {machine['cpu_model']}, {machine['logical_cores']} logical cores, "
+      f"{_fmt(machine['ram_gb'], 1)} GB RAM; TensorFlow {machine['tensorflow']}, Keras "
+      f"{machine['keras']}; {machine['date']}.",
+      f"Images: the first N training images of {inputs['data_dir']} "
+      f"({inputs['image_size']}x{inputs['image_size']}); {inputs['num_batches']} batches of "
+      f"{inputs['batch_size']} timed after {inputs['warmup_batches']} warm-up batches; one "
+      "process per method and size.",
+      "",
+  ]
+  header = ["method"]
+  for size in sizes:
+    header += [f"images/s @{size:,}", f"peak RSS MB @{size:,}"]
+  growth = report["memory_growth"]
+  if growth:
+    header += ["RSS growth MB/image", "RSS growth %"]
+  lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  by = _by(report["results"])
+  for method in dict.fromkeys(r["method"] for r in report["results"]):
+    row = [method]
+    for size in sizes:
+      result = by.get((method, size))
+      row += [_fmt(result and result["images_per_s"]), _fmt(result and result["peak_rss_mb"])]
+    if growth:
+      g = growth.get(method)
+      row += [_fmt(g and g["mb_per_image"], 4),
+              _fmt(g and 100 * g["fraction"], 1)]
+    lines.append("| " + " | ".join(row) + " |")
+  lines += ["", "| target | value | threshold | result |", "|---|---|---|---|"]
+  for t in report["targets"]:
+    result = {True: "pass", False: "FAIL", None: "not measured"}[t["passed"]]
+    lines.append(f"| {t['name']} | {_fmt(t['value'], 3)} | {t['threshold']:g} | {result} |")
+  preparation = report.get("preparation")
+  if preparation and preparation["runs"]:
+    lines += ["", f"Preparation of {preparation['images']:,} images (decode, crop, LANCZOS "
+              "resize, encode, write shards):", "", "| encoding | workers | images/s |",
+              "|---|---|---|"]
+    for run in preparation["runs"]:
+      lines.append(f"| {run['encoding']} | {run['workers']} | {_fmt(run['images_per_s'])} |")
+  training = report.get("training")
+  if training:
+    lines += ["", f"Training ({training['preset']}, {training['steps']} steps of "
+              f"{training['batch_size']} after {training['warmup_steps']} warm-up steps): "
+              f"fed from the shards {_fmt(training['stream_images_per_s'], 1)} images/s, from a "
+              f"constant batch {_fmt(training['constant_images_per_s'], 1)} images/s, ratio "
+              f"{_fmt(training['ratio'], 3)}."]
+  return "\n".join(lines) + "\n"

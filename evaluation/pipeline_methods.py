@@ -1,0 +1,248 @@
+"""The child-process side of the pipeline benchmark: one task per process, so that the process's
+peak RSS belongs to that task alone.
+
+    python -m evaluation.pipeline_methods SPEC.json RESULT.json
+
+SPEC.json holds one task (written by evaluation.pipeline_benchmark); RESULT.json gets its
+numbers. Tasks:
+
+- `feed`: feed `warmup_batches` and then `num_batches` batches of `batch_size` images, drawn
+  from the first `size` training images, by one `method`:
+  - `classic_flow`: the classic recipe. All images in RAM as one float32 NumPy array scaled to
+    [0, 1] (images / 255., 4 bytes per channel value: S*S*12 bytes an image), fed by Keras'
+    legacy `ImageDataGenerator().flow(x, shuffle=True)`.
+  - `classic_tfdata`: the same float32 array fed by
+    `tf.data.Dataset.from_tensor_slices(x).shuffle(shuffle_buffer).repeat().batch().prefetch()`.
+  - `stream_raw`, `stream_png`, `stream_jpeg`: `data_pipeline.make_dataset` over shards of that
+    encoding (shuffled, seeded, repeating, uint8 batches), as the trainers read them.
+  - `jpeg_ceiling`: the jpeg records' image bytes held in memory, decoded by
+    `tf.io.decode_jpeg` in a `map` with AUTOTUNE parallelism (every core) and batched; nothing
+    else. The fastest this machine can turn those JPEG bytes into pixels.
+  The array (classic) or the bytes (ceiling) are built before the clock starts; their build
+  time is reported as `load_seconds`.
+- `prepare`: runs `data_pipeline.writer.prepare` for a list of jobs (encoding, output dir,
+  workers, max_images) and times each one.
+- `train`: the trainers' target (issue 3): train steps of a model preset fed from the raw shards
+  vs fed from one constant in-memory batch, in ABBA order (stream, constant, constant, stream)
+  so that a drift in machine load cancels out.
+
+Peak RSS is `resource.getrusage(RUSAGE_SELF).ru_maxrss` read at the end, in MB (10**6 bytes);
+`start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
+"""
+
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+METHODS = ("classic_flow", "classic_tfdata", "stream_raw", "stream_png", "stream_jpeg",
+           "jpeg_ceiling")
+STREAM_ENCODING = {"stream_raw": "raw", "stream_png": "png", "stream_jpeg": "jpeg"}
+# The encoding of the shards each method reads (the classic recipe loads its array from raw).
+METHOD_ENCODING = {"classic_flow": "raw", "classic_tfdata": "raw", "jpeg_ceiling": "jpeg",
+                   **STREAM_ENCODING}
+_MB = 1e6
+
+
+def peak_rss_mb():
+  """This process's peak resident set size so far, in MB (Linux reports ru_maxrss in KiB)."""
+  scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / _MB
+
+
+def _time_batches(iterator, warmup_batches, num_batches):
+  """Draws warm-up batches, then times `num_batches` more; returns (images, seconds)."""
+  for _ in range(warmup_batches):
+    next(iterator)
+  images = 0
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    images += int(next(iterator).shape[0])
+  return images, time.perf_counter() - start
+
+
+def load_float_array(raw_dir, size, image_size):
+  """The classic recipe's array: the first `size` training images as float32 / 255."""
+  from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  x = np.empty((size, image_size, image_size, 3), np.float32)
+  filled = 0
+  for batch in make_dataset(raw_dir, "train", 512, shuffle=False, max_images=size):
+    batch = batch.numpy()
+    x[filled:filled + len(batch)] = batch.astype(np.float32) / 255.
+    filled += len(batch)
+  return x[:filled]
+
+
+def load_image_bytes(data_dir, size):
+  """The encoded image bytes of the first `size` training records, as a NumPy object array."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data_pipeline import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  manifest = manifest_lib.read_manifest(data_dir)
+  paths = [s["path"] for s in manifest_lib.split_shards(manifest, "train", data_dir)
+           if s["records"]]
+  spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+  records = tf.data.TFRecordDataset(paths).take(size).batch(1024)
+  parts = [tf.io.parse_example(batch, spec)["image"].numpy() for batch in records]
+  return np.concatenate(parts) if parts else np.empty([0], object)
+
+
+def _imagedatagenerator():
+  """Keras' legacy ImageDataGenerator class (Keras 3 keeps it outside its public API)."""
+  try:
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Keras 2 / tf.keras.
+    from keras.preprocessing.image import ImageDataGenerator  # pylint: disable=g-import-not-at-top
+  return ImageDataGenerator
+
+
+def _feed_iterator(spec, method, loaded):
+  """An iterator of batches for `method`; fills `loaded` with what was built before timing."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  size, batch_size, seed = spec["size"], spec["batch_size"], spec["seed"]
+  start = time.perf_counter()
+  if method in ("classic_flow", "classic_tfdata"):
+    x = load_float_array(spec["dirs"]["raw"], size, spec["image_size"])
+    loaded.update(load_seconds=time.perf_counter() - start, array_mb=x.nbytes / _MB,
+                  array_dtype=str(x.dtype), images_available=len(x))
+    if method == "classic_flow":
+      return _imagedatagenerator()().flow(x, batch_size=batch_size, shuffle=True, seed=seed)
+    ds = (tf.data.Dataset.from_tensor_slices(x)
+          .shuffle(spec["shuffle_buffer"], seed=seed, reshuffle_each_iteration=True)
+          .repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return iter(ds)
+  if method in STREAM_ENCODING:
+    ds = make_dataset(spec["dirs"][STREAM_ENCODING[method]], "train", batch_size, shuffle=True,
+                      seed=seed, repeat=True, drop_remainder=True, max_images=size,
+                      shuffle_buffer=spec["shuffle_buffer"])
+    loaded.update(load_seconds=0.0, images_available=size)
+    return iter(ds)
+  if method == "jpeg_ceiling":
+    encoded = load_image_bytes(spec["dirs"]["jpeg"], size)
+    loaded.update(load_seconds=time.perf_counter() - start, images_available=len(encoded),
+                  bytes_mb=sum(len(b) for b in encoded) / _MB)
+    decode = lambda data: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+    ds = (tf.data.Dataset.from_tensor_slices(encoded).repeat()
+          .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return iter(ds)
+  raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def feed(spec):
+  """The `feed` task: times one method at one dataset size (see the module docstring)."""
+  import keras  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+  start_rss = peak_rss_mb()
+  loaded = {}
+  iterator = _feed_iterator(spec, spec["method"], loaded)
+  images, seconds = _time_batches(iterator, spec["warmup_batches"], spec["num_batches"])
+  return {"method": spec["method"], "size": spec["size"], "images": images,
+          "seconds": seconds, "images_per_s": images / seconds if seconds > 0 else None,
+          "peak_rss_mb": peak_rss_mb(), "start_rss_mb": start_rss, **loaded}
+
+
+def prepare(spec):
+  """The `prepare` task: runs and times each job; removes the outputs of `scratch` jobs."""
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  from data_pipeline import writer  # pylint: disable=g-import-not-at-top
+  results = []
+  # Jobs with worker pools first: the pool forks, which is safe only while this process has not
+  # started TensorFlow's runtime threads (a one-worker job writes its shards in-process).
+  for job in sorted(spec["jobs"], key=lambda job: job["workers"] == 1):
+    source = sources.CelebAFolderSource(spec["source_dir"])
+    start = time.perf_counter()
+    manifest = writer.prepare(
+        source, job["output_dir"], name=spec["name"], image_size=spec["image_size"],
+        crop_box=tuple(spec["crop"]), encoding=job["encoding"],
+        jpeg_quality=spec["jpeg_quality"], num_workers=job["workers"],
+        shard_mb=spec["shard_mb"], max_images=job["max_images"], progress=False)
+    seconds = time.perf_counter() - start
+    images = sum(split["num_examples"] for split in manifest["splits"].values())
+    if job.get("scratch"):
+      shutil.rmtree(job["output_dir"])
+    results.append({"encoding": job["encoding"], "workers": job["workers"],
+                    "output_dir": job["output_dir"], "timed": bool(job.get("timed")),
+                    "images": images, "seconds": seconds,
+                    "images_per_s": images / seconds if seconds > 0 else None})
+  return {"jobs": results}
+
+
+def train(spec):
+  """The `train` task: images/s of train steps fed from the shards vs from a constant batch."""
+  # pylint: disable=g-import-not-at-top
+  import keras
+  import tensorflow as tf
+  from data_pipeline import make_dataset
+  from modeling import config as config_lib
+  from modeling import devices
+  from modeling import training
+  # pylint: enable=g-import-not-at-top
+  devices.set_seed(spec["seed"])
+  config = config_lib.resolve_config(spec["preset"], {"image_size": spec["image_size"]})
+  model = training.build_model(config, sampling_seed=spec["seed"])
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-4))
+  model.build((None, config.image_size, config.image_size, 3))
+  batch_size = spec["batch_size"]
+  stream = make_dataset(spec["dirs"]["raw"], "train", batch_size, shuffle=True,
+                        seed=spec["seed"], repeat=True, drop_remainder=True,
+                        max_images=spec["size"], shuffle_buffer=spec["shuffle_buffer"])
+  constant_batch = next(iter(stream))
+  constant = tf.data.Dataset.from_tensors(constant_batch).repeat()
+  iterators = {"stream": iter(stream), "constant": iter(constant)}
+
+  # As Keras' fit does: the batch is taken from the iterator inside the compiled step.
+  @tf.function
+  def step(iterator):
+    return model.train_step(next(iterator))
+
+  for iterator in iterators.values():  # Traces the step and fills the stream's buffers.
+    for _ in range(spec["warmup_steps"]):
+      step(iterator)
+  seconds = {"stream": 0.0, "constant": 0.0}
+  half = spec["steps"] // 2
+  order = [("stream", half), ("constant", half), ("constant", spec["steps"] - half),
+           ("stream", spec["steps"] - half)]
+  for mode, steps in order:
+    start = time.perf_counter()
+    logs = None
+    for _ in range(steps):
+      logs = step(iterators[mode])
+    if logs is not None:
+      float(logs["loss"])  # Waits for the last step to finish.
+    seconds[mode] += time.perf_counter() - start
+  images = spec["steps"] * batch_size
+  rates = {mode: images / s if s > 0 else None for mode, s in seconds.items()}
+  return {"preset": spec["preset"], "size": spec["size"], "steps": spec["steps"],
+          "warmup_steps": spec["warmup_steps"], "batch_size": batch_size,
+          "parameters": int(model.count_params()),
+          "stream_seconds": seconds["stream"], "constant_seconds": seconds["constant"],
+          "stream_images_per_s": rates["stream"], "constant_images_per_s": rates["constant"],
+          "ratio": (rates["stream"] / rates["constant"]
+                    if rates["stream"] and rates["constant"] else None),
+          "peak_rss_mb": peak_rss_mb()}
+
+
+TASKS = {"feed": feed, "prepare": prepare, "train": train}
+
+
+def main(argv):
+  if len(argv) != 3:
+    sys.stderr.write("usage: python -m evaluation.pipeline_methods SPEC.json RESULT.json\n")
+    return 2
+  with open(argv[1], "r", encoding="utf-8") as f:
+    spec = json.load(f)
+  result = TASKS[spec["task"]](spec)
+  tmp_path = argv[2] + ".tmp"
+  with open(tmp_path, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  os.replace(tmp_path, argv[2])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
