@@ -68,11 +68,19 @@ def atomic_write_bytes(path, data):
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    # mkstemp creates the file as 0600; give it the mode a plain open() would have.
+    os.chmod(tmp_path, 0o666 & ~_umask())
     os.replace(tmp_path, path)
   except BaseException:
     if os.path.exists(tmp_path):
       os.remove(tmp_path)
     raise
+
+
+def _umask():
+  mask = os.umask(0)  # The only portable way to read the umask is to set it and restore it.
+  os.umask(mask)
+  return mask
 
 
 def atomic_write_json(path, obj):

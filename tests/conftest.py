@@ -13,6 +13,9 @@ to damage or extend one copies it first (`shutil.copytree(prepared_data_dir, tmp
 - `prepared_data_dir_96`: the same images at the study's 96x96, raw, for tests of models at
   their real input size.
 
+- `tiny_runs`: {"ae": run dir, "vae": run dir} of tiny UNTRAINED models (image_size 32, z_dim
+  8; tests/tiny_runs.py), for tests of shapes, determinism and bookkeeping.
+
 Every fixture imports TensorFlow lazily, so tests that do not use them stay fast to collect.
 """
 
@@ -51,3 +54,13 @@ def prepared_data_dir_96(synthetic_celeba_dir, tmp_path_factory):
   """`synthetic_celeba_dir` prepared at 96x96 raw (the study's size). Do not modify it."""
   return _prepare(synthetic_celeba_dir, tmp_path_factory.mktemp("prepared96"), image_size=96,
                   encoding="raw", shard_mb=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+  """{"ae": run dir, "vae": run dir} of tiny untrained models. Do not modify them."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from tests.tiny_runs import save_run  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  root = tmp_path_factory.mktemp("runs")
+  return {kind: save_run(root / f"tiny_{kind}", kind) for kind in ("ae", "vae")}

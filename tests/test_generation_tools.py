@@ -18,39 +18,17 @@ from evaluation import generation
 from evaluation import images as images_lib
 from evaluation import reconstruction
 from evaluation.errors import EvaluationError
+from tests.tiny_runs import SIZE
+from tests.tiny_runs import Z_DIM
 from tests.toolrun import REPO_ROOT
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
 
-Z_DIM = 8
-SIZE = 32
-
-
-def _save_run(path, kind):
-  # pylint: disable=g-import-not-at-top
-  from modeling import config as config_lib
-  from modeling import training
-  from modeling.config import ModelConfig
-  # pylint: enable=g-import-not-at-top
-  config = ModelConfig(kind=kind, image_size=SIZE, z_dim=Z_DIM, encoder_filters=(8, 16),
-                       encoder_kernels=(3, 3), strides=(2, 2), decoder_filters=(16, 8),
-                       kl_factor=1.0 if kind == "vae" else 0.0)
-  model = training.build_model(config, sampling_seed=0)
-  model(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # Builds the weights before saving.
-  os.makedirs(path)
-  config_lib.save_config(os.path.join(path, "config.json"),
-                         training.make_run_config(config, training.TrainConfig()))
-  model.save(os.path.join(path, "model.keras"))
-  return str(path)
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tiny_runs):
   """{"ae": run dir, "vae": run dir} of tiny untrained models (image_size 32, z_dim 8)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  keras.utils.set_random_seed(0)
-  root = tmp_path_factory.mktemp("runs")
-  return {kind: _save_run(root / f"tiny_{kind}", kind) for kind in ("ae", "vae")}
+  return tiny_runs
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,250 @@
+"""The latent report: how a model's z-points fill its latent space (tools.analyze_latents).
+
+`analyze(z, options)` reads z-points [N, dim] (a memory-mapped file is fine: every pass is
+streamed in chunks, so memory depends on dim, not N) and returns the JSON-safe report plus the
+arrays the plots need (`Figures`). Sections of the report:
+
+- correlation: exact Pearson r of all components over all vectors (or a seeded subset of
+  `num_samples`, the study's 5,000), `counts` of pairs i<j with |r| above each threshold and
+  the `pairs` above `pair_threshold` (evaluation.correlation);
+- components and dominant: per-component mean, std, half-width (FWHM of the value histogram)
+  and the dominant components (evaluation.statistics);
+- slice: the study's selection of vectors near the plane of two components
+  (evaluation.slicing); by default the two components of the most strongly correlated pair;
+- geometry: the L2 radius of the data and of random vectors (uniform in [-b, b] per
+  `uniform_b`, and N(0, I)); the fraction of each that lies inside the data cloud (squared
+  Mahalanobis distance to a Gaussian fitted to the cloud below the chi-square(dim)
+  `inside_quantile`); the cloud centre's distance from the origin (evaluation.geometry);
+- vae (for VAE z-points): active units and, with log-variances, the KL per dimension;
+- total_correlation: the Gaussian total correlation -0.5 log det R of the cloud.
+
+The fitted Gaussian is the one tools.generate's `gaussian` sampler fits to the same points: the
+sample covariance (here accumulated in the streaming pass), or Ledoit-Wolf shrinkage when there
+are fewer than 10 points per dimension (then the points are few enough to hold in RAM).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from evaluation import correlation
+from evaluation import geometry
+from evaluation import samplers
+from evaluation import slicing
+from evaluation import statistics
+from evaluation import zpoints
+from evaluation.errors import EvaluationError
+
+RANDOM_NORMAL = "normal"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The analysis settings (tools.analyze_latents' flags)."""
+
+  num_samples: int | None = None
+  seed: int = 0
+  thresholds: tuple = correlation.DEFAULT_THRESHOLDS
+  pair_threshold: float = 0.5
+  abs_mean_cutoff: float = statistics.DEFAULT_ABS_MEAN_CUTOFF
+  half_width_cutoff: float = statistics.DEFAULT_HALF_WIDTH_CUTOFF
+  bin_width: float | None = None
+  slice_components: tuple | None = None
+  slice_threshold: float = 2.0
+  uniform_b: tuple = (0.5, 1.0, 1.5, 2.0, 4.0)
+  num_random: int = 10000
+  inside_quantile: float = 0.99
+  active_unit_threshold: float = statistics.ACTIVE_UNIT_VARIANCE
+  scatter_b: float = 4.0
+  num_scatter_pairs: int = 6
+  num_scatter_points: int = 5000
+  num_histograms: int = 12
+  data_point: int = 0
+  chunk_rows: int = correlation.DEFAULT_CHUNK_ROWS
+
+
+@dataclasses.dataclass
+class Figures:
+  """What the plots show (evaluation.plots), computed once by `analyze`."""
+
+  histograms: list          # [(component index, bin centres, counts, mean, half_width)]
+  scatter_pairs: list       # [[i, j, r]] strongest first
+  scatter_data: np.ndarray  # [M, dim] a seeded subset of the data points
+  scatter_random: np.ndarray  # [K, dim] uniform random vectors in [-scatter_b, scatter_b]
+  scatter_b: float
+  chosen_point: np.ndarray  # [dim] the data point --data_point
+  chosen_index: int
+  data_radius: np.ndarray   # [N'] radii of the analysed data points
+  random_radius: dict       # label -> radii [num_random]
+  correlation: np.ndarray   # [dim, dim]
+
+
+# One independent random stream per purpose, so that changing one setting (say --num_random)
+# never changes the numbers of another stage. The subset of rows is correlation.sample_rows'.
+_PURPOSES = ("uniform", "normal", "scatter_points", "scatter_random")
+
+
+def _rng(seed, purpose):
+  return np.random.default_rng([int(seed), _PURPOSES.index(purpose)])
+
+
+def random_vectors(options, dim):
+  """Yields (label, expected RMS radius, [num_random, dim] vectors), one kind at a time.
+
+  Uniform in [-b, b] per component for each b of uniform_b ("uniform_b=1": E|z|^2 = dim b^2/3),
+  then N(0, I) ("normal": E|z|^2 = dim). One kind is held at a time (dim 1600 x 10,000 float64
+  is 128 MB).
+  """
+  uniform_rng = _rng(options.seed, "uniform")
+  for b in options.uniform_b:
+    yield (f"uniform_b={correlation.threshold_label(b)}", float(np.sqrt(dim * b * b / 3.0)),
+           uniform_rng.uniform(-b, b, size=(options.num_random, dim)))
+  yield (RANDOM_NORMAL, float(np.sqrt(dim)),
+         _rng(options.seed, "normal").standard_normal((options.num_random, dim)))
+
+
+def fit_cloud(z, rows, moments):
+  """The Gaussian of the data cloud (see the module docstring) and notes on how it was fitted."""
+  dim = z.shape[1]
+  if moments.count < samplers.POINTS_PER_DIM_FOR_EMPIRICAL * dim:
+    points = np.asarray(z if rows is None else z[rows], np.float64)
+    return geometry.GaussianCloud.fit(points)
+  return geometry.GaussianCloud(moments.mean.copy(), moments.covariance(ddof=1), ())
+
+
+def _streamed(z, rows, chunk_rows, fn):
+  return np.concatenate([fn(chunk) for chunk in zpoints.iter_chunks(z, chunk_rows, rows)])
+
+
+def geometry_section(z, rows, moments, options):
+  """Radii and inside-the-cloud fractions of the data and of random vectors."""
+  cloud = fit_cloud(z, rows, moments)
+  cutoff = cloud.threshold(options.inside_quantile)
+  data_radius = _streamed(z, rows, options.chunk_rows, lambda c: np.linalg.norm(c, axis=1))
+  data_inside = _streamed(z, rows, options.chunk_rows,
+                          lambda c: cloud.mahalanobis_sq(c) <= cutoff)
+  dim = z.shape[1]
+  kinds, radii = {}, {}
+  for label, expected, vectors in random_vectors(options, dim):
+    radii[label] = np.linalg.norm(vectors, axis=1)
+    kinds[label] = {"radius": geometry.radius_summary(radii[label]),
+                    "expected_rms_radius": expected,
+                    "inside_fraction": float(cloud.inside_fraction(vectors,
+                                                                   options.inside_quantile))}
+  section = {
+      "data": {"radius": geometry.radius_summary(data_radius),
+               "inside_fraction": float(np.mean(data_inside))},
+      "random": kinds,
+      "num_random": int(options.num_random),
+      "inside_test": {"quantile": float(options.inside_quantile),
+                      "chi2_cutoff": cutoff, "degrees_of_freedom": dim,
+                      "covariance": ("ledoit_wolf" if cloud.notes else "empirical"),
+                      "notes": list(cloud.notes)},
+      "centre": cloud.centre_offset(),
+  }
+  return section, data_radius, radii
+
+
+def _vae_section(z, moments, log_var, options):
+  variance = moments.variance(ddof=0)
+  section = {"active_units": statistics.active_units(variance, options.active_unit_threshold)}
+  if log_var is not None:
+    kl = statistics.kl_per_dimension(z, log_var, options.chunk_rows)
+    order = np.argsort(-kl, kind="stable")
+    section["kl_per_dimension"] = {
+        "unit": "nats per image", "total": float(kl.sum()),
+        "values": [float(v) for v in kl],
+        "largest": [{"index": int(j), "kl": float(kl[j])} for j in order[:10]]}
+  return section
+
+
+def _slice_components(options, r, dim):
+  if options.slice_components is not None:
+    return tuple(int(c) for c in options.slice_components), "given"
+  if dim < 2:
+    return None, "needs two components"
+  strongest = correlation.strongest_pairs(r, 1)[0]
+  return (strongest[0], strongest[1]), "the most strongly correlated pair"
+
+
+def analyze(z, options, *, log_var=None, kind=None):
+  """Computes the latent report of z-points [N, dim].
+
+  Args:
+    z: [N, dim] z-points (array or memory-mapped file; checked by zpoints.load_z_points).
+    options: Options.
+    log_var: optional [N, dim] VAE log-variances of the same rows (KL per dimension).
+    kind: "ae", "vae" or None (unknown); the vae section is written for "vae".
+
+  Returns:
+    (report dict, Figures).
+
+  Raises:
+    EvaluationError: settings that do not fit the data (e.g. a slice component >= dim).
+  """
+  n, dim = z.shape
+  if n < 2:
+    raise EvaluationError(f"the latent analysis needs at least 2 z-points, got {n}")
+  if not 0 <= options.data_point < n:
+    raise EvaluationError(f"--data_point {options.data_point} is not a row of the {n} z-points")
+  rows = correlation.sample_rows(n, options.num_samples, options.seed)
+  moments = correlation.accumulate(z, rows, options.chunk_rows)
+  r = moments.correlation()
+  constant = moments.constant_components()
+  components, histograms, hist_settings = statistics.component_statistics(
+      z, moments, rows, options.bin_width, options.chunk_rows)
+  dominant = statistics.dominant_components(components, options.abs_mean_cutoff,
+                                            options.half_width_cutoff)
+  slice_components, slice_why = _slice_components(options, r, dim)
+  slice_report = None
+  if slice_components is not None:
+    slice_report, _ = slicing.study_slice(z, slice_components, options.slice_threshold, rows,
+                                          options.chunk_rows)
+    slice_report["chosen"] = slice_why
+  geometry_report, data_radius, random_radius = geometry_section(z, rows, moments, options)
+  report = {
+      "num_vectors": int(n), "dim": int(dim), "kind": kind,
+      "rows_used": {"mode": "all" if rows is None else "seeded subset",
+                    "count": int(moments.count)},
+      "counts": correlation.counts_above(r, options.thresholds),
+      "pairs": correlation.pairs_above(r, options.pair_threshold),
+      "pair_threshold": float(options.pair_threshold),
+      "strongest_pairs": correlation.strongest_pairs(r, 20),
+      "constant_components": [int(c) for c in constant],
+      "components": components,
+      "histograms": hist_settings,
+      "dominant": dominant,
+      "slice": slice_report,
+      "geometry": geometry_report,
+      "total_correlation": {"unit": "nats",
+                            "gaussian": statistics.gaussian_total_correlation(r, constant)},
+  }
+  if kind == "vae":
+    report["vae"] = _vae_section(z, moments, log_var, options)
+  figures = _figures(z, rows, options, components, histograms, r, data_radius, random_radius)
+  return report, figures
+
+
+def _figures(z, rows, options, components, histograms, r, data_radius, random_radius):
+  """The arrays of the plots: dominant histograms, scatter points, radii, correlation."""
+  top = statistics.most_dominant(components, options.num_histograms, options.abs_mean_cutoff,
+                                 options.half_width_cutoff)
+  shown = []
+  for j in top:
+    centres, counts = histograms.component(j)
+    shown.append((j, centres, counts, components[j]["mean"], components[j]["half_width"]))
+  pool = np.arange(len(z)) if rows is None else rows
+  take = min(len(pool), options.num_scatter_points)
+  picked = np.sort(_rng(options.seed, "scatter_points").choice(pool, size=take, replace=False))
+  # The scatter plots get their own few hundred random vectors (as the study shows), at b
+  # = scatter_b, which need not be one of uniform_b.
+  scatter_random = _rng(options.seed, "scatter_random").uniform(
+      -options.scatter_b, options.scatter_b, size=(min(options.num_random, 500), z.shape[1]))
+  return Figures(
+      histograms=shown,
+      scatter_pairs=correlation.strongest_pairs(r, options.num_scatter_pairs),
+      scatter_data=np.asarray(z[picked], np.float64), scatter_random=scatter_random,
+      scatter_b=float(options.scatter_b),
+      chosen_point=np.asarray(z[options.data_point], np.float64),
+      chosen_index=int(options.data_point), data_radius=data_radius,
+      random_radius=random_radius, correlation=r)

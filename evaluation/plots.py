@@ -1,0 +1,133 @@
+"""The latent report's figures as PNG files (matplotlib, Agg backend: no display needed).
+
+Each function takes arrays computed by evaluation.latent_analysis and writes one titled figure
+with labelled axes (and a legend where there is more than one kind of mark). Files are written
+to a temporary name and renamed, so a crash never leaves a half-written PNG. The PNG metadata
+carries no date, so the same numbers give the same file bytes.
+"""
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; must precede pyplot's import on machines without a display.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_DPI = 100
+_METADATA = {"Software": None}  # No version string: identical numbers -> identical bytes.
+
+
+def _save(fig, path):
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.path.basename(path)}")
+  try:
+    fig.savefig(tmp, format="png", dpi=_DPI, metadata=_METADATA)
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def _grid(count, columns):
+  columns = max(1, min(columns, count))
+  return math.ceil(count / columns), columns
+
+
+def component_histograms(histograms, path, title):
+  """One histogram per component [(index, centres, counts, mean, half_width)], in a grid."""
+  rows, columns = _grid(len(histograms), 4)
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+  for ax in axes.flat[len(histograms):]:
+    ax.axis("off")
+  for ax, (index, centres, counts, mean, half_width) in zip(axes.flat, histograms):
+    width = centres[1] - centres[0] if len(centres) > 1 else 1.0
+    ax.bar(centres, counts, width=width, color="tab:blue", label="z-points")
+    ax.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.2f}")
+    peak = counts.max() if len(counts) else 0
+    ax.hlines(peak / 2, mean - half_width / 2, mean + half_width / 2, color="tab:orange",
+              label=f"half-width {half_width:.2f}")
+    ax.set_title(f"component {index}")
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def scatter_pairs(figures, path, title):
+  """The study's scatter grid: data points, random uniform vectors, one data point, the origin."""
+  pairs = figures.scatter_pairs
+  rows, columns = _grid(len(pairs), 3)
+  fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 4 * rows), squeeze=False)
+  for ax in axes.flat[len(pairs):]:
+    ax.axis("off")
+  data, rand, point = figures.scatter_data, figures.scatter_random, figures.chosen_point
+  for ax, (i, j, r) in zip(axes.flat, pairs):
+    ax.scatter(data[:, i], data[:, j], s=0.8, color="tab:blue",
+               label=f"{len(data)} data z-points")
+    ax.scatter(rand[:, i], rand[:, j], s=6, color="tab:red", alpha=0.6,
+               label=f"{len(rand)} uniform random, b={figures.scatter_b:g}")
+    ax.scatter([point[i]], [point[j]], s=60, color="orange", edgecolors="black",
+               label=f"data point {figures.chosen_index}")
+    ax.scatter([0], [0], s=70, color="yellow", edgecolors="black", label="origin")
+    ax.set_title(f"components {i} and {j} (r = {r:+.3f})")
+    ax.set_xlabel(f"z[{i}]")
+    ax.set_ylabel(f"z[{j}]")
+  axes.flat[0].legend(fontsize=7, loc="best")
+  fig.suptitle(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def radius_histograms(data_radius, random_radius, path, title):
+  """Histograms of the L2 radius of the data and of each kind of random vector."""
+  fig, ax = plt.subplots(figsize=(9, 5))
+  everything = [data_radius, *random_radius.values()]
+  high = max(float(np.max(r)) for r in everything)
+  bins = np.linspace(0.0, high * 1.02 if high > 0 else 1.0, 120)
+  ax.hist(data_radius, bins=bins, density=True, alpha=0.7, color="tab:blue", label="data")
+  for label, radius in random_radius.items():
+    ax.hist(radius, bins=bins, density=True, histtype="step", linewidth=1.5, label=label)
+  ax.set_xlabel("L2 radius |z|")
+  ax.set_ylabel("density")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def correlation_heatmap(r, path, title):
+  """The [dim, dim] Pearson correlation matrix, diverging colours from -1 to 1."""
+  fig, ax = plt.subplots(figsize=(7.5, 6.5))
+  image = ax.imshow(r, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+  fig.colorbar(image, ax=ax, label="Pearson r")
+  ax.set_xlabel("component j")
+  ax.set_ylabel("component i")
+  ax.set_title(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def write_all(figures, output_dir, label):
+  """Writes every figure of the latent report; returns {name: file name}."""
+  files = {
+      "histograms": component_histograms(
+          figures.histograms, os.path.join(output_dir, "component_histograms.png"),
+          f"Value histograms of the {len(figures.histograms)} most dominant components"
+          f" ({label})"),
+      "radius": radius_histograms(
+          figures.data_radius, figures.random_radius,
+          os.path.join(output_dir, "radius_histograms.png"),
+          f"L2 radius of data z-points vs random vectors ({label})"),
+      "correlation": correlation_heatmap(
+          figures.correlation, os.path.join(output_dir, "correlation_heatmap.png"),
+          f"Correlation of latent components ({label})"),
+  }
+  if figures.scatter_pairs:  # A one-dimensional latent space has no pairs.
+    files["scatter"] = scatter_pairs(figures, os.path.join(output_dir, "scatter_pairs.png"),
+                                     f"Most correlated component pairs ({label})")
+  return {name: os.path.basename(path) for name, path in sorted(files.items())}
