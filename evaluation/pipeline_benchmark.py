@@ -277,10 +277,13 @@ def run_benchmark(options):
                  options.train_preset, training["stream_images_per_s"],
                  training["constant_images_per_s"])
 
+  # The options first: the resolved paths (absolute data_dir, the source folder found in the
+  # manifest) must not be overwritten by the flags as given.
   report["inputs"] = {
-      "data_dir": os.path.abspath(options.data_dir), "manifest_sha256": inputs.manifest_sha256,
-      "source_dir": inputs.source_dir, "image_size": inputs.manifest["image_size"],
-      "shards": inputs.dirs, "prepared_here": inputs.to_prepare, **dataclasses.asdict(options)}
+      **dataclasses.asdict(options), "data_dir": os.path.abspath(options.data_dir),
+      "manifest_sha256": inputs.manifest_sha256, "source_dir": inputs.source_dir,
+      "image_size": inputs.manifest["image_size"], "shards": inputs.dirs,
+      "prepared_here": inputs.to_prepare}
   report["results"] = results
   report["memory_growth"] = memory_growth(results, options.sizes)
   report["preparation"] = preparation

@@ -1,0 +1,260 @@
+"""The pipeline benchmark: its pure functions on hand-made results, and the tool end to end.
+
+The unit tests load no TensorFlow. The end-to-end test runs the real tool on tiny sizes and
+checks the report's shape only: numbers from a few batches of 32x32 images say nothing about
+performance (that is the benchmark's own job, in its JSON).
+"""
+
+import json
+import os
+
+import pytest
+
+from evaluation import pipeline_benchmark as bench
+from evaluation import pipeline_methods
+from tests.toolrun import assert_clean_error
+from tests.toolrun import run_tool
+
+SMALL, LARGE = 100, 300
+IMAGE_SIZE = 10  # One float32 image: 10 * 10 * 3 * 4 bytes = 0.0012 MB.
+
+
+def _result(method, size, images_per_s, peak_rss_mb):
+  return {"method": method, "size": size, "images_per_s": images_per_s,
+          "peak_rss_mb": peak_rss_mb}
+
+
+def _results(**overrides):
+  """Every method at both sizes; `overrides` maps "method@size" to (images/s, peak RSS MB)."""
+  results = []
+  for size in (SMALL, LARGE):
+    for method in pipeline_methods.METHODS:
+      rate, rss = overrides.get(f"{method}@{size}", (1000.0, 500.0))
+      results.append(_result(method, size, rate, rss))
+  return results
+
+
+def _targets_by_name(results, training=None, sizes=(SMALL, LARGE)):
+  growth = bench.memory_growth(results, sizes)
+  targets = bench.evaluate_targets(results, growth, training, sizes, IMAGE_SIZE)
+  return {t["name"]: t for t in targets}
+
+
+def test_memory_growth():
+  results = [_result("classic_flow", SMALL, 1.0, 400.0), _result("classic_flow", LARGE, 1.0, 800.0),
+             _result("stream_raw", SMALL, 1.0, 500.0), _result("stream_raw", LARGE, 1.0, 510.0),
+             _result("stream_png", SMALL, 1.0, 500.0)]  # No large size: no growth.
+  growth = bench.memory_growth(results, (LARGE, SMALL))
+  assert set(growth) == {"classic_flow", "stream_raw"}
+  assert growth["classic_flow"] == {"small": SMALL, "large": LARGE, "mb_per_image": 2.0,
+                                    "fraction": 1.0}
+  assert growth["stream_raw"]["mb_per_image"] == pytest.approx(0.05)
+  assert growth["stream_raw"]["fraction"] == pytest.approx(0.02)
+  assert bench.memory_growth(results, (SMALL,)) == {}
+  assert bench.memory_growth(results, (SMALL, SMALL)) == {}
+
+
+def test_targets_pass_and_fail():
+  float_mb = IMAGE_SIZE * IMAGE_SIZE * 3 * 4 / 1e6
+  results = _results(**{
+      # raw vs classic: 0.95 passes at the small size, 0.5 fails at the large one.
+      "stream_raw@100": (950.0, 500.0), "stream_raw@300": (500.0, 520.0),
+      # jpeg vs ceiling: exactly the threshold passes, just below fails.
+      "stream_jpeg@100": (850.0, 500.0), "stream_jpeg@300": (849.0, 500.0),
+      # The classic array grows by one float32 image per image.
+      "classic_flow@300": (1000.0, 500.0 + float_mb * (LARGE - SMALL)),
+      # stream_png: too much memory at the large size.
+      "stream_png@300": (1000.0, 1600.0),
+  })
+  training = {"preset": "vae_fact5", "ratio": 0.97}
+  t = _targets_by_name(results, training)
+  assert t["raw_vs_classic@100"]["value"] == pytest.approx(0.95)
+  assert t["raw_vs_classic@100"]["passed"] is True
+  assert t["raw_vs_classic@300"]["passed"] is False
+  assert t["jpeg_vs_ceiling@100"]["passed"] is True
+  assert t["jpeg_vs_ceiling@300"]["passed"] is False
+  assert t["peak_rss_mb:stream_raw"] == {
+      "name": "peak_rss_mb:stream_raw", "description": "largest peak RSS of stream_raw (MB)",
+      "value": 520.0, "threshold": bench.STREAM_PEAK_RSS_MB, "passed": True}
+  assert t["rss_growth:stream_raw"]["value"] == pytest.approx(0.04)
+  assert t["rss_growth:stream_raw"]["passed"] is True
+  assert t["peak_rss_mb:stream_png"]["passed"] is False
+  assert t["rss_growth:stream_png"]["passed"] is False
+  assert t["classic_growth_mb_per_image"]["threshold"] == pytest.approx(float_mb)
+  assert t["classic_growth_mb_per_image"]["passed"] is True
+  assert t["train_stream_vs_constant"]["passed"] is True
+  # The classic recipe's growth must be about one float32 image: 2x is out of tolerance.
+  doubled = _results(**{"classic_flow@300": (1000.0, 500.0 + 2 * float_mb * (LARGE - SMALL))})
+  assert _targets_by_name(doubled)["classic_growth_mb_per_image"]["passed"] is False
+  assert _targets_by_name(results, {"preset": "ae_z256", "ratio": 0.5})[
+      "train_stream_vs_constant"]["passed"] is False
+
+
+def test_targets_not_measured():
+  # Only stream_raw, at one size, one rate unknown, training without a ratio.
+  results = [_result("stream_raw", SMALL, None, 500.0)]
+  t = _targets_by_name(results, {"preset": "vae_fact5", "ratio": None}, sizes=(SMALL,))
+  for name in ("raw_vs_classic@100", "jpeg_vs_ceiling@100", "train_stream_vs_constant"):
+    assert t[name]["value"] is None and t[name]["passed"] is None, name
+  assert t["peak_rss_mb:stream_raw"]["passed"] is True
+  # One size: no growth targets; methods not run: no memory targets; no training: no target.
+  assert not [n for n in t if n.startswith("rss_growth") or n.startswith("classic_growth")]
+  assert "peak_rss_mb:stream_png" not in t
+  assert "train_stream_vs_constant" not in _targets_by_name(results, None, sizes=(SMALL,))
+  # A zero rate is not a ratio either.
+  zero = [_result("stream_raw", SMALL, 1.0, 1.0), _result("classic_flow", SMALL, 0.0, 1.0)]
+  assert _targets_by_name(zero, sizes=(SMALL,))["raw_vs_classic@100"]["passed"] is None
+
+
+def test_markdown_lists_every_method_and_target():
+  results = _results()
+  growth = bench.memory_growth(results, (SMALL, LARGE))
+  training = {"preset": "vae_fact5", "steps": 20, "batch_size": 128, "warmup_steps": 3,
+              "stream_images_per_s": 400.0, "constant_images_per_s": 410.0, "ratio": 400 / 410}
+  report = {
+      "machine": {"cpu_model": "Test CPU", "logical_cores": 2, "ram_gb": 8.0,
+                  "tensorflow": "2.x", "keras": "3.x", "date": "2024-01-01T00:00:00+00:00"},
+      "inputs": {"sizes": [SMALL, LARGE], "data_dir": "/data/d", "image_size": IMAGE_SIZE,
+                 "num_batches": 50, "batch_size": 128, "warmup_batches": 5},
+      "results": results, "memory_growth": growth, "training": training,
+      "targets": bench.evaluate_targets(results, growth, training, (SMALL, LARGE), IMAGE_SIZE),
+      "preparation": {"images": 2000, "runs": [
+          {"encoding": "jpeg", "workers": 2, "images_per_s": 123.0},
+          {"encoding": "jpeg", "workers": 1, "images_per_s": 61.0}]},
+  }
+  text = bench.markdown(report)
+  rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+          if line.startswith("| ")}
+  for method in pipeline_methods.METHODS:
+    assert method in rows, method
+    assert rows[method].count("1,000") == 2  # images/s at both sizes.
+  for target in report["targets"]:
+    assert target["name"] in rows, target["name"]
+  assert "FAIL" in rows["raw_vs_classic@100"] or "pass" in rows["raw_vs_classic@100"]
+  assert "images/s @100" in text and "peak RSS MB @300" in text and "RSS growth %" in text
+  assert "Test CPU" in text and "| jpeg | 2 | 123 |" in text and "ratio 0.976" in text
+  # A method missing at one size reads n/a, and without preparation or training no such block.
+  report.update(results=[r for r in results if (r["method"], r["size"]) != ("stream_png", LARGE)],
+                preparation=None, training=None)
+  text = bench.markdown(report)
+  assert "n/a" in next(line for line in text.splitlines() if line.startswith("| stream_png"))
+  assert "Preparation" not in text and "Training" not in text
+
+
+def test_needed_encodings():
+  def options(methods, train_steps=0):
+    return bench.Options(data_dir="d", work_dir="w", methods=methods, train_steps=train_steps)
+  assert bench.needed_encodings(options(pipeline_methods.METHODS, 20)) == ["raw", "png", "jpeg"]
+  assert bench.needed_encodings(options(("jpeg_ceiling",))) == ["jpeg"]
+  assert bench.needed_encodings(options(("jpeg_ceiling",), 5)) == ["raw", "jpeg"]
+  assert bench.needed_encodings(options(("stream_png", "classic_tfdata"))) == ["raw", "png"]
+  assert bench.needed_encodings(options(("stream_png",))) == ["png"]
+
+
+def test_tool_choices_match_the_library():
+  from tools import benchmark_pipeline  # pylint: disable=g-import-not-at-top
+  assert benchmark_pipeline.ENCODINGS == bench.ENCODINGS
+  assert benchmark_pipeline.METHODS == pipeline_methods.METHODS
+  assert callable(benchmark_pipeline.run)
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
+  """The real tool on the 32x32 fixture: every method at 16 and 32 images, and all the rest.
+
+  14 child processes (preparation, 6 methods x 2 sizes, training), each loading TensorFlow:
+  65 to 80 s on 2 cores. All methods at two sizes are kept because the memory-growth columns and
+  targets need both sizes; the preparation is timed for jpeg only (1 and 2 workers) to save time.
+  """
+  output = tmp_path / "out" / "bench.json"
+  markdown_path = tmp_path / "out" / "bench.md"
+  result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
+                    f"--output_json={output}", f"--output_markdown={markdown_path}",
+                    "--sizes=16,32", "--batch_size=8", "--num_batches=2", "--warmup_batches=1",
+                    "--prepare_images=20", "--prepare_encodings=jpeg", "--prepare_workers=2",
+                    "--train_steps=2", "--train_warmup_steps=1", "--train_preset=ae_z256")
+  assert result.returncode == 0, result.stderr
+  report = json.loads(output.read_text())
+
+  results = {(r["method"], r["size"]): r for r in report["results"]}
+  assert set(results) == {(m, s) for m in pipeline_methods.METHODS for s in (16, 32)}
+  for key, r in results.items():
+    assert r["images"] == 16 and r["images_per_s"] > 0 and r["peak_rss_mb"] > 0, key
+  assert results[("classic_flow", 32)]["array_dtype"] == "float32"
+  assert results[("classic_flow", 32)]["images_available"] == 32
+  assert set(report["memory_growth"]) == set(pipeline_methods.METHODS)
+
+  names = {t["name"] for t in report["targets"]}
+  assert {"raw_vs_classic@16", "raw_vs_classic@32", "jpeg_vs_ceiling@16", "jpeg_vs_ceiling@32",
+          "classic_growth_mb_per_image", "train_stream_vs_constant"} <= names
+  assert {f"rss_growth:{m}" for m in pipeline_methods.STREAM_ENCODING} <= names
+  assert all(t["passed"] in (True, False) for t in report["targets"])  # All were measured.
+
+  runs = {(r["encoding"], r["workers"]): r for r in report["preparation"]["runs"]}
+  assert set(runs) == {("jpeg", 1), ("jpeg", 2)}
+  assert all(r["images"] == 20 and r["images_per_s"] > 0 for r in runs.values())
+  training = report["training"]
+  assert training["preset"] == "ae_z256" and training["steps"] == 2
+  assert training["stream_images_per_s"] > 0 and training["constant_images_per_s"] > 0
+
+  inputs = report["inputs"]
+  work_dir = str(tmp_path / "out" / "bench_work")
+  assert inputs["work_dir"] == work_dir and inputs["prepared_here"] == ["png", "jpeg"]
+  assert inputs["shards"]["raw"] == os.path.abspath(prepared_data_dir)
+  assert inputs["source_dir"] and inputs["image_size"] == 32
+  assert os.path.isfile(os.path.join(work_dir, "logs", "stream_raw-32.log"))
+  assert not os.listdir(os.path.join(work_dir, "prepare_timing"))  # Scratch output removed.
+
+  assert report["table"] in result.stdout  # The tables are printed...
+  assert markdown_path.read_text() == report["table"]  # ...and written.
+  assert "| stream_jpeg |" in result.stdout and "| train_stream_vs_constant |" in result.stdout
+  flags_text = (tmp_path / "out" / "bench.flags.txt").read_text()
+  assert "--sizes=16,32" in flags_text and "--train_preset=ae_z256" in flags_text
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--methods=stream_raw,stream_webp"], "--methods"),
+    (["--methods="], "--methods"),
+    (["--sizes=abc"], "--sizes"),
+    (["--sizes=0"], "--sizes"),
+    (["--sizes=100,100"], "--sizes"),
+    (["--sizes=64", "--batch_size=128"], "--batch_size"),
+    (["--prepare_encodings=webp"], "--prepare_encodings"),
+    (["--train_preset=vae_big"], "train_preset"),
+    (["--child_timeout_s=0"], "--child_timeout_s"),
+    (["--num_batches=0"], "num_batches"),
+])
+def test_bad_flags_exit_2(tmp_path, args, expected):
+  output = tmp_path / "b.json"
+  result = run_tool("benchmark_pipeline", f"--data_dir={tmp_path}", f"--output_json={output}",
+                    *args)
+  assert_clean_error(result, expected, code=2)
+  assert not os.listdir(tmp_path)
+
+
+def test_required_flags_and_output_paths_exit_2(tmp_path):
+  assert_clean_error(run_tool("benchmark_pipeline", f"--output_json={tmp_path / 'b.json'}"),
+                     "--data_dir", code=2)
+  assert_clean_error(run_tool("benchmark_pipeline", f"--data_dir={tmp_path}"), "output_json",
+                     code=2)
+  # Found before the (long) run, not when the report is written at its end.
+  assert_clean_error(run_tool("benchmark_pipeline", f"--data_dir={tmp_path}",
+                              f"--output_json={tmp_path}"), "--output_json", "is a directory",
+                     code=2)
+
+
+def test_bad_inputs_exit_1(prepared_data_dir, tmp_path):
+  output = tmp_path / "out" / "b.json"
+  # The fixture's train split has 52 images.
+  result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
+                    f"--output_json={output}", "--sizes=16,500", "--batch_size=8")
+  assert_clean_error(result, "--sizes 500", "52 training images", code=1)
+  missing = tmp_path / "nowhere"
+  result = run_tool("benchmark_pipeline", f"--data_dir={missing}", f"--output_json={output}")
+  assert_clean_error(result, str(missing), "does not exist", code=1)
+  # A source folder that is not the data dir's: named, before anything is prepared.
+  result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
+                    f"--output_json={output}", "--sizes=16", "--batch_size=8",
+                    f"--source_dir={tmp_path}")
+  assert_clean_error(result, "--source_dir", code=1)
+  assert not os.path.exists(tmp_path / "out")

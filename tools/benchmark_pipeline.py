@@ -1,0 +1,182 @@
+"""Benchmarks the ways of feeding images: the classic in-RAM recipe vs streaming shards.
+
+    python -m tools.benchmark_pipeline --data_dir=/data/celeba96 --output_json=bench.json
+
+Feeds the first N training images of --data_dir (N per --sizes) by each of --methods, every
+method and size in a fresh child process so that each peak RSS is its own:
+  classic_flow    all N images in RAM as one float32 array, fed by Keras' ImageDataGenerator
+                  (the classic recipe).
+  classic_tfdata  the same array fed by tf.data.Dataset.from_tensor_slices.
+  stream_raw      data_pipeline.make_dataset over raw / png / jpeg shards, as the trainers read
+  stream_png      them.
+  stream_jpeg
+  jpeg_ceiling    the JPEG bytes in RAM, only decoded and batched: the fastest this machine turns
+                  them into pixels.
+It also times the preparation of --prepare_images images with 1 and with all workers, and
+train steps of --train_preset fed from the shards vs from one constant batch. The encodings that
+the data dir lacks are prepared into --work_dir from its source folder (a rerun reuses them).
+
+Writes --output_json (machine, inputs, images/s and peak RSS per method and size, the targets
+with pass/fail, provenance), <output_json stem>.flags.txt beside it and, with --output_markdown,
+the Markdown tables, which are also printed. At the defaults (10,000 and 40,000 96x96 images)
+the classic methods hold a 4.4 GB float32 array for the larger size (110,592 bytes an image):
+give them the RAM, or lower --sizes. --work_dir keeps each child's log.
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+
+from evaluation import pipeline_methods
+from modeling import config as config_lib
+from tools import _cli
+
+FLAGS = flags.FLAGS
+
+# Both modules are pure Python (no TensorFlow), so the flags below can name their choices.
+METHODS = pipeline_methods.METHODS
+ENCODINGS = ("raw", "png", "jpeg")  # evaluation.pipeline_benchmark.ENCODINGS (tests check it).
+
+flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data) whose training "
+                    "images are fed; it needs at least max(--sizes) of them.")
+flags.DEFINE_string("output_json", None, "Report file (JSON) to write; its folder is created "
+                    "if needed.")
+flags.DEFINE_string("work_dir", None, "Folder for the shards of the other encodings, the "
+                    "preparation timing and the children's logs; default: <output_json "
+                    "without .json>_work beside the report.")
+flags.DEFINE_list("sizes", ["10000", "40000"], "Dataset sizes N (comma list): each method is "
+                  "measured on the first N training images. Two or more sizes also give the "
+                  "memory growth per image.")
+flags.DEFINE_list("methods", list(METHODS), f"Feeding methods (comma list of "
+                  f"{', '.join(METHODS)}).")
+flags.DEFINE_string("source_dir", None, "CelebA folder that --data_dir was prepared from, to "
+                    "prepare the other encodings; default: the folder recorded in its manifest.")
+flags.DEFINE_integer("batch_size", 128, "Images per batch.", lower_bound=1)
+flags.DEFINE_integer("num_batches", 50, "Batches timed per method and size.", lower_bound=1)
+flags.DEFINE_integer("warmup_batches", 5, "Batches drawn before the clock starts (fills "
+                     "buffers and traces).", lower_bound=0)
+flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer (records) of the tf.data methods.",
+                     lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of every shuffle and of the training check.",
+                     lower_bound=0)
+flags.DEFINE_integer("prepare_images", 2000, "Images prepared per timing run of the writer "
+                     "(each of --prepare_encodings, with 1 and with --prepare_workers workers); "
+                     "0 skips the timing.", lower_bound=0)
+flags.DEFINE_list("prepare_encodings", list(ENCODINGS), f"Encodings timed in the preparation "
+                  f"(comma list of {', '.join(ENCODINGS)}).")
+flags.DEFINE_integer("prepare_workers", None, "Worker processes of the writer (the timing's "
+                     "'all workers' run and the preparation of missing encodings); default: "
+                     "all cores.", lower_bound=1)
+flags.DEFINE_enum("train_preset", "vae_fact5", sorted(config_lib.PRESETS), "Model preset of "
+                  "the training check (train steps fed from the shards vs a constant batch).")
+flags.DEFINE_integer("train_steps", 20, "Timed train steps per feeding mode; 0 skips the "
+                     "training check.", lower_bound=0)
+flags.DEFINE_integer("train_warmup_steps", 3, "Train steps per mode before timing (the first "
+                     "one traces the step).", lower_bound=1)
+flags.DEFINE_float("child_timeout_s", 3600.0, "Seconds after which a child process (one method "
+                   "at one size, the preparation, the training check) is stopped as failed.")
+flags.DEFINE_string("output_markdown", None, "Also write the Markdown tables to this file.")
+
+
+def _ints(values):
+  try:
+    return tuple(int(v) for v in values)
+  except (TypeError, ValueError):
+    return None
+
+
+def _check_sizes(values):
+  sizes = _ints(values or [])
+  if not sizes or min(sizes) < 1:
+    raise flags.ValidationError(f"--sizes needs a comma list of positive integers, e.g. "
+                                f"10000,40000; got {','.join(values or []) or 'nothing'}")
+  if len(set(sizes)) != len(sizes):
+    raise flags.ValidationError(f"--sizes lists a size twice: {','.join(values)}")
+  return True
+
+
+def _choices(name, allowed):
+  def check(values):
+    unknown = [v for v in values or [] if v not in allowed]
+    if unknown or not values:
+      what = f"unknown value(s) {', '.join(unknown)}" if unknown else "nothing given"
+      raise flags.ValidationError(f"--{name}: {what}; choose from {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+      raise flags.ValidationError(f"--{name} lists a value twice: {','.join(values)}")
+    return True
+  flags.register_validator(name, check)
+
+
+def _sizes_hold_a_batch(f):
+  sizes = _ints(f["sizes"] or [])
+  if sizes and f["batch_size"] and min(sizes) < f["batch_size"]:
+    raise flags.ValidationError(f"--sizes {min(sizes)} is smaller than --batch_size "
+                                f"{f['batch_size']}; every size must hold at least one batch")
+  return True
+
+
+flags.register_validator("sizes", _check_sizes)
+_choices("methods", METHODS)
+_choices("prepare_encodings", ENCODINGS)
+flags.register_validator("child_timeout_s", lambda value: value > 0,
+                         message="--child_timeout_s must be > 0 seconds")
+flags.register_multi_flags_validator(["sizes", "batch_size"], _sizes_hold_a_batch)
+
+
+def _work_dir():
+  if FLAGS.work_dir:
+    return FLAGS.work_dir
+  stem, extension = os.path.splitext(FLAGS.output_json)
+  return (stem if extension.lower() == ".json" else FLAGS.output_json) + "_work"
+
+
+def _check_output(flag, path):
+  """Fails before the (long) run when an output path cannot become a file."""
+  if path and os.path.isdir(path):
+    raise _cli.FlagError(f"--{flag} {path} is a directory; give a file path such as "
+                         f"{os.path.join(path, 'pipeline.json')}")
+
+
+def main(argv):
+  del argv  # Unused; _cli rejects positional arguments.
+  # Imported here so that --help and flag errors answer at once. pipeline_benchmark starts no
+  # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import provenance
+  from evaluation import pipeline_benchmark
+  # pylint: enable=g-import-not-at-top
+
+  _check_output("output_json", FLAGS.output_json)
+  _check_output("output_markdown", FLAGS.output_markdown)
+  options = pipeline_benchmark.Options(
+      data_dir=FLAGS.data_dir, work_dir=_work_dir(), sizes=_ints(FLAGS.sizes),
+      methods=tuple(FLAGS.methods), source_dir=FLAGS.source_dir, batch_size=FLAGS.batch_size,
+      num_batches=FLAGS.num_batches, warmup_batches=FLAGS.warmup_batches,
+      shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, prepare_images=FLAGS.prepare_images,
+      prepare_encodings=tuple(FLAGS.prepare_encodings), prepare_workers=FLAGS.prepare_workers,
+      train_preset=FLAGS.train_preset, train_steps=FLAGS.train_steps,
+      train_warmup_steps=FLAGS.train_warmup_steps, child_timeout_s=FLAGS.child_timeout_s)
+  report = pipeline_benchmark.run_benchmark(options)
+
+  output_dir = os.path.dirname(os.path.abspath(FLAGS.output_json))
+  os.makedirs(output_dir, exist_ok=True)
+  stem = os.path.splitext(os.path.basename(FLAGS.output_json))[0]
+  _cli.write_flagfile(os.path.join(output_dir, f"{stem}.flags.txt"))
+  provenance.atomic_write_json(FLAGS.output_json, report)
+  if FLAGS.output_markdown:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_markdown)), exist_ok=True)
+    provenance.atomic_write_bytes(FLAGS.output_markdown, report["table"].encode("utf-8"))
+  print(report["table"], end="")
+  failed = [t["name"] for t in report["targets"] if t["passed"] is False]
+  logging.info("wrote %s in %.0f s; %d of %d targets failed%s", FLAGS.output_json,
+               report["elapsed_seconds"], len(failed), len(report["targets"]),
+               f" ({', '.join(failed)})" if failed else "")
+
+
+def run():
+  _cli.run(main, required=["data_dir", "output_json"])
+
+
+if __name__ == "__main__":
+  run()
