@@ -26,16 +26,18 @@ numbers. Tasks:
   vs fed from one constant in-memory batch, in ABBA order (stream, constant, constant, stream)
   so that a drift in machine load cancels out.
 
-Peak RSS is `resource.getrusage(RUSAGE_SELF).ru_maxrss` read at the end, in MB (10**6 bytes);
+Peak RSS is the process's own high-water mark (VmHWM; evaluation.process_memory) read at the
+end, in MB (10**6 bytes);
 `start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
 """
 
 import json
 import os
-import resource
 import shutil
 import sys
 import time
+
+from evaluation.process_memory import peak_rss_mb
 
 METHODS = ("classic_flow", "classic_tfdata", "stream_raw", "stream_png", "stream_jpeg",
            "jpeg_ceiling")
@@ -44,12 +46,6 @@ STREAM_ENCODING = {"stream_raw": "raw", "stream_png": "png", "stream_jpeg": "jpe
 METHOD_ENCODING = {"classic_flow": "raw", "classic_tfdata": "raw", "jpeg_ceiling": "jpeg",
                    **STREAM_ENCODING}
 _MB = 1e6
-
-
-def peak_rss_mb():
-  """This process's peak resident set size so far, in MB (Linux reports ru_maxrss in KiB)."""
-  scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes.
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / _MB
 
 
 def _time_batches(iterator, warmup_batches, num_batches):

@@ -15,10 +15,12 @@ from evaluation.errors import EvaluationError
 
 def stage_ranges(components, dim):
   """The three stages' component ranges [(start, stop), ...] around c1 < c2."""
-  c1, c2 = sorted(int(c) for c in components)
-  if len(set(components)) != 2 or c1 < 0 or c2 >= dim:
+  indices = sorted(int(c) for c in components)
+  # Checked before unpacking: one or three indices must give this message, not a ValueError.
+  if len(indices) != 2 or indices[0] == indices[1] or indices[0] < 0 or indices[1] >= dim:
     raise EvaluationError(f"--slice_components needs two different component indices in "
                           f"[0, {dim - 1}], got {list(components)}")
+  c1, c2 = indices
   return [(0, c1), (c1 + 1, c2), (c2 + 1, dim)]
 
 

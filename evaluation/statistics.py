@@ -65,6 +65,10 @@ def bin_layout(minimum, maximum, std, count, bin_width=None):
   width = np.where(width > 0, width, np.where(span > 0, span, 1.0))
   width = np.maximum(width, span / (MAX_BINS - 1))
   low = np.floor(minimum / width) * width
+  if bin_width is None:
+    # A constant component's one bin is centred on its value, so that its peak is that value
+    # (not the centre of an arbitrary unit bin: 0.5 for a dead unit that is always 0).
+    low = np.where(span > 0, low, minimum - width / 2)
   bins = np.floor((maximum - low) / width).astype(np.int64) + 1
   return low, width, np.clip(bins, 1, MAX_BINS)
 
@@ -142,6 +146,8 @@ def component_statistics(z, moments, rows=None, bin_width=None, chunk_rows=16384
     np.minimum(minimum, chunk.min(axis=0), out=minimum)
     np.maximum(maximum, chunk.max(axis=0), out=maximum)
   std = np.sqrt(moments.variance(ddof=0))
+  # Rounding leaves constant components a std of ~1e-14 that depends on the chunking; it is 0.
+  std[moments.constant_components()] = 0.0
   low, width, bins = bin_layout(minimum, maximum, std, moments.count, bin_width)
   histograms = StreamingHistograms(low, width, bins)
   for chunk in zpoints.iter_chunks(z, chunk_rows, rows):

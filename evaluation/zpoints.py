@@ -55,6 +55,9 @@ def load_z_points(path, *, what="--z_points"):
       row = start + int(np.argmin(finite))
       raise EvaluationError(f"{what} {path} has NaN or Inf values (first in row {row}); "
                             "re-encode with a model whose training did not diverge")
+    # The scan reads the whole file; like iter_chunks, hand the pages back as it goes so that
+    # loading a file larger than RAM does not fill this process's resident memory.
+    _release_pages(z)
   return z
 
 
