@@ -84,6 +84,7 @@ def main(argv):
   from data_pipeline import transform
   from data_pipeline.errors import DataError
   from data_pipeline.manifest import MANIFEST, read_manifest
+  from evaluation import encoding
   from evaluation import images as images_lib
   from evaluation import reconstruction
   from evaluation.errors import EvaluationError
@@ -114,7 +115,8 @@ def main(argv):
                             f"but --data_dir {FLAGS.data_dir} holds {size}px ones; compare "
                             "models trained on data of one image size")
     subjects.append(reconstruction.Subject(name, run.config.kind, run.config.loss,
-                                           run.model.encode, run.model.decode))
+                                           encoding.traced(run.model.encode),
+                                           encoding.traced(run.model.decode)))
     paths = run_dir.paths(model_dir)
     model_file = paths.model if FLAGS.checkpoint == "final" else paths.best
     input_files[model_file] = provenance.sha256_file(model_file)

@@ -169,6 +169,7 @@ def main(argv):
   import tensorflow as tf
   from data_pipeline import provenance
   from data_pipeline.manifest import read_manifest
+  from evaluation import encoding
   from evaluation import generation
   from evaluation.errors import EvaluationError
   from evaluation import images as images_lib
@@ -202,11 +203,7 @@ def main(argv):
       interpolation_pairs=FLAGS.interpolation_pairs, attribute_faces=FLAGS.attribute_faces,
       cloud_quantile=FLAGS.cloud_quantile, batch_size=FLAGS.batch_size)
 
-  def encode(images):
-    return run.model.encode(images)
-
-  def decode(z):
-    return run.model.decode(z)
+  encode, decode = encoding.traced(run.model.encode), encoding.traced(run.model.decode)
 
   inputs, input_files, data_info = generation.collect_inputs(
       options, encode, config.z_dim, z_points=FLAGS.z_points, data_dir=FLAGS.data_dir,
