@@ -16,17 +16,37 @@ truncated, not an image) are skipped and reported with their reason.
 Resume. `prepare_progress.json` (written atomically after every shard) records the settings and
 each finished shard's records, bytes and sha256. A rerun with the same settings keeps every
 shard whose file still matches its entry and redoes the rest; other settings are refused unless
-`overwrite`. The manifest (last file written) marks the data dir complete.
+`overwrite`. The manifest (last file written) marks the data dir complete. So a run killed at
+any moment (SIGKILL included) is finished by rerunning the same command: at worst it leaves
+`.tmp` files (removed by the rerun) and complete shards not yet in the progress file (written
+again, to identical bytes).
+
+Lock. For its whole duration `prepare` holds an exclusive flock on `<output_dir>/.prepare.lock`
+(`locking.py`), so a second writer into the same dir, with `overwrite` or not, is refused with
+the first one's pid instead of mixing shards. The kernel drops the lock when the holder exits or
+is killed, so no stale lock survives a crash; the small file itself stays. Workers die with the
+writer (Linux: PR_SET_PDEATHSIG; elsewhere they check their parent between records), so that no
+orphan goes on writing beside a rerun.
+
+Faults. A full disk (ENOSPC, EDQUOT) or a dir that cannot be written (EACCES, EPERM, EROFS)
+while writing any file of the data dir raises a one-line `DataError` naming `--output_dir`; the
+temporary shard is removed and the complete shards and progress file are kept, so that a rerun
+resumes. A worker that dies (e.g. out of memory) ends the run with a `DataError` too.
 """
 
 import collections
 import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
+import errno
 import itertools
 import math
 import multiprocessing
 import os
 import re
+import signal
+import sys
 import time
 from typing import Optional
 
@@ -34,6 +54,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import locking
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline import records
@@ -49,6 +70,8 @@ _MIN_SHARDS = 8
 _MIN_SHARD_RECORDS = 256
 _PROGRESS_EVERY = 32  # Images between progress-bar updates from a worker.
 _TFDS_FILES = ("features.json", "dataset_info.json")
+# provenance.atomic_write_json's temporary name for our JSON files (left by a killed run).
+_ATOMIC_TMP = re.compile(r"^\.tmp-.*(manifest|prepare_progress)\.json$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +171,81 @@ def _shard_bounds(count, num_shards):
   return [round(count * i / num_shards) for i in range(num_shards + 1)]
 
 
+# errno values of a write that fails because of the output location (not a bug): the advice
+# differs, so they are told apart.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_error(error, output_dir, doing):
+  """A one-line DataError for a write into output_dir that failed for want of space or
+  permission; None for any other error (those are bugs or not ours to word).
+
+  `doing` says what failed, e.g. "writing manifest.json".
+  """
+  if isinstance(error, OSError):
+    reason = error.strerror or str(error)
+    no_space, not_writable = error.errno in _NO_SPACE, error.errno in _NOT_WRITABLE
+  elif isinstance(error, tf.errors.OpError):
+    # TF words a failed file write as "<path>; <strerror>" and maps ENOSPC/EDQUOT to
+    # RESOURCE_EXHAUSTED (shared with e.g. EMFILE, hence the text) and EACCES/EPERM/EROFS to
+    # PERMISSION_DENIED.
+    reason = error.message.splitlines()[0].rsplit("; ", 1)[-1].strip() if error.message else ""
+    no_space = (isinstance(error, tf.errors.ResourceExhaustedError)
+                and any(word in reason.lower() for word in ("space", "quota")))
+    not_writable = isinstance(error, tf.errors.PermissionDeniedError)
+  else:
+    return None
+  if no_space:
+    return DataError(f"no space left on the device of --output_dir {output_dir} ({reason}, "
+                     f"{doing}); free space there, then rerun the same command: it keeps the "
+                     "complete shards and resumes")
+  if not_writable:
+    return DataError(f"cannot write into --output_dir {output_dir} ({reason}, {doing}); make "
+                     "it writable, or choose another --output_dir")
+  return None
+
+
+@contextlib.contextmanager
+def _writing(output_dir, doing):
+  """Words a full disk or a read-only output dir as a DataError (see _write_error)."""
+  try:
+    yield
+  except (OSError, tf.errors.OpError) as error:
+    data_error = _write_error(error, output_dir, doing)
+    if data_error is None:
+      raise
+    raise data_error from None
+
+
 # Per-process state of the worker pool, set by _init_worker (after fork, or in-process).
 _WORKER = {}
 
 
-def _init_worker(source, settings, counter):
-  _WORKER.update(source=source, settings=settings, counter=counter)
+def _init_worker(source, settings, counter, parent_pid=None):
+  _WORKER.update(source=source, settings=settings, counter=counter, parent_pid=parent_pid)
+  if parent_pid is not None:
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid):
+  """Makes a pool worker die with the writer, so that no orphan writes beside a rerun."""
+  if sys.platform.startswith("linux"):
+    # PR_SET_PDEATHSIG (1): the kernel SIGKILLs this process when its parent dies, even by
+    # SIGKILL. Best effort: elsewhere, or if it fails, _exit_if_orphaned checks per record.
+    with contextlib.suppress(OSError, AttributeError):
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+  _exit_if_orphaned()  # The parent may have died before the prctl took effect.
+
+
+def _exit_if_orphaned():
+  """Ends a pool worker whose writer is gone, before it writes or renames anything more.
+
+  It touches no file on the way out: a rerun may already own the same `.tmp` name.
+  """
+  parent_pid = _WORKER.get("parent_pid")
+  if parent_pid is not None and os.getppid() != parent_pid:
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def _report_progress(amount):
@@ -176,35 +268,45 @@ def _fsync_path(path):
 
 
 def _write_shard(task):
-  """Writes one shard atomically; returns its manifest entry plus skipped files."""
+  """Writes one shard atomically; returns its manifest entry plus skipped files.
+
+  Raises:
+    DataError: the disk is full or the output dir not writable (the `.tmp` file is removed).
+  """
   source, settings = _WORKER["source"], _WORKER["settings"]
   tmp_path = task.path + manifest_lib.TMP_SUFFIX
   skipped, count, other_size, pending = [], 0, 0, 0
   try:
-    with tf.io.TFRecordWriter(tmp_path) as writer:
-      for record in task.records:
-        pending += 1
-        if pending == _PROGRESS_EVERY:
-          _report_progress(pending)
-          pending = 0
-        try:
-          serialized, celeba_size = _encode_record(source, record, settings)
-        except transform.BadImageError as error:
-          skipped.append({"split": task.split, "file_name": record.file_name,
-                          "kind": error.kind, "reason": str(error)})
-          continue
-        writer.write(serialized)
-        count += 1
-        other_size += not celeba_size
-    _report_progress(pending)
-    _fsync_path(tmp_path)
-    entry = {"split": task.split, "index": task.index, "file": os.path.basename(task.path),
-             "records": count, "bytes": os.path.getsize(tmp_path),
-             "sha256": provenance.sha256_file(tmp_path)}
-    os.replace(tmp_path, task.path)
+    with _writing(os.path.dirname(task.path), f"writing {os.path.basename(tmp_path)}"):
+      with tf.io.TFRecordWriter(tmp_path) as writer:
+        for record in task.records:
+          _exit_if_orphaned()
+          pending += 1
+          if pending == _PROGRESS_EVERY:
+            _report_progress(pending)
+            pending = 0
+          try:
+            serialized, celeba_size = _encode_record(source, record, settings)
+          except transform.BadImageError as error:
+            skipped.append({"split": task.split, "file_name": record.file_name,
+                            "kind": error.kind, "reason": str(error)})
+            continue
+          writer.write(serialized)
+          count += 1
+          other_size += not celeba_size
+      _report_progress(pending)
+      _fsync_path(tmp_path)
+      entry = {"split": task.split, "index": task.index, "file": os.path.basename(task.path),
+               "records": count, "bytes": os.path.getsize(tmp_path),
+               "sha256": provenance.sha256_file(tmp_path)}
+      _exit_if_orphaned()
+      os.replace(tmp_path, task.path)
   except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
+    # lexists: a dangling or odd .tmp entry goes too. Best effort: a read-only dir cannot
+    # drop it, and the original error is the one to report (a rerun removes .tmp files).
+    if os.path.lexists(tmp_path):
+      with contextlib.suppress(OSError):
+        os.remove(tmp_path)
     raise
   return {"shard": entry, "skipped": skipped, "other_size": other_size}
 
@@ -227,7 +329,7 @@ def _settings_record(settings, source_description, plan):
 
 def _owned_files(output_dir, names):
   """Files in output_dir that a preparation named in `names` wrote (and may remove)."""
-  patterns = [manifest_lib.shard_pattern(name) for name in names]
+  patterns = [manifest_lib.shard_pattern(name) for name in names] + [_ATOMIC_TMP]
   fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, *_TFDS_FILES}
   return sorted(f for f in os.listdir(output_dir)
                 if f in fixed or any(p.match(f) for p in patterns))
@@ -295,18 +397,24 @@ def _run_tasks(tasks, source, settings, num_workers, total_images, on_done, prog
     worker_source = source if source.lazy else None
     with concurrent.futures.ProcessPoolExecutor(
         num_workers, mp_context=context, initializer=_init_worker,
-        initargs=(worker_source, settings, counter)) as pool:
+        initargs=(worker_source, settings, counter, os.getpid())) as pool:
       _drive_pool(pool, iter(tasks), num_workers, counter, make_bar, on_done)
+  except concurrent.futures.process.BrokenProcessPool:
+    raise DataError(f"a prepare_data worker process died (killed, e.g. by the out-of-memory "
+                    f"killer); rerun the same command to resume from the complete shards, with "
+                    f"fewer --num_workers (now {num_workers}) if memory is short") from None
   finally:
     _WORKER.clear()
 
 
 def _drive_pool(pool, tasks, num_workers, counter, make_bar, on_done):
-  pending, bar = set(), None
+  """Feeds the pool, records each finished shard; after a failed task, submits no more but
+  still records the shards that the running tasks complete, then raises the first error."""
+  pending, bar, first_error = set(), None, None
   try:
     while True:
       # Bounded in-flight tasks keep memory flat when tasks carry image data (TFDS).
-      while len(pending) < 2 * num_workers:
+      while first_error is None and len(pending) < 2 * num_workers:
         task = next(tasks, None)
         if task is None:
           break
@@ -319,13 +427,20 @@ def _drive_pool(pool, tasks, num_workers, counter, make_bar, on_done):
           pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
       bar.update(counter.value - bar.n)
       for future in done:
-        on_done(future.result())
+        try:
+          result = future.result()
+        except Exception as error:  # pylint: disable=broad-except
+          first_error = first_error or error
+          continue
+        on_done(result)
     bar.update(counter.value - bar.n)
   finally:
     if bar is not None:
       bar.close()
     for future in pending:
       future.cancel()
+  if first_error is not None:
+    raise first_error
 
 
 def _summarize_skipped(skipped, total):
@@ -371,34 +486,59 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
-    raise DataError(f"cannot create --output_dir {output_dir}: {error.strerror}") from None
+    raise DataError(f"cannot create --output_dir {output_dir} ({error.strerror}); create it "
+                    "yourself or choose another --output_dir") from None
+  with contextlib.ExitStack() as stack:
+    # Locked before anything in the dir is read or changed (--overwrite deletes files).
+    try:
+      stack.enter_context(locking.exclusive(output_dir))
+    except OSError as error:
+      if error.errno not in _NOT_WRITABLE:
+        data_error = _write_error(error, output_dir, f"creating {locking.LOCK_FILE}")
+        if data_error is None:
+          raise
+        raise data_error from None
+      # A dir this process cannot write into: it cannot change anything there either, so it
+      # goes on unlocked. A complete data dir is then "nothing to do", as on read-only media;
+      # anything else fails at its first write, with the one-line error of _writing.
+      logging.info("%s is not writable; checking it without the lock", output_dir)
+    return _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress,
+                           start)
 
+
+def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress, start):
+  """prepare() with the output dir created and locked."""
   source_description = source.describe()
   plan = plan_shards(source, settings)
   if not plan:
     raise DataError(f"the source {source_description['path']} lists no images")
   settings_record = _settings_record(settings, source_description, plan)
 
-  done = _resume_state(output_dir, settings, settings_record, overwrite)
+  with _writing(output_dir, "cleaning up after an earlier run"):
+    done = _resume_state(output_dir, settings, settings_record, overwrite)
   manifest_path = os.path.join(output_dir, manifest_lib.MANIFEST)
-  planned = {manifest_lib.shard_name(name, split, i, k)
+  progress_path = os.path.join(output_dir, manifest_lib.PROGRESS)
+  planned = {manifest_lib.shard_name(settings.name, split, i, k)
              for split, (_, k) in plan.items() for i in range(k)}
   done = {f: r for f, r in done.items() if f in planned}
   if len(done) == len(planned) and os.path.exists(manifest_path):
+    if os.path.exists(progress_path):  # Left by a run killed just after its manifest.
+      with _writing(output_dir, f"removing {manifest_lib.PROGRESS}"):
+        os.remove(progress_path)
     logging.info("%s is complete and every shard matches the manifest; nothing to do",
                  output_dir)
     return manifest_lib.read_manifest(output_dir)
 
-  progress_path = os.path.join(output_dir, manifest_lib.PROGRESS)
-
   def save_progress():
-    provenance.atomic_write_json(progress_path, {"settings": settings_record,
-                                                 "shards": sorted(done.values(),
-                                                                  key=_shard_key)})
+    with _writing(output_dir, f"writing {manifest_lib.PROGRESS}"):
+      provenance.atomic_write_json(progress_path, {"settings": settings_record,
+                                                   "shards": sorted(done.values(),
+                                                                    key=_shard_key)})
 
   save_progress()  # From here on, a crash leaves a record that a rerun can resume from.
   if os.path.exists(manifest_path):
-    os.remove(manifest_path)  # Being repaired: the dir is incomplete until the new manifest.
+    with _writing(output_dir, f"removing the old {manifest_lib.MANIFEST}"):
+      os.remove(manifest_path)  # Being repaired: the dir is incomplete until the new manifest.
   todo = sum(count for count, _ in plan.values()) - sum(
       r["shard"]["records"] + len(r["skipped"]) for r in done.values())
   if done:
@@ -416,13 +556,14 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
   if not manifest["splits"]:
     raise DataError(f"none of the {manifest['num_listed']} source images could be used; see "
                     f"{progress_path} for the reasons")
-  for result in done.values():  # Shards of a split with no usable image at all.
-    if result["shard"]["split"] not in manifest["splits"]:
-      os.remove(os.path.join(output_dir, result["shard"]["file"]))
-  write_tfds_metadata(output_dir, manifest)
-  manifest["elapsed_seconds"] = round(time.time() - start, 3)
-  provenance.atomic_write_json(manifest_path, manifest)
-  os.remove(progress_path)
+  with _writing(output_dir, f"writing {manifest_lib.MANIFEST} and the TFDS metadata"):
+    for result in done.values():  # Shards of a split with no usable image at all.
+      if result["shard"]["split"] not in manifest["splits"]:
+        os.remove(os.path.join(output_dir, result["shard"]["file"]))
+    write_tfds_metadata(output_dir, manifest)
+    manifest["elapsed_seconds"] = round(time.time() - start, 3)
+    provenance.atomic_write_json(manifest_path, manifest)
+    os.remove(progress_path)
   _summarize_skipped(manifest["skipped"], manifest["num_listed"])
   counts = ", ".join(f"{s} {v['num_examples']}" for s, v in manifest["splits"].items())
   logging.info("wrote %d shards (%s images) to %s in %.1f s", len(manifest["shards"]), counts,
@@ -449,10 +590,10 @@ def _resume_state(output_dir, settings, settings_record, overwrite):
     for file_name in _owned_files(output_dir, names):
       os.remove(os.path.join(output_dir, file_name))
     return {}
-  # Leftover temporary shards of an interrupted run are incomplete by definition.
+  # Leftover temporary files of an interrupted run are incomplete by definition.
   tmp_pattern = re.compile(rf"{re.escape(manifest_lib.TMP_SUFFIX)}$")
   for file_name in _owned_files(output_dir, {settings.name}):
-    if tmp_pattern.search(file_name):
+    if tmp_pattern.search(file_name) or _ATOMIC_TMP.match(file_name):
       os.remove(os.path.join(output_dir, file_name))
   if state is None:
     stray = [f for f in _owned_files(output_dir, {settings.name})

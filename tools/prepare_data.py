@@ -10,7 +10,12 @@ CelebA's 178:218 aspect ratio and scale the crop box onto that region.
 
 Output: <name>-<split>.tfrecord-NNNNN-of-NNNNN shards, manifest.json, TFDS metadata
 (features.json, dataset_info.json) and flags.txt. Rerunning the same command after an
-interruption keeps the complete shards and writes the rest; --overwrite starts over.
+interruption (Ctrl-C, a full disk, even SIGKILL) keeps the complete shards and writes the rest;
+--overwrite starts over. While it runs, the output dir is locked (.prepare.lock): a second
+prepare_data into the same dir, --overwrite or not, is refused with the first one's pid.
+
+Exit codes: 0 done; 1 a problem with the files (unusable --source_dir, --output_dir holding
+other data, being written by another prepare_data, read-only, or full); 2 a bad flag.
 """
 
 import os
@@ -18,6 +23,7 @@ import os
 from absl import flags
 from absl import logging
 
+from data_pipeline.errors import DataError
 from tools import _cli
 
 FLAGS = flags.FLAGS
@@ -100,7 +106,14 @@ def main(argv):
       crop_box=parse_crop_box(FLAGS.crop), encoding=FLAGS.encoding,
       jpeg_quality=FLAGS.jpeg_quality, num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
       overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress)
-  _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
+  flagfile = os.path.join(FLAGS.output_dir, "flags.txt")
+  try:
+    _cli.write_flagfile(flagfile)
+  except OSError as error:
+    # The data dir is complete already (its manifest is written); only the flagfile is missing.
+    raise DataError(f"cannot write {flagfile} ({error.strerror or error}); the data itself is "
+                    "complete: free space or make --output_dir writable, then rerun the same "
+                    "command to write it") from None
   counts = ", ".join(f"{split} {manifest['splits'][split]['num_examples']}"
                      for split in ("train", "validation", "test") if split in manifest["splits"])
   logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,
