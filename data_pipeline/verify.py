@@ -6,7 +6,8 @@ its image decodes to uint8 [S, S, 3], its id is non-empty and its attributes are
 record count matches the shard entry and the split totals match the manifest's splits.
 
 All shards are checked; the first problem (shard file and record index) leads the DataError,
-followed by how many more were found.
+followed by how many more were found. `locate_problem` runs the same record checks up to the
+first problem, for a reader that hit a TensorFlow read error and must name its record.
 """
 
 import os
@@ -23,9 +24,15 @@ from data_pipeline.errors import DataError
 _BATCH = 256
 
 
-def _op_error_text(error):
+def op_error_text(error):
   """The useful part of a TF error: "corrupted record at 20880", not the op plumbing."""
-  text = re.sub(r"\{\{.*?\}\}\s*", "", error.message.splitlines()[0])
+  lines = [line for line in error.message.splitlines() if line.strip()]
+  if lines and lines[0].startswith("Graph execution error"):
+    # From a tf.function: the cause follows the traceback of where the op was defined.
+    causes = [line for line in lines[1:]
+              if not line[0].isspace() and not line.startswith("Detected at node")]
+    lines = causes[-1:] or lines
+  text = re.sub(r"\{\{.*?\}\}\s*", "", lines[0] if lines else "")
   return re.sub(r"\s*\[Op:.*$", "", text).strip()
 
 
@@ -47,10 +54,14 @@ class _RecordChecker:
     ids_ok = tf.reduce_all(tf.strings.length(parsed["id"]) > 0)
     attributes_ok = (tf.reduce_all(tf.abs(parsed["attributes"]) == 1) if self._num_attributes
                      else tf.constant(True))
-    return tf.shape(images), ids_ok, attributes_ok
+    # An output computed from the pixels themselves: when the batch size is static, the shape
+    # alone is a constant, and Grappler then pruned the decoding with it, passing records
+    # whose image does not decode.
+    brightest = tf.reduce_max(images)
+    return tf.shape(images), ids_ok, attributes_ok, brightest
 
   def _check(self, serialized):
-    shape, ids_ok, attributes_ok = self._parse_and_decode(serialized)
+    shape, ids_ok, attributes_ok, _ = self._parse_and_decode(serialized)
     if tuple(shape.numpy()[1:]) != (self._size, self._size, 3):
       raise ValueError(f"image decodes to shape {tuple(shape.numpy()[1:])}")
     if not bool(ids_ok):
@@ -69,7 +80,7 @@ class _RecordChecker:
       try:
         self._check(tf.constant([record]))
       except tf.errors.OpError as error:
-        return index, _op_error_text(error)
+        return index, op_error_text(error)
       except ValueError as error:
         return index, str(error)
     return 0, "batch fails to parse while each record parses alone"
@@ -117,7 +128,7 @@ def _check_records_one_by_one(path, checker, bar, already_counted):
     problem = flush()
     if problem:
       return count, problem
-    return count, f"record {count}: unreadable ({_op_error_text(error)})"
+    return count, f"record {count}: unreadable ({op_error_text(error)})"
   return count, flush()
 
 
@@ -160,6 +171,42 @@ def verify(data_dir, check_sha256=True, progress=False):
           "num_records": sum(per_split.values()), "splits": per_split,
           "checked_sha256": check_sha256, "encoding": manifest["encoding"],
           "image_size": manifest["image_size"], "elapsed_seconds": round(time.time() - start, 3)}
+
+
+class _NoProgress:
+  """The part of a tqdm bar that _check_shard uses, showing nothing."""
+
+  def update(self, n):
+    pass
+
+
+def locate_problem(data_dir, splits=None):
+  """The first shard (and record) of `splits` that fails its checks, without sha256.
+
+  What a reader calls after a read error to name the record behind it: the record-by-record
+  checks of `verify`, stopping at the first problem, so a clean dir costs one read of its
+  records.
+
+  Args:
+    data_dir: a prepared data dir.
+    splits: the splits to scan, in the usual order; None: all of them.
+
+  Returns:
+    (shard path, problem text such as "record 3: corrupted record at 10410"), or None when
+    every record of those splits checks out.
+  """
+  data_dir = os.fspath(data_dir)
+  manifest = manifest_lib.read_manifest(data_dir)
+  checker = _RecordChecker(manifest)
+  per_split = {split: 0 for split in manifest["splits"]}
+  for split in _ordered_splits(manifest):
+    if splits is not None and split not in splits:
+      continue
+    for shard in manifest_lib.split_shards(manifest, split, data_dir):
+      problem = _check_shard(shard, checker, False, _NoProgress(), per_split)
+      if problem:
+        return shard["path"], problem
+  return None
 
 
 def _ordered_splits(manifest):

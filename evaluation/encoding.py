@@ -76,6 +76,7 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
   """
   # pylint: disable=g-import-not-at-top
   from data_pipeline import make_dataset
+  from data_pipeline import reader
   from modeling import run_dir
   # pylint: enable=g-import-not-at-top
   output = os.fspath(output)
@@ -90,10 +91,9 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
   dataset = make_dataset(data_dir, split, batch_size, shuffle=False, with_ids=True,
                          max_images=total)
   method = run.model.encode_with_log_var if with_log_var else run.model.encode
-  written = zpoints.encode_to_npy(traced(method),
-                                  dataset.as_numpy_iterator(), output, total,
-                                  with_log_var=with_log_var,
-                                  description=f"encoding {split}")
+  with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
+    written = zpoints.encode_to_npy(traced(method), dataset.as_numpy_iterator(), output, total,
+                                    with_log_var=with_log_var, description=f"encoding {split}")
   paths = run_dir.paths(run.model_dir)
   model_file = paths.model if checkpoint == "final" else paths.best
   manifest_path = os.path.join(data_dir, manifest_lib.MANIFEST)

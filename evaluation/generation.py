@@ -307,14 +307,18 @@ class Inputs:
 
 
 def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attributes):
-  from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top  (loads TF)
-  from data_pipeline.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top  (loads TF)
+  from data_pipeline import make_dataset
+  from data_pipeline import reader
+  from data_pipeline.manifest import read_manifest
+  # pylint: enable=g-import-not-at-top
   split_info = read_manifest(data_dir)["splits"].get(split) or {}
   total = min(int(split_info.get("num_examples", 0)) or max_images, max_images)
   dataset = make_dataset(data_dir, split, batch_size, shuffle=False, with_ids=True,
                          with_attributes=with_attributes, max_images=max_images)
-  return encode_dataset(encode_fn, dataset.as_numpy_iterator(), total,
-                        f"encoding {split} images")
+  with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
+    return encode_dataset(encode_fn, dataset.as_numpy_iterator(), total,
+                          f"encoding {split} images")
 
 
 def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit_split="train",

@@ -7,12 +7,15 @@ needs; the order in which modeling.training lists them matters (see there).
 import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from modeling import run_dir
+
+_TMP_PREFIX = ".tmp-"  # Of Backup's files while they are written (run_dir ignores it too).
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,8 +52,11 @@ class Backup(keras.callbacks.BackupAndRestore):
 
   - The backup is kept after training (delete_checkpoint=False): rerunning a finished run then
     finds it complete, and a larger --epochs continues from the last epoch.
-  - Two generations are kept (double_checkpoint), because Keras writes the weights file in
-    place: a crash while writing falls back to the previous backup.
+  - Every file is written under a temporary name and renamed into place, so that a kill
+    (SIGKILL, the OOM killer) while saving leaves the previous backup whole. Keras writes
+    them in place: a kill there left a truncated weights file (Keras falls back to the
+    previous pair) or an empty training_metadata.json, which failed every later resume with
+    a JSONDecodeError. Two generations are still kept (double_checkpoint).
   - With save_freq=N steps it also saves at every epoch end, so a finished run's backup
     always records its last epoch.
   - history.csv is trimmed to the epochs before the restored one, so that an epoch that ran
@@ -76,6 +82,10 @@ class Backup(keras.callbacks.BackupAndRestore):
       return 0
 
   def on_train_begin(self, logs=None):
+    if os.path.isdir(self.backup_dir):  # Temporaries of a save that a kill interrupted.
+      for name in os.listdir(self.backup_dir):
+        if name.startswith(_TMP_PREFIX):
+          os.remove(os.path.join(self.backup_dir, name))
     super().on_train_begin(logs)
     self.restored_epoch = int(self.model._initial_epoch or 0)  # pylint: disable=protected-access
     self._current_epoch = self.restored_epoch
@@ -91,6 +101,35 @@ class Backup(keras.callbacks.BackupAndRestore):
     if self.save_freq != "epoch":
       self._save_model()
       self._batches_seen_since_last_saving = 0
+
+  def _save_model(self):
+    # Keras' own sequence (copy the current pair to the previous one, then write the current
+    # pair), with each file replaced atomically.
+    os.makedirs(self.backup_dir, exist_ok=True)
+    for current, previous in ((self._weights_path, self._prev_weights_path),
+                              (self._training_metadata_path, self._prev_training_metadata_path)):
+      if os.path.exists(current):
+        _replace(previous, lambda tmp, source=current: shutil.copyfile(source, tmp))
+    _replace(self._weights_path, lambda tmp: self.model.save_weights(tmp, overwrite=True))
+    metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+    def write_metadata(tmp):
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write(metadata)
+    _replace(self._training_metadata_path, write_metadata)
+
+
+def _replace(path, write):
+  """Calls write(tmp) for a temporary name beside `path`, then renames it onto `path`."""
+  directory, name = os.path.split(path)
+  # The name keeps its suffix: save_weights insists on ".weights.h5".
+  tmp = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-{name}")
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -7,6 +7,7 @@ model does not know where images come from), writes the run dir and returns the 
 import dataclasses
 import math
 import os
+import sys
 
 from absl import logging
 
@@ -202,7 +203,14 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     model.fit(train_ds, epochs=train_config.epochs, steps_per_epoch=train_config.steps_per_epoch,
               validation_data=val_ds, validation_steps=train_config.validation_steps,
               callbacks=all_callbacks, shuffle=False, verbose=verbose)
-  except callbacks_lib.TrainingDiverged as error:
+  except BaseException as error:
+    if verbose:
+      # Keras' progress bar leaves its line open: end it, or the tool's one-line error (or
+      # the traceback) would be glued to the end of the bar in a terminal.
+      sys.stdout.write("\n")
+      sys.stdout.flush()
+    if not isinstance(error, callbacks_lib.TrainingDiverged):
+      raise
     # 1-based epoch and step, as Keras' progress bar shows them.
     raise ModelError(
         f"training diverged at epoch {error.epoch + 1} step {error.step + 1} "

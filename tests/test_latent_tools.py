@@ -11,8 +11,12 @@ import os
 import numpy as np
 import pytest
 
+from data_pipeline.errors import DataError
 from evaluation import latent_analysis
 from evaluation.errors import EvaluationError
+from tests.damage import SHARD
+from tests.damage import copy_data_dir
+from tests.damage import flip_byte_of_record
 from tests.tiny_runs import Z_DIM
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
@@ -74,6 +78,13 @@ def test_encode_split_rejects_what_cannot_work(loaded, prepared_data_dir, prepar
   with pytest.raises(EvaluationError, match="must end in .npy"):
     encoding.encode_split(loaded["ae"], prepared_data_dir, "train", str(tmp_path / "Z.txt"))
   assert not os.listdir(tmp_path)  # Nothing half-written.
+
+  damaged = copy_data_dir(prepared_data_dir, tmp_path / "damaged")
+  flip_byte_of_record(damaged / SHARD, 2)
+  out = tmp_path / "z" / "Z.npy"
+  with pytest.raises(DataError, match=rf"shard {damaged / SHARD}: record 2: unreadable"):
+    encoding.encode_split(loaded["ae"], str(damaged), "train", str(out))
+  assert not out.parent.exists() or not os.listdir(out.parent)
 
 
 def test_analysis_finds_the_planted_structure():

@@ -81,6 +81,7 @@ def main(argv):
   import tensorflow as tf
   from data_pipeline import make_dataset
   from data_pipeline import provenance
+  from data_pipeline import reader
   from data_pipeline import transform
   from data_pipeline.errors import DataError
   from data_pipeline.manifest import MANIFEST, read_manifest
@@ -130,8 +131,9 @@ def main(argv):
   max_images = min(FLAGS.max_images or split_size, split_size)
   dataset = make_dataset(FLAGS.data_dir, FLAGS.split, FLAGS.batch_size, shuffle=False,
                          max_images=max_images)
-  stats, grid = reconstruction.split_statistics(
-      subjects, dataset.as_numpy_iterator(), factors, FLAGS.num_images, total=max_images)
+  with reader.reading(FLAGS.data_dir, splits=[FLAGS.split]):  # Damage -> shard + record named.
+    stats, grid = reconstruction.split_statistics(
+        subjects, dataset.as_numpy_iterator(), factors, FLAGS.num_images, total=max_images)
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   columns = ", ".join(s.label for s in subjects)

@@ -89,6 +89,10 @@ def define_train_flags(kind):
                        "kl_factor * KL (preset vae_fact5: 5.0).", lower_bound=0.0)
 
   # Training.
+  flags.DEFINE_boolean("skip_corrupt", False, "Train on the records that can be read when a "
+                       "shard is damaged, missing or of another size than manifest.json says "
+                       "(default: stop with an error naming the shard and record). Every epoch "
+                       "logs how many records it lost; tools.verify_data names them.")
   flags.DEFINE_integer("epochs", 10, "Total epochs of the run (a resumed or extended run "
                        "trains the remaining ones).", lower_bound=1)
   flags.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",

@@ -1,12 +1,19 @@
 """The shared main body of tools.train_ae and tools.train_vae.
 
 Resolves the model config from --preset and the override flags, checks it against the data
-dir, prepares the run dir (refusing a different run unless --overwrite), records flags.txt and
-manifest.json, builds the datasets and calls modeling.training.train. Imported inside the
-trainers' main(), so TensorFlow loads only once the flags are known to be good.
+dir, builds the datasets (which refuses shard files that disagree with the manifest), prepares
+the run dir (refusing a different run unless --overwrite), records flags.txt and manifest.json
+and calls modeling.training.train. Imported inside the trainers' main(), so TensorFlow loads
+only once the flags are known to be good.
+
+Training runs inside data_pipeline.reader.reading: a record damaged in place stops it with a
+one-line error naming the shard and record (the backup keeps the last good state), and
+--skip_corrupt trains on what can be read instead,
+logging the records lost in every epoch.
 """
 
 import os
+import warnings
 
 import tensorflow as tf
 from absl import flags
@@ -14,6 +21,7 @@ from absl import logging
 
 from data_pipeline import make_dataset
 from data_pipeline import provenance
+from data_pipeline import reader
 from data_pipeline.manifest import MANIFEST, read_manifest
 from modeling import devices
 from modeling import run_dir
@@ -64,13 +72,48 @@ def _check_sizes(manifest):
   return used
 
 
+def _reading():
+  """reader.reading for --data_dir: a damaged record fails with its shard and index named."""
+  return reader.reading(FLAGS.data_dir, alternative="add --skip_corrupt to train on the "
+                        "records that can be read")
+
+
 def _preview_images(manifest):
   """The first --preview_images images of the test split (else validation), or None."""
   if not FLAGS.preview_images:
     return None
   split = "test" if manifest["splits"].get("test", {}).get("num_examples") else "validation"
-  batch = make_dataset(FLAGS.data_dir, split, FLAGS.preview_images, shuffle=False).take(1)
-  return next(iter(batch)).numpy()
+  batch = make_dataset(FLAGS.data_dir, split, FLAGS.preview_images, shuffle=False,
+                       skip_corrupt=FLAGS.skip_corrupt).take(1)
+  with _reading():
+    return next(iter(batch)).numpy()
+
+
+def _datasets(manifest, used, skip_corrupt):
+  """(train, validation) datasets; DataError when a shard file disagrees with the manifest."""
+  repeat = FLAGS.steps_per_epoch is not None
+  train_ds = make_dataset(FLAGS.data_dir, "train", FLAGS.batch_size, shuffle=True,
+                          seed=FLAGS.seed, deterministic=FLAGS.deterministic or None,
+                          repeat=repeat, drop_remainder=True, max_images=FLAGS.max_images,
+                          shuffle_buffer=FLAGS.shuffle_buffer, skip_corrupt=skip_corrupt)
+  val_ds = make_dataset(FLAGS.data_dir, "validation", FLAGS.batch_size, shuffle=False,
+                        skip_corrupt=skip_corrupt)
+  # Known epoch lengths give Keras a real progress bar and spare it the extra step that
+  # discovers the end of the data (with a "ran out of data" warning). Not with skip_corrupt:
+  # records lost to damage shorten the epoch, and a stated length would fail on that.
+  if skip_corrupt:
+    # Keras then finds the end of the first epoch by running out of data, and warns that it
+    # did, advising .repeat(): expected here, and the loss is logged by the reader instead.
+    warnings.filterwarnings("ignore", message="Your input ran out of data",
+                            category=UserWarning)
+  else:
+    if not repeat:
+      train_ds = train_ds.apply(
+          tf.data.experimental.assert_cardinality(used // FLAGS.batch_size))
+    num_val = manifest["splits"]["validation"]["num_examples"]
+    val_ds = val_ds.apply(
+        tf.data.experimental.assert_cardinality(-(-num_val // FLAGS.batch_size)))
+  return train_ds, val_ds
 
 
 def run_training(kind):
@@ -83,6 +126,11 @@ def run_training(kind):
   model_config = _model_config(kind, manifest)
   train_config = _train_config()
   used = _check_sizes(manifest)
+  # Before the run dir is touched: a data dir that disagrees with its manifest is refused
+  # without leaving a new run dir behind.
+  skip_corrupt = FLAGS.skip_corrupt
+  train_ds, val_ds = _datasets(manifest, used, skip_corrupt)
+  preview_images = _preview_images(manifest)
 
   manifest_path = os.path.join(os.path.abspath(FLAGS.data_dir), MANIFEST)
   manifest_sha256 = provenance.sha256_file(manifest_path)
@@ -96,25 +144,14 @@ def run_training(kind):
   _cli.write_flagfile(run.flags)
   record = provenance.describe_run(FLAGS.seed, {manifest_path: manifest_sha256})
   record.update(data_dir=os.path.abspath(FLAGS.data_dir), kind=kind, resumed=resuming,
-                training_images=used)
+                training_images=used, skip_corrupt=skip_corrupt)
   provenance.atomic_write_json(run.manifest, record)
   if resuming:
     logging.info("%s holds this run already: resuming from its last backup", run.root)
 
-  repeat = FLAGS.steps_per_epoch is not None
-  train_ds = make_dataset(FLAGS.data_dir, "train", FLAGS.batch_size, shuffle=True,
-                          seed=FLAGS.seed, deterministic=FLAGS.deterministic or None,
-                          repeat=repeat, drop_remainder=True, max_images=FLAGS.max_images,
-                          shuffle_buffer=FLAGS.shuffle_buffer)
-  val_ds = make_dataset(FLAGS.data_dir, "validation", FLAGS.batch_size, shuffle=False)
-  # Known epoch lengths give Keras a real progress bar and spare it the extra step that
-  # discovers the end of the data (with a "ran out of data" warning).
-  if not repeat:
-    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(used // FLAGS.batch_size))
-  num_val = manifest["splits"]["validation"]["num_examples"]
-  val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(-(-num_val // FLAGS.batch_size)))
-  result = training.train(model_config, train_config, train_ds, val_ds, run.root,
-                          preview_images=_preview_images(manifest), extra_config=extra_config)
+  with _reading():
+    result = training.train(model_config, train_config, train_ds, val_ds, run.root,
+                            preview_images=preview_images, extra_config=extra_config)
   if result.history:
     last = result.history[-1]
     summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()) if k != "epoch")
