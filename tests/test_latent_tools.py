@@ -78,6 +78,9 @@ def test_encode_split_rejects_what_cannot_work(loaded, prepared_data_dir, prepar
   with pytest.raises(EvaluationError, match="must end in .npy"):
     encoding.encode_split(loaded["ae"], prepared_data_dir, "train", str(tmp_path / "Z.txt"))
   assert not os.listdir(tmp_path)  # Nothing half-written.
+  manifest = {"splits": {"train": {"num_examples": 5}, "test": {"num_examples": 0}}}
+  with pytest.raises(EvaluationError, match="has no 'test' images .*it has: train"):
+    encoding.split_size("DATA", manifest, "test")
 
   damaged = copy_data_dir(prepared_data_dir, tmp_path / "damaged")
   flip_byte_of_record(damaged / SHARD, 2)
