@@ -166,6 +166,9 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   devices.set_precision(train_config.mixed_precision)
   devices.set_seed(train_config.seed, train_config.deterministic)
   strategy = devices.make_strategy(train_config.strategy)
+  if train_config.strategy == "multi_worker_mirrored":
+    # Equal epochs on every worker, and a one-file validation split works (see there).
+    train_ds, val_ds = devices.shard_by_data(train_ds), devices.shard_by_data(val_ds)
   with strategy.scope():
     model = build_model(model_config, sampling_seed=train_config.seed)
     optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)

@@ -2,11 +2,14 @@
 
 `define_train_flags(kind)` defines them with the trainer's default preset; --kl_factor exists
 for the VAE only. Validators reject impossible values and architecture combinations before
-TensorFlow loads: this module imports only absl and modeling.config (pure Python).
+TensorFlow loads: this module imports only absl, modeling.config and data_pipeline.service's
+address check (pure Python).
 """
 
 from absl import flags
 
+from data_pipeline import service
+from data_pipeline.errors import DataError
 from modeling import config as config_lib
 from modeling.errors import ModelError
 
@@ -130,6 +133,13 @@ def define_train_flags(kind):
                        "--strategy=mirrored without GPUs).", lower_bound=1, upper_bound=64)
   flags.DEFINE_boolean("gpu_memory_growth", True, "Let TensorFlow grow its GPU memory instead "
                        "of taking it all at start.")
+  # Input from the tf.data service (python -m tools.data_service; docs/DISTRIBUTED.md).
+  flags.DEFINE_string("data_service", None, "Read the training and validation batches from "
+                      "the tf.data service dispatcher at HOST:PORT instead of here: its workers "
+                      "run the input pipeline and need --data_dir at the same path.")
+  flags.DEFINE_enum("data_service_mode", "dynamic", list(service.MODES), "With --data_service: "
+                    "dynamic (each image once per epoch across the workers) or off (every "
+                    "worker runs the whole pipeline: each image once per worker per epoch).")
   flags.DEFINE_integer("gpu_memory_limit_mb", None, "Cap the GPU memory TensorFlow takes, in "
                        "MiB (e.g. 3500 on a 4 GB card shared with a desktop).", lower_bound=1)
 
@@ -174,6 +184,30 @@ def _register_validators(kind):
   # with these flags' values, which should stay short enough to read.
   flags.register_multi_flags_validator(["preset", "image_size", *LIST_FLAGS],
                                        architecture_is_possible)
+
+  def address_ok(value):
+    if value is not None:
+      try:
+        service.parse_address(value)
+      except DataError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+  flags.register_validator("data_service", address_ok)
+  # Workers of a multi-worker run would each need their share of the service's batches in
+  # lockstep (equal steps, or the collectives wait forever); that is not wired up yet.
+  flags.register_multi_flags_validator(
+      ["data_service", "strategy"],
+      lambda f: not f["data_service"] or f["strategy"] != "multi_worker_mirrored",
+      message="--data_service does not work with --strategy=multi_worker_mirrored yet; feed "
+              "one trainer (--strategy=mirrored over its GPUs) from the service")
+  # --skip_corrupt counts lost records in a tf.py_function: Python, which a service worker (a
+  # process of its own) cannot run.
+  flags.register_multi_flags_validator(
+      ["data_service", "skip_corrupt"],
+      lambda f: not (f["data_service"] and f["skip_corrupt"]),
+      message="--skip_corrupt does not work with --data_service; check the data dir with "
+              "tools.verify_data and rewrite what it names instead")
   flags.register_multi_flags_validator(
       ["cpu_replicas", "strategy"],
       lambda f: f["cpu_replicas"] == 1 or f["strategy"] == "mirrored",

@@ -22,6 +22,7 @@ from absl import logging
 from data_pipeline import make_dataset
 from data_pipeline import provenance
 from data_pipeline import reader
+from data_pipeline import service
 from data_pipeline.manifest import MANIFEST, read_manifest
 from modeling import devices
 from modeling import run_dir
@@ -92,12 +93,26 @@ def _preview_images(manifest):
 def _datasets(manifest, used, skip_corrupt):
   """(train, validation) datasets; DataError when a shard file disagrees with the manifest."""
   repeat = FLAGS.steps_per_epoch is not None
-  train_ds = make_dataset(FLAGS.data_dir, "train", FLAGS.batch_size, shuffle=True,
-                          seed=FLAGS.seed, deterministic=FLAGS.deterministic or None,
+  # The service's workers open the shard files by the paths in the dataset graph: absolute
+  # ones, so that a worker started in another directory finds them too.
+  data_dir = os.path.abspath(FLAGS.data_dir) if FLAGS.data_service else FLAGS.data_dir
+  # In "off" mode every service worker runs this same pipeline: seeded, they would all send
+  # the same batches in the same order.
+  seed = None if FLAGS.data_service and FLAGS.data_service_mode == "off" else FLAGS.seed
+  train_ds = make_dataset(data_dir, "train", FLAGS.batch_size, shuffle=True,
+                          seed=seed, deterministic=FLAGS.deterministic or None,
                           repeat=repeat, drop_remainder=True, max_images=FLAGS.max_images,
                           shuffle_buffer=FLAGS.shuffle_buffer, skip_corrupt=skip_corrupt)
-  val_ds = make_dataset(FLAGS.data_dir, "validation", FLAGS.batch_size, shuffle=False,
+  val_ds = make_dataset(data_dir, "validation", FLAGS.batch_size, shuffle=False,
                         skip_corrupt=skip_corrupt)
+  if FLAGS.data_service:
+    # The service's workers read, decode and batch. Epoch lengths stay unknown: each worker
+    # drops its own last partial batch, and "off" mode sends one copy per worker. Keras finds
+    # the end of the first epoch by running out of data, and its warning about that is moot.
+    warnings.filterwarnings("ignore", message="Your input ran out of data",
+                            category=UserWarning)
+    return tuple(service.from_service(ds, FLAGS.data_service, FLAGS.data_service_mode)
+                 for ds in (train_ds, val_ds))
   # Known epoch lengths give Keras a real progress bar and spare it the extra step that
   # discovers the end of the data (with a "ran out of data" warning). Not with skip_corrupt:
   # records lost to damage shorten the epoch, and a stated length would fail on that.
@@ -122,6 +137,10 @@ def run_training(kind):
   devices.configure_devices(memory_growth=FLAGS.gpu_memory_growth,
                             gpu_memory_limit_mb=FLAGS.gpu_memory_limit_mb,
                             cpu_replicas=FLAGS.cpu_replicas)
+  if FLAGS.strategy == "multi_worker_mirrored":
+    # Joins the cluster now: TensorFlow configures collective ops only before its first
+    # tensor, and the datasets below make tensors. training.train gets this same strategy.
+    devices.make_strategy(FLAGS.strategy)
   manifest = read_manifest(FLAGS.data_dir)
   model_config = _model_config(kind, manifest)
   train_config = _train_config()
@@ -144,7 +163,9 @@ def run_training(kind):
   _cli.write_flagfile(run.flags)
   record = provenance.describe_run(FLAGS.seed, {manifest_path: manifest_sha256})
   record.update(data_dir=os.path.abspath(FLAGS.data_dir), kind=kind, resumed=resuming,
-                training_images=used, skip_corrupt=skip_corrupt)
+                training_images=used, skip_corrupt=skip_corrupt,
+                data_service=FLAGS.data_service,
+                data_service_mode=FLAGS.data_service_mode if FLAGS.data_service else None)
   provenance.atomic_write_json(run.manifest, record)
   if resuming:
     logging.info("%s holds this run already: resuming from its last backup", run.root)
