@@ -60,7 +60,8 @@ class Options:
   warmup_batches: int = 5
   shuffle_buffer: int = 1024
   seed: int = 0
-  prepare_images: int = 2000
+  # Large enough that the worker pool's start-up (about a second) does not dominate the rate.
+  prepare_images: int = 10000
   prepare_encodings: tuple = ENCODINGS
   prepare_workers: int | None = None
   train_preset: str = "vae_fact5"

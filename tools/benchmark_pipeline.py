@@ -60,9 +60,10 @@ flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer (records) of the tf
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of every shuffle and of the training check.",
                      lower_bound=0)
-flags.DEFINE_integer("prepare_images", 2000, "Images prepared per timing run of the writer "
+flags.DEFINE_integer("prepare_images", 10000, "Images prepared per timing run of the writer "
                      "(each of --prepare_encodings, with 1 and with --prepare_workers workers); "
-                     "0 skips the timing.", lower_bound=0)
+                     "0 skips the timing. Fewer than a few thousand mostly time the worker "
+                     "pool's start-up.", lower_bound=0)
 flags.DEFINE_list("prepare_encodings", list(ENCODINGS), f"Encodings timed in the preparation "
                   f"(comma list of {', '.join(ENCODINGS)}).")
 flags.DEFINE_integer("prepare_workers", None, "Worker processes of the writer (the timing's "
