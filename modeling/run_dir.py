@@ -131,8 +131,19 @@ def _remove_run_files(run):
     shutil.rmtree(os.path.join(run.root, name), ignore_errors=True)
 
 
+# Keras' CSVLogger writes "NA" for a metric an epoch did not log (e.g. val_* without a
+# validation set).
+_MISSING = ("NA", "")
+
+
+def _history_value(key, value):
+  if key == "epoch":
+    return int(value)
+  return float("nan") if value in _MISSING else float(value)
+
+
 def read_history(path):
-  """Rows of history.csv as dicts of floats ("epoch" as int, 0-based); [] when missing."""
+  """Rows of history.csv as dicts of floats ("epoch" an int, 0-based; NA is NaN); [] if none."""
   if not os.path.exists(path):
     return []
   with open(path, newline="", encoding="utf-8") as f:
@@ -140,7 +151,7 @@ def read_history(path):
   out = []
   for row in rows:
     try:
-      out.append({k: int(v) if k == "epoch" else float(v) for k, v in row.items()})
+      out.append({k: _history_value(k, v) for k, v in row.items()})
     except (TypeError, ValueError):
       raise ModelError(f"{path} has a malformed row {row}; delete the file to start the "
                        "history afresh") from None

@@ -183,6 +183,9 @@ def test_history_trim_and_image_grid(tmp_path):
   assert [row["epoch"] for row in run_dir.read_history(str(path))] == [0, 1]
   run_dir.trim_history(str(path), 0)
   assert path.read_text() == "epoch,loss\n"
+  path.write_text("epoch,loss,val_loss\n0,3.0,NA\n")  # CSVLogger without validation data.
+  (row,) = run_dir.read_history(str(path))
+  assert row["loss"] == 3.0 and np.isnan(row["val_loss"])
   grid = callbacks_lib.image_grid([np.zeros((3, 4, 4, 3)), np.ones((3, 4, 4, 3))], pad=1)
   assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
 
