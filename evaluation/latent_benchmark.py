@@ -30,15 +30,13 @@ Nothing here imports TensorFlow.
 """
 
 import dataclasses
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from evaluation import child_tasks
 from evaluation import correlation
 from evaluation import statistics
 from evaluation import zpoints
@@ -199,39 +197,14 @@ def measure(path, chunk_rows=correlation.DEFAULT_CHUNK_ROWS, subset_rows=STUDY_S
   }
 
 
-def _child_env():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-  return env
-
-
 def run_child(spec, log_path, timeout_s):
   """Runs `measure(**spec)` in a fresh process; returns its result dict.
 
   Raises:
     EvaluationError: the child failed or ran out of time (its output is in `log_path`).
   """
-  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-  with tempfile.TemporaryDirectory(prefix="latent_bench_") as tmp:
-    spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
-    with open(spec_path, "w", encoding="utf-8") as f:
-      json.dump(spec, f)
-    with open(log_path, "w", encoding="utf-8") as log:
-      try:
-        process = subprocess.run(
-            [sys.executable, "-m", "evaluation.latent_benchmark", spec_path, result_path],
-            stdout=log, stderr=subprocess.STDOUT, env=_child_env(), timeout=timeout_s,
-            check=False)
-      except subprocess.TimeoutExpired:
-        raise EvaluationError(f"the measuring process ran past {timeout_s:g} s; see "
-                              f"{log_path}") from None
-    if process.returncode != 0 or not os.path.exists(result_path):
-      why = " (killed: out of memory?)" if process.returncode in (-9, 137) else ""
-      raise EvaluationError(f"the measuring process failed with exit code "
-                            f"{process.returncode}{why}; see {log_path}")
-    with open(result_path, "r", encoding="utf-8") as f:
-      return json.load(f)
+  return child_tasks.run("evaluation.latent_benchmark", spec, log_path, timeout_s,
+                         "the measuring process")
 
 
 def _target(name, description, value, threshold):
@@ -357,19 +330,5 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
-def main(argv):
-  if len(argv) != 3:
-    sys.stderr.write("usage: python -m evaluation.latent_benchmark SPEC.json RESULT.json\n")
-    return 2
-  with open(argv[1], "r", encoding="utf-8") as f:
-    spec = json.load(f)
-  result = measure(**spec)
-  tmp_path = argv[2] + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  os.replace(tmp_path, argv[2])
-  return 0
-
-
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  sys.exit(child_tasks.child_main(sys.argv, lambda spec: measure(**spec)))

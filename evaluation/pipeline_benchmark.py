@@ -19,13 +19,9 @@ its own numbers never mix with the children's.
 
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 from absl import logging
@@ -33,6 +29,7 @@ from absl import logging
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
+from evaluation import child_tasks
 from evaluation import pipeline_methods as methods_lib
 from evaluation.errors import EvaluationError
 
@@ -169,40 +166,14 @@ def resolve_inputs(options):
   return Inputs(manifest, provenance.sha256_file(manifest_path), source_dir, dirs, to_prepare)
 
 
-def _child_env():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  return env
-
-
 def run_child(spec, log_path, timeout_s):
   """Runs one task of evaluation.pipeline_methods in a fresh process; returns its result dict.
 
   Raises:
     EvaluationError: the child failed or ran out of time (its output is in `log_path`).
   """
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as tmp:
-    spec_path, result_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
-    with open(spec_path, "w", encoding="utf-8") as f:
-      json.dump(spec, f)
-    with open(log_path, "w", encoding="utf-8") as log:
-      try:
-        process = subprocess.run(
-            [sys.executable, "-m", "evaluation.pipeline_methods", spec_path, result_path],
-            stdout=log, stderr=subprocess.STDOUT, env=_child_env(), timeout=timeout_s,
-            check=False)
-      except subprocess.TimeoutExpired:
-        raise EvaluationError(f"{_label(spec)} ran past --child_timeout_s {timeout_s:g}; raise "
-                              f"it or lower --num_batches (log: {log_path})") from None
-    if process.returncode != 0 or not os.path.exists(result_path):
-      why = " (killed: out of memory?)" if process.returncode in (-9, 137) else ""
-      raise EvaluationError(f"{_label(spec)} failed with exit code {process.returncode}{why}; "
-                            f"see {log_path}")
-    with open(result_path, "r", encoding="utf-8") as f:
-      return json.load(f)
+  return child_tasks.run("evaluation.pipeline_methods", spec, log_path, timeout_s, _label(spec),
+                         "raise it or lower --num_batches")
 
 
 def _label(spec):

@@ -31,12 +31,11 @@ end, in MB (10**6 bytes);
 `start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
 """
 
-import json
-import os
 import shutil
 import sys
 import time
 
+from evaluation import child_tasks
 from evaluation.process_memory import peak_rss_mb
 
 METHODS = ("classic_flow", "classic_tfdata", "stream_raw", "stream_png", "stream_jpeg",
@@ -226,19 +225,5 @@ def train(spec):
 TASKS = {"feed": feed, "prepare": prepare, "train": train}
 
 
-def main(argv):
-  if len(argv) != 3:
-    sys.stderr.write("usage: python -m evaluation.pipeline_methods SPEC.json RESULT.json\n")
-    return 2
-  with open(argv[1], "r", encoding="utf-8") as f:
-    spec = json.load(f)
-  result = TASKS[spec["task"]](spec)
-  tmp_path = argv[2] + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  os.replace(tmp_path, argv[2])
-  return 0
-
-
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  sys.exit(child_tasks.child_main(sys.argv, lambda spec: TASKS[spec["task"]](spec)))

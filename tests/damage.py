@@ -24,8 +24,13 @@ def record_offsets(path):
   return offsets
 
 
+def flip_byte(path, offset):
+  """Flips the lowest bit of the byte at `offset` of a file."""
+  data = bytearray(path.read_bytes())
+  data[offset] ^= 0x01
+  path.write_bytes(bytes(data))
+
+
 def flip_byte_of_record(path, index):
   """Flips one bit inside record `index`'s image bytes: its CRC no longer matches."""
-  data = bytearray(path.read_bytes())
-  data[record_offsets(path)[index] + 100] ^= 0x01
-  path.write_bytes(bytes(data))
+  flip_byte(path, record_offsets(path)[index] + 100)
