@@ -8,7 +8,11 @@ last, after every shard and the TFDS metadata. Its main keys:
   the source had none).
 - `splits`: split -> `num_examples`, `num_shards`, `num_bytes`, `num_skipped`.
 - `shards`: one entry per file: `split`, `index`, `file`, `records`, `bytes`, `sha256`.
-- `skipped`: `{split, file_name, reason}` for every source image that could not be used.
+- `skipped`: `{split, file_name, kind, reason}` for the first 20 source images that could not
+  be used (missing from the download, empty, unreadable, ...); `skipped_summary`: their count,
+  counts by kind, how many the download lacks, and `file`: `skipped.tsv.gz` beside the manifest,
+  which lists every one (a partial download may miss 198,000 images: the manifest stays small).
+- `num_listed`: the images the source lists (present or not) within the planned subset.
 - `source`: kind, path, fingerprint (sha256 over the listed image names and sizes plus the
   metadata files' hashes), counts; `settings`: everything that determines the shard bytes.
 - `provenance` (versions, command line, input hashes), `elapsed_seconds`.

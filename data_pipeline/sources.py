@@ -5,15 +5,18 @@ the encoded image (bytes) or decoded pixels (uint8 array); `None` means "not loa
 writer's worker process calls `source.load(record)`, so that file reading happens in parallel
 and only file names travel between processes.
 
-CelebA folder layout (also what tools.make_synthetic_faces writes):
+A CelebA download is found in any layout of its two download sites (celeba_files.py: the
+Google Drive folder kept or flattened, zipped or not; Kaggle's archive.zip or its unpacked
+folder; CelebA's .txt or Kaggle's .csv metadata). The flat layout (also what
+tools.make_synthetic_faces writes):
 
   SOURCE_DIR/img_align_celeba/000001.jpg ...   or   SOURCE_DIR/img_align_celeba.zip
   SOURCE_DIR/list_eval_partition.txt           "000001.jpg 0" (0 train, 1 validation, 2 test)
-  SOURCE_DIR/list_attr_celeba.txt              optional: count line, 40 names, "file -1 1 ..."
+  SOURCE_DIR/list_attr_celeba.txt              optional: count line, names, "file -1 1 ..."
+  SOURCE_DIR/identity_CelebA.txt               optional: "000001.jpg 2880"
 
-The Kaggle mirror's CSV variants (list_eval_partition.csv, list_attr_celeba.csv, and the nested
-img_align_celeba/img_align_celeba/ folder) are read as well. Within a split, images are taken in
-sorted file-name order, so the shard assignment is the same on every run.
+Within a split, images are taken in sorted file-name order, so the shard assignment is the same
+on every run.
 """
 
 import csv
@@ -26,12 +29,11 @@ from typing import Optional, Union
 import numpy as np
 
 from data_pipeline import attributes as celeba
+from data_pipeline import celeba_files
 from data_pipeline.errors import DataError
 from data_pipeline.manifest import SPLITS
 from data_pipeline.provenance import sha256_file
 from data_pipeline.transform import BadImageError
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,26 +45,25 @@ class SourceRecord:
   attributes: Optional[tuple] = None
 
 
-def _metadata_file(source_dir, txt_name):
-  """The .txt metadata file, or its Kaggle .csv twin; None when neither exists."""
-  for name in (txt_name, os.path.splitext(txt_name)[0] + ".csv"):
-    path = os.path.join(source_dir, name)
-    if os.path.isfile(path):
-      return path
-  return None
-
-
 def _read_lines(path):
   try:
-    with open(path, "r", encoding="utf-8") as f:
-      return f.read().splitlines()
-  except (OSError, UnicodeDecodeError) as error:
-    raise DataError(f"cannot read {path}: {error}") from None
+    with open(path, "rb") as f:
+      return celeba_files.metadata_lines(f.read(), path)
+  except OSError as error:
+    raise DataError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def parse_partition(path):
-  """Reads list_eval_partition.txt (or .csv) into {split: sorted file names}."""
-  lines = _read_lines(path)
+def parse_partition(path, lines=None):
+  """Reads list_eval_partition.txt (or .csv) into {split: sorted file names}.
+
+  Args:
+    path: the file (or "ZIP:member"); its suffix tells CelebA's text from Kaggle's CSV format.
+    lines: its lines, when already read (e.g. from a zip); else the file is read.
+
+  Raises:
+    DataError: a malformed line, a file listed twice, or no image at all.
+  """
+  lines = _read_lines(path) if lines is None else lines
   is_csv = path.endswith(".csv")
   if is_csv and lines and not lines[0].split(",")[-1].strip().isdigit():
     lines = lines[1:]  # The Kaggle header "image_id,partition".
@@ -77,7 +78,7 @@ def parse_partition(path):
     fields = line.split(",") if is_csv else line.split()
     fields = [f.strip() for f in fields]
     if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) not in celeba.SPLIT_NAMES:
-      raise DataError(f"{path} line {number}: expected '<file name> <0|1|2>', got {line!r}")
+      raise DataError(f"{path} line {number}: expected '<file name> <0|1|2>', got {line[:80]!r}")
     if fields[0] in seen:
       raise DataError(f"{path} line {number}: {fields[0]} is listed twice")
     seen.add(fields[0])
@@ -87,12 +88,16 @@ def parse_partition(path):
   return {name: sorted(files) for name, files in splits.items()}
 
 
-def parse_attributes(path):
+def parse_attributes(path, lines=None):
   """Reads list_attr_celeba.txt (or .csv) into (names, {file name: row}, int8 [N, A] values).
 
+  Any subset of CelebA's 40 columns, in any order, is accepted: the names come from the header.
   The values stay in one small int8 array (CelebA: 8 MB) rather than 200,000 Python tuples.
+
+  Raises:
+    DataError: no header, a repeated name, or a row that is not a file name and A values of -1/1.
   """
-  lines = _read_lines(path)
+  lines = _read_lines(path) if lines is None else lines
   if path.endswith(".csv"):
     rows = list(csv.reader(lines))
     if not rows:
@@ -106,6 +111,8 @@ def parse_attributes(path):
   names = tuple(n.strip() for n in names)
   if not names:
     raise DataError(f"{path}: no attribute names in its header")
+  if len(set(names)) != len(names):
+    raise DataError(f"{path}: an attribute name appears twice in its header")
   index, values = {}, []
   for number, fields in enumerate(body, start=first_line):
     if not fields:
@@ -119,53 +126,76 @@ def parse_attributes(path):
   return names, index, np.array(values, dtype=np.int8).reshape(-1, len(names))
 
 
+def parse_identities(path, lines=None):
+  """Reads identity_CelebA.txt ("000001.jpg 2880" per line) into {file name: identity}.
+
+  Raises:
+    DataError: a line that is not a file name and a whole number.
+  """
+  lines = _read_lines(path) if lines is None else lines
+  identities = {}
+  for number, line in enumerate(lines, start=1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) != 2 or not fields[1].isdigit():
+      raise DataError(f"{path} line {number}: expected '<file name> <identity number>', got "
+                      f"{line[:80]!r}")
+    identities[fields[0]] = int(fields[1])
+  return identities
+
+
 class CelebAFolderSource:
-  """A CelebA folder: images in a directory or a zip, plus the partition (and attribute) lists."""
+  """A CelebA download (celeba_files.py: folder or zip, either site's layout).
+
+  Only images present in the download are planned: a partial download (the full partition file
+  with part of the images) is prepared from what is there, and `missing` lists the rest.
+  """
 
   kind = "celeba_folder"
   lazy = True  # Records come without data; workers call load().
 
   def __init__(self, source_dir):
-    self.source_dir = os.path.abspath(os.fspath(source_dir))
-    if not os.path.isdir(self.source_dir):
-      raise DataError(f"--source_dir {self.source_dir} does not exist or is not a directory")
-    self.partition_path = _metadata_file(self.source_dir, celeba.PARTITION_FILE)
-    if self.partition_path is None:
-      raise DataError(f"{os.path.join(self.source_dir, celeba.PARTITION_FILE)} not found: "
-                      "--source_dir must be a CelebA folder with img_align_celeba/ (or "
-                      f"img_align_celeba.zip) and {celeba.PARTITION_FILE}")
-    self._image_dir, self._zip_path = self._find_images()
-    self.splits = parse_partition(self.partition_path)
-    self.attribute_path = _metadata_file(self.source_dir, celeba.ATTRIBUTE_FILE)
+    self.layout = celeba_files.find_layout(source_dir)
+    self.source_dir = self.layout.root
+    self.partition_path = self.layout.partition
+    self.attribute_path = self.layout.attributes
+    self.identity_path = self.layout.identity
+    listed = parse_partition(self.partition_path,
+                             self.layout.read_text_lines(self.partition_path))
     if self.attribute_path is not None:
       self.attribute_names, self._attribute_rows, self._attributes = parse_attributes(
-          self.attribute_path)
+          self.attribute_path, self.layout.read_text_lines(self.attribute_path))
     else:
       self.attribute_names, self._attribute_rows, self._attributes = None, None, None
+    self.identities = (parse_identities(self.identity_path,
+                                        self.layout.read_text_lines(self.identity_path))
+                       if self.identity_path else None)
+    self._members = self.layout.images.list_images()  # {file name: zip member or None}
+    self.splits = {split: [n for n in names if n in self._members]
+                   for split, names in listed.items()}
+    self.missing = {split: [n for n in names if n not in self._members]
+                    for split, names in listed.items()}
+    self.num_listed = sum(len(names) for names in listed.values())
+    if self.num_listed == self.num_missing:
+      raise DataError(f"none of the {self.num_listed:,} images listed in {self.partition_path} "
+                      f"is in {self.image_store}: the images are missing or named otherwise; "
+                      "point --source_dir at the complete CelebA download")
     self._zip = None
     self._zip_pid = None
-    self._zip_members = None
-
-  def _find_images(self):
-    image_dir = os.path.join(self.source_dir, celeba.IMAGE_DIR)
-    nested = os.path.join(image_dir, celeba.IMAGE_DIR)  # The Kaggle mirror nests it twice.
-    if os.path.isdir(nested) and not any(
-        name.lower().endswith(_IMAGE_SUFFIXES) for name in os.listdir(image_dir)):
-      return nested, None
-    if os.path.isdir(image_dir):
-      return image_dir, None
-    zip_path = image_dir + ".zip"
-    if os.path.isfile(zip_path):
-      return None, zip_path
-    raise DataError(f"{self.source_dir} has neither {celeba.IMAGE_DIR}/ nor "
-                    f"{celeba.IMAGE_DIR}.zip; point --source_dir at the CelebA folder")
 
   @property
   def image_store(self):
-    """The image directory or zip file the images are read from."""
-    return self._image_dir or self._zip_path
+    """Where the images are read from: a folder, a zip, or "OUTER.zip:inner.zip"."""
+    images = self.layout.images
+    return f"{images.path}:{images.member}" if images.member else images.path
+
+  @property
+  def num_missing(self):
+    return sum(len(names) for names in self.missing.values())
 
   def split_sizes(self):
+    """{split: images present} for splits with at least one present image."""
     return {split: len(files) for split, files in self.splits.items() if files}
 
   def iter_split(self, split):
@@ -180,41 +210,28 @@ class CelebAFolderSource:
   def _zip_file(self):
     # A ZipFile's file position is shared with forked children, so each process opens its own.
     if self._zip is None or self._zip_pid != os.getpid():
-      try:
-        self._zip = zipfile.ZipFile(self._zip_path)
-      except (OSError, zipfile.BadZipFile) as error:
-        raise DataError(f"cannot open {self._zip_path}: {error}") from None
+      self._zip = self.layout.images.open_zip()
       self._zip_pid = os.getpid()
-      self._zip_members = self._zip_member_map(self._zip)
     return self._zip
 
-  @staticmethod
-  def _zip_member_map(archive):
-    members = {}
-    for info in archive.infolist():
-      if not info.is_dir():
-        members.setdefault(os.path.basename(info.filename), info.filename)
-    return members
-
   def load(self, record):
-    """Reads the record's file bytes; raises DataError naming why it cannot be used."""
+    """Reads the record's file bytes; raises BadImageError naming why it cannot be used."""
     if self._attributes is not None and record.attributes is None:
       raise BadImageError("no_attributes",
                           f"not listed in {os.path.basename(self.attribute_path)}")
-    if self._image_dir is not None:
+    member = self._members.get(record.file_name)
+    if self.layout.images.kind == "folder":
       try:
-        with open(os.path.join(self._image_dir, record.file_name), "rb") as f:
+        with open(os.path.join(self.layout.images.path, record.file_name), "rb") as f:
           return f.read()
       except FileNotFoundError:
         raise BadImageError("missing", "listed in the partition file but missing") from None
       except OSError as error:
         raise BadImageError("unreadable", f"unreadable ({error.strerror or error})") from None
-    archive = self._zip_file()
-    member = self._zip_members.get(record.file_name)
     if member is None:
       raise BadImageError("missing", "listed in the partition file but missing from the zip")
     try:
-      return archive.read(member)
+      return self._zip_file().read(member)
     except (OSError, zipfile.BadZipFile, EOFError) as error:
       raise BadImageError("unreadable", f"unreadable zip member ({error})") from None
 
@@ -222,36 +239,52 @@ class CelebAFolderSource:
     """sha256 over (name, size) of every listed image plus the metadata files' hashes."""
     digest = hashlib.sha256()
     listed = sorted(name for files in self.splits.values() for name in files)
-    if self._zip_path is not None:
-      with zipfile.ZipFile(self._zip_path) as archive:
-        members = {os.path.basename(i.filename): i for i in archive.infolist() if not i.is_dir()}
+    listed += sorted(name for files in self.missing.values() for name in files)
+    if self.layout.images.kind != "folder":
+      with self.layout.images.open_zip() as archive:
+        infos = {i.filename: i for i in archive.infolist()}
       for name in listed:
-        info = members.get(name)
+        info = infos.get(self._members.get(name))
         digest.update(f"{name}\t{info.file_size if info else -1}\t"
                       f"{info.CRC if info else -1}\n".encode())
     else:
       for name in listed:
         try:
-          size = os.stat(os.path.join(self._image_dir, name)).st_size
+          size = os.stat(os.path.join(self.layout.images.path, name)).st_size
         except OSError:
           size = -1
         digest.update(f"{name}\t{size}\n".encode())
     for path in (self.partition_path, self.attribute_path):
-      digest.update(f"{os.path.basename(path)}\t{sha256_file(path)}\n".encode() if path
+      digest.update(f"{os.path.basename(path)}\t{self._sha256(path)}\n".encode() if path
                     else b"-\n")
     return digest.hexdigest()
 
+  def _sha256(self, where):
+    if os.path.isfile(where):
+      return sha256_file(where)
+    return hashlib.sha256("\n".join(self.layout.read_text_lines(where)).encode()).hexdigest()
+
+  def summary_lines(self):
+    """What was recognised and read, for the prepare log."""
+    lines = [f"recognised {self.layout.name} at {self.source_dir}"]
+    lines += [f"  {role}: {where}" for role, where in self.layout.files_read()]
+    present = self.num_listed - self.num_missing
+    lines.append(f"  {present:,} of {self.num_listed:,} listed images present"
+                 + (f"; attributes: {', '.join(self.attribute_names)}"
+                    if self.attribute_names else "; no attributes"))
+    return lines
+
   def describe(self):
     """The manifest's `source` block (without counts, which the writer adds)."""
-    inputs = {self.partition_path: sha256_file(self.partition_path)}
-    if self.attribute_path:
-      inputs[self.attribute_path] = sha256_file(self.attribute_path)
-    return {"kind": self.kind, "path": self.source_dir, "images": self.image_store,
-            "fingerprint": self.fingerprint(), "metadata_files": inputs}
+    inputs = {path: self._sha256(path) for path in
+              (self.partition_path, self.attribute_path, self.identity_path) if path}
+    return {"kind": self.kind, "path": self.source_dir, "layout": self.layout.name,
+            "images": self.image_store, "fingerprint": self.fingerprint(),
+            "metadata_files": inputs}
 
   def __getstate__(self):
     state = dict(self.__dict__)
-    state.update(_zip=None, _zip_pid=None, _zip_members=None)  # Reopened in each process.
+    state.update(_zip=None, _zip_pid=None)  # Reopened in each process.
     return state
 
 

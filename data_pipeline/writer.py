@@ -70,8 +70,13 @@ _MIN_SHARDS = 8
 _MIN_SHARD_RECORDS = 256
 _PROGRESS_EVERY = 32  # Images between progress-bar updates from a worker.
 _TFDS_FILES = ("features.json", "dataset_info.json")
+# Every skipped source image is listed here (gzip TSV); the manifest keeps counts and examples,
+# so that it stays small when a partial download misses most of CelebA's 202,599 images.
+SKIPPED_FILE = "skipped.tsv.gz"
+_SKIPPED_EXAMPLES = 20
 # provenance.atomic_write_json's temporary name for our JSON files (left by a killed run).
-_ATOMIC_TMP = re.compile(r"^\.tmp-.*(manifest|prepare_progress)\.json$")
+_ATOMIC_TMP = re.compile(
+    r"^\.tmp-.*(manifest\.json|prepare_progress\.json|skipped\.tsv\.gz)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +335,7 @@ def _settings_record(settings, source_description, plan):
 def _owned_files(output_dir, names):
   """Files in output_dir that a preparation named in `names` wrote (and may remove)."""
   patterns = [manifest_lib.shard_pattern(name) for name in names] + [_ATOMIC_TMP]
-  fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, *_TFDS_FILES}
+  fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, SKIPPED_FILE, *_TFDS_FILES}
   return sorted(f for f in os.listdir(output_dir)
                 if f in fixed or any(p.match(f) for p in patterns))
 
@@ -450,8 +455,39 @@ def _summarize_skipped(skipped, total):
   detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
   examples = ", ".join(item["file_name"] for item in skipped[:3])
   logging.warning("skipped %d of %d source images (%s), e.g. %s; every one is listed with its "
-                  "reason under \"skipped\" in manifest.json", len(skipped), total, detail,
-                  examples)
+                  "reason in %s (counts under \"skipped_summary\" in manifest.json)",
+                  len(skipped), total, detail, examples, SKIPPED_FILE)
+
+
+def _missing_from_download(source, settings):
+  """Skipped-list entries for the images that the partition file lists but the download lacks.
+
+  Only for a whole-dataset run: with max_images, the subset is taken from the images present.
+  """
+  missing = getattr(source, "missing", None) or {}
+  if settings.max_images is not None:
+    return []
+  return [{"split": split, "file_name": name, "kind": "missing",
+           "reason": "listed in the partition file but not in the download"}
+          for split in manifest_lib.SPLITS for name in missing.get(split, ())]
+
+
+def _warn_if_partial(source):
+  num_missing = getattr(source, "num_missing", 0)
+  if num_missing:
+    listed = source.num_listed
+    logging.warning("%s of %s listed images are present in %s (partial download?); preparing "
+                    "those, and listing the %s missing ones in %s", f"{listed - num_missing:,}",
+                    f"{listed:,}", source.image_store, f"{num_missing:,}", SKIPPED_FILE)
+
+
+def _skipped_tsv(skipped):
+  """The full skipped list as gzip-compressed TSV; same list -> same bytes (no gzip mtime)."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  lines = ["split\tfile_name\tkind\treason"]
+  lines += [f"{item['split']}\t{item['file_name']}\t{item['kind']}\t{item['reason']}"
+            for item in skipped]
+  return gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0)
 
 
 def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
@@ -509,6 +545,7 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
 def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress, start):
   """prepare() with the output dir created and locked."""
   source_description = source.describe()
+  _warn_if_partial(source)
   plan = plan_shards(source, settings)
   if not plan:
     raise DataError(f"the source {source_description['path']} lists no images")
@@ -551,8 +588,8 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
   tasks = _iter_tasks(source, plan, settings, output_dir, done)
   _run_tasks(tasks, source, settings, num_workers, todo, on_done, progress)
 
-  manifest = _build_manifest(settings, settings_record, source, source_description, plan,
-                             done, elapsed=time.time() - start)
+  manifest, skipped = _build_manifest(settings, settings_record, source, source_description,
+                                      plan, done, elapsed=time.time() - start)
   if not manifest["splits"]:
     raise DataError(f"none of the {manifest['num_listed']} source images could be used; see "
                     f"{progress_path} for the reasons")
@@ -561,10 +598,15 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
       if result["shard"]["split"] not in manifest["splits"]:
         os.remove(os.path.join(output_dir, result["shard"]["file"]))
     write_tfds_metadata(output_dir, manifest)
+    skipped_path = os.path.join(output_dir, SKIPPED_FILE)
+    if skipped:
+      provenance.atomic_write_bytes(skipped_path, _skipped_tsv(skipped))
+    elif os.path.exists(skipped_path):
+      os.remove(skipped_path)
     manifest["elapsed_seconds"] = round(time.time() - start, 3)
     provenance.atomic_write_json(manifest_path, manifest)
     os.remove(progress_path)
-  _summarize_skipped(manifest["skipped"], manifest["num_listed"])
+  _summarize_skipped(skipped, manifest["num_listed"])
   counts = ", ".join(f"{s} {v['num_examples']}" for s, v in manifest["splits"].items())
   logging.info("wrote %d shards (%s images) to %s in %.1f s", len(manifest["shards"]), counts,
                output_dir, manifest["elapsed_seconds"])
@@ -627,11 +669,13 @@ def _resume_state(output_dir, settings, settings_record, overwrite):
 
 def _build_manifest(settings, settings_record, source, source_description, plan, done,
                     elapsed):
+  """(manifest dict, full skipped list); the manifest keeps the first skipped as examples."""
   results = sorted(done.values(), key=_shard_key)
-  shards, skipped = [], []
+  shards, skipped = [], _missing_from_download(source, settings)
   for result in results:
     shards.append(dict(result["shard"], other_size=result["other_size"]))
     skipped += [dict(item, shard=result["shard"]["index"]) for item in result["skipped"]]
+  skipped.sort(key=lambda item: (manifest_lib.SPLITS.index(item["split"]), item["file_name"]))
   splits = {}
   for split in plan:
     split_shards = [s for s in shards if s["split"] == split]
@@ -642,7 +686,8 @@ def _build_manifest(settings, settings_record, source, source_description, plan,
                        "num_skipped": sum(1 for s in skipped if s["split"] == split)}
   shards = [s for s in shards if s["split"] in splits]
   inputs = source_description.get("metadata_files", {})
-  return {
+  num_missing = sum(1 for item in skipped if item["kind"] == "missing" and "shard" not in item)
+  manifest = {
       "format_version": manifest_lib.FORMAT_VERSION,
       "name": settings.name,
       "version": VERSION,
@@ -654,11 +699,18 @@ def _build_manifest(settings, settings_record, source, source_description, plan,
                           else None),
       "splits": splits,
       "shards": shards,
-      "skipped": skipped,
-      "num_listed": sum(count for count, _ in plan.values()),
+      "skipped": skipped[:_SKIPPED_EXAMPLES],
+      "skipped_summary": {
+          "num_skipped": len(skipped),
+          "by_kind": dict(sorted(collections.Counter(i["kind"] for i in skipped).items())),
+          "num_missing_from_download": num_missing,
+          "examples": min(len(skipped), _SKIPPED_EXAMPLES),
+          "file": SKIPPED_FILE if skipped else None},
+      "num_listed": sum(count for count, _ in plan.values()) + num_missing,
       "num_other_size": sum(s["other_size"] for s in shards),
       "source": {k: v for k, v in source_description.items() if k != "metadata_files"},
       "settings": settings_record,
       "provenance": provenance.describe_run(seed=None, inputs=inputs),
       "elapsed_seconds": round(elapsed, 3),
   }
+  return manifest, skipped

@@ -285,7 +285,8 @@ def test_missing_source_parts_are_clear_errors(synthetic_celeba_dir, tmp_path):
     sources.CelebAFolderSource(source_dir)
   shutil.copy(os.path.join(synthetic_celeba_dir, "list_eval_partition.txt"), source_dir)
   shutil.rmtree(source_dir / "img_align_celeba")
-  with pytest.raises(DataError, match="neither img_align_celeba/ nor img_align_celeba.zip"):
+  with pytest.raises(DataError, match="neither img_align_celeba/ with images nor "
+                     "img_align_celeba.zip"):
     sources.CelebAFolderSource(source_dir)
 
 
@@ -293,7 +294,8 @@ def test_missing_source_parts_are_clear_errors(synthetic_celeba_dir, tmp_path):
     ("000001.jpg 7\n", "line 1"),
     ("000001.jpg\n", "line 1"),
     ("000001.jpg 0\n000001.jpg 1\n", "listed twice"),
-    ("\n", "lists no images"),
+    ("\n", "is empty: the download failed"),
+    ("000001.jpg 3\n", "line 1"),
 ])
 def test_malformed_partition_files(tmp_path, text, message):
   path = tmp_path / "list_eval_partition.txt"

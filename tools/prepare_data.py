@@ -32,9 +32,11 @@ SOURCES = ("celeba_folder", "tfds")
 ENCODINGS = ("raw", "png", "jpeg")
 _CROP_DEFAULT = "0,40,178,218"
 
-flags.DEFINE_string("source_dir", None, "CelebA folder: img_align_celeba/ (or "
-                    "img_align_celeba.zip) and list_eval_partition.txt, optionally "
-                    "list_attr_celeba.txt. Required unless --source=tfds.")
+flags.DEFINE_string("source_dir", None, "A CelebA download: a folder or a zip file in either "
+                    "site's layout (img_align_celeba/ or img_align_celeba.zip with "
+                    "list_eval_partition.txt, Google Drive's Img/ Anno/ Eval/, Kaggle's "
+                    "archive.zip or its CSV files); optional list_attr_celeba and "
+                    "identity_CelebA files. Required unless --source=tfds.")
 flags.DEFINE_string("output_dir", None, "Data dir to write the shards and manifest into.")
 flags.DEFINE_enum("source", "celeba_folder", SOURCES, "celeba_folder: --source_dir; tfds: a "
                   "TFDS-prepared celeb_a in --tfds_data_dir.")
@@ -100,6 +102,8 @@ def main(argv):
       FLAGS.output_dir):
     raise _cli.FlagError("--output_dir must differ from --source_dir")
   source = sources.open_source(FLAGS.source, FLAGS.source_dir, FLAGS.tfds_data_dir)
+  for line in getattr(source, "summary_lines", list)():
+    logging.info("%s", line)
   from data_pipeline import writer  # pylint: disable=g-import-not-at-top
   manifest = writer.prepare(
       source, FLAGS.output_dir, name=FLAGS.name, image_size=FLAGS.image_size,
@@ -117,7 +121,7 @@ def main(argv):
   counts = ", ".join(f"{split} {manifest['splits'][split]['num_examples']}"
                      for split in ("train", "validation", "test") if split in manifest["splits"])
   logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,
-               len(manifest["shards"]), counts, len(manifest["skipped"]))
+               len(manifest["shards"]), counts, manifest["skipped_summary"]["num_skipped"])
 
 
 def run():
