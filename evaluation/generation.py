@@ -287,6 +287,39 @@ class Options:
   batch_size: int = 64
 
 
+# The attribute sampler's choice when --attribute=auto: the study's smile where the data has
+# it; else Male, which both real CelebA and every trimmed sample in use keep; else none.
+ATTRIBUTE_PREFERENCE = ("Smiling", "Male")
+
+
+def choose_attribute(requested, attribute_names):
+  """The attribute the attribute sampler uses, or None with the reason it is left out.
+
+  Args:
+    requested: a name, or "auto" (the first of ATTRIBUTE_PREFERENCE that the data has).
+    attribute_names: the data dir's attribute names (manifest `attribute_names`; may be empty).
+
+  Returns:
+    (name or None, note): note says what was chosen or why the sampler is left out.
+
+  Raises:
+    EvaluationError: an explicit name that the data does not have.
+  """
+  names = list(attribute_names or [])
+  if requested != "auto":
+    if requested not in names:
+      raise EvaluationError(f"--attribute {requested!r} is not an attribute of the data; choose "
+                            f"one of {', '.join(names) or '(none)'} or auto")
+    return requested, f"attribute sampler: {requested}"
+  for name in ATTRIBUTE_PREFERENCE:
+    if name in names:
+      fallback = "" if name == ATTRIBUTE_PREFERENCE[0] else (
+          f" ({ATTRIBUTE_PREFERENCE[0]} is not among the data's attributes)")
+      return name, f"attribute sampler: {name}{fallback}"
+  return None, ("attribute sampler left out: the data has none of "
+                f"{', '.join(ATTRIBUTE_PREFERENCE)} (its attributes: {', '.join(names) or 'none'})")
+
+
 @dataclasses.dataclass
 class Inputs:
   """The real z-points a run of the samplers uses (None where the user gave no source).

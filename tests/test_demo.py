@@ -6,6 +6,7 @@ tested on the cheap prefix synthetic_faces -> prepare_data -> verify_data with r
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -65,3 +66,58 @@ def test_demo_flag_errors_are_one_line(tmp_path):
   assert_clean_error(result, "--stop_after")
   result = run_tool("demo", f"--workspace={tmp_path}", "--num_images=10")
   assert_clean_error(result, "--num_images")
+
+
+@pytest.mark.parametrize("names, requested, chosen", [
+    (["Smiling", "Male"], "auto", "Smiling"),
+    (["Attractive", "Male"], "auto", "Male"),           # The real sample's two columns.
+    (["Male"], "auto", "Male"),
+    (["Attractive"], "auto", None),                     # Left out, with a note.
+    ([], "auto", None),
+    (["Attractive", "Male"], "Attractive", "Attractive"),
+])
+def test_attribute_sampler_falls_back_when_smiling_is_missing(names, requested, chosen):
+  from evaluation import generation  # pylint: disable=g-import-not-at-top
+  name, note = generation.choose_attribute(requested, names)
+  assert name == chosen
+  assert (chosen or "left out") in note
+  if chosen == "Male":
+    assert "Smiling is not among" in note
+
+
+def test_an_explicit_attribute_the_data_lacks_is_refused():
+  from evaluation import generation  # pylint: disable=g-import-not-at-top
+  from evaluation.errors import EvaluationError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(EvaluationError, match="'Smiling' is not an attribute.*Attractive, Male"):
+    generation.choose_attribute("Smiling", ["Attractive", "Male"])
+
+
+def _fake_workspace(root, models, split="test", num_images=450):
+  """A workspace whose report was written by demo_report from a given reconstruction.json."""
+  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  out = root / "eval" / "reconstruction"
+  out.mkdir(parents=True)
+  stats = lambda value: {"mean": value}
+  (out / "reconstruction.json").write_text(json.dumps({
+      "split": split, "num_images": num_images,
+      "models": {name: {"psnr": stats(20.0 + i), "ssim": stats(0.5), "reconstruction_loss":
+                        stats(4600.0)} for i, name in enumerate(models)}}))
+  demo_report.write(str(root), [], {"data": str(root / "data"), "runs": str(root / "runs"),
+                                    "eval": str(root / "eval")})
+  return root
+
+
+def test_report_check_finds_the_real_split_numbers(tmp_path):
+  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  complete = _fake_workspace(tmp_path / "ok", ["ae", "vae"])
+  assert "| ae | 20.00 | 0.500 |" in (complete / "report.md").read_text()
+  assert demo_report.missing_numbers(str(complete), "test", ["ae", "vae"], 450) == []
+  partial = _fake_workspace(tmp_path / "partial", ["ae"], split="validation", num_images=10)
+  problems = demo_report.missing_numbers(str(partial), "test", ["ae", "vae"], 450)
+  assert len(problems) == 3 and "no model vae" in problems[-1]
+  assert demo_report.missing_numbers(str(tmp_path / "none"), "test", ["ae"]) == [
+      f"{tmp_path / 'none'}/report.md is missing"]
+  result = subprocess.run([sys.executable, "-m", "tools.demo_report", "--workspace",
+                           str(partial)], capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 1 and "error: reconstruction.json" in result.stderr

@@ -32,10 +32,45 @@ def _data_lines(data_dir):
   counts = ", ".join(f"{name} {info.get('num_examples')}" for name, info in splits.items())
   megabytes = sum(info.get("num_bytes", 0) for info in splits.values()) / 2**20
   size = manifest.get("image_size")
+  source = manifest.get("source", {})
   return ["## Data", "",
           f"- {size}x{size} {manifest.get('encoding')} records: {counts}",
           f"- {len(manifest.get('shards', []))} shards, {megabytes:.1f} MiB; "
-          f"{len(manifest.get('skipped', []))} source files skipped", ""]
+          f"{_num_skipped(manifest)} source files skipped",
+          f"- source: {source.get('layout') or source.get('kind')} ({source.get('path')})", ""]
+
+
+def _num_skipped(manifest):
+  summary = manifest.get("skipped_summary")
+  return summary["num_skipped"] if summary else len(manifest.get("skipped", []))
+
+
+def _reconstruction_lines(eval_dir):
+  """PSNR / SSIM of each model on the evaluated split (the test split in the demo)."""
+  report = _load_json(os.path.join(eval_dir, "reconstruction", "reconstruction.json"))
+  if report is None:
+    return []
+  lines = ["## Reconstruction quality", "",
+           f"On the {report.get('split')} split ({report.get('num_images')} images), mean over "
+           "images (higher is better):", "",
+           "| model | PSNR (dB) | SSIM | reconstruction loss per image |", "|---|---|---|---|"]
+  for name, stats in report.get("models", {}).items():
+    lines.append(f"| {name} | {stats['psnr']['mean']:.2f} | {stats['ssim']['mean']:.3f} | "
+                 f"{stats['reconstruction_loss']['mean']:.1f} |")
+  return lines + [""]
+
+
+def _generation_lines(eval_dir):
+  """The notes of each model's generation run (e.g. which attribute the sampler used)."""
+  lines = []
+  for kind in sorted(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else []:
+    report = _load_json(os.path.join(eval_dir, kind, "generation", "generation.json"))
+    if report is None:
+      continue
+    ran = ", ".join(report.get("flags", {}).get("samplers_run", []))
+    lines.append(f"- {kind.upper()}: samplers {ran}")
+    lines += [f"  - {note}" for note in report.get("notes", [])]
+  return ["## Generation", "", *lines, ""] if lines else []
 
 
 def _last_row(history_path):
@@ -89,7 +124,8 @@ def write(workspace, results, paths):
            f"The whole chain takes {chain:.0f} s of tool time; this run spent {ran:.0f} s and "
            "reused the steps that were complete.",
            "", *_step_lines(results), "", *_data_lines(paths["data"]),
-           *_training_lines(paths["runs"]),
+           *_training_lines(paths["runs"]), *_reconstruction_lines(paths["eval"]),
+           *_generation_lines(paths["eval"]),
            *_picture_lines(workspace, paths)]
   path = os.path.join(workspace, "report.md")
   tmp_path = path + ".tmp"
@@ -97,3 +133,56 @@ def write(workspace, results, paths):
     f.write("\n".join(lines) + "\n")
   os.replace(tmp_path, path)
   return path
+
+
+def missing_numbers(workspace, split, models, num_images=None):
+  """What the demo's report lacks of the reconstruction numbers CI expects; [] when complete.
+
+  Args:
+    workspace: the demo's workspace (report.md and eval/reconstruction/ inside).
+    split: the split the numbers must be on (the demo evaluates "test").
+    models: the model names that need a PSNR and SSIM row (the demo's "ae", "vae").
+    num_images: the split's expected image count, or None to accept any.
+  """
+  problems = []
+  report = _load_json(os.path.join(workspace, "eval", "reconstruction", "reconstruction.json"))
+  try:
+    with open(os.path.join(workspace, "report.md"), encoding="utf-8") as f:
+      text = f.read()
+  except OSError:
+    return [f"{workspace}/report.md is missing"]
+  if report is None:
+    return [f"{workspace}/eval/reconstruction/reconstruction.json is missing or unreadable"]
+  if report.get("split") != split:
+    problems.append(f"reconstruction.json is on the {report.get('split')} split, not {split}")
+  if num_images is not None and report.get("num_images") != num_images:
+    problems.append(f"reconstruction.json covers {report.get('num_images')} images, not "
+                    f"{num_images}")
+  for name in models:
+    stats = report.get("models", {}).get(name)
+    if stats is None:
+      problems.append(f"reconstruction.json has no model {name}")
+      continue
+    row = f"| {name} | {stats['psnr']['mean']:.2f} | {stats['ssim']['mean']:.3f} |"
+    if row not in text:
+      problems.append(f"report.md lacks the row {row!r}")
+  return problems
+
+
+if __name__ == "__main__":
+  import argparse  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description="Checks that a demo report holds the PSNR/SSIM "
+                                   "of every model on a split (used by .ci/run).")
+  parser.add_argument("--workspace", required=True)
+  parser.add_argument("--split", default="test")
+  parser.add_argument("--models", default="ae,vae")
+  parser.add_argument("--num_images", type=int, default=None)
+  args = parser.parse_args()
+  found = missing_numbers(args.workspace, args.split, args.models.split(","), args.num_images)
+  for problem in found:
+    print(f"tools.demo_report: error: {problem}", file=sys.stderr)
+  if not found:
+    print(f"{args.workspace}/report.md holds the {args.split} split's PSNR and SSIM of "
+          f"{args.models}")
+  sys.exit(1 if found else 0)

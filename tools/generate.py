@@ -58,8 +58,10 @@ flags.DEFINE_integer("gmm_components", 10, "Components of the Gaussian mixture (
 flags.DEFINE_list("sharpen", ["1", "3", "7"], "PIL sharpness factors shown side by side "
                   "(1 = unchanged, 0 = blurred; the study used 0, 3, 6, 7).")
 flags.DEFINE_integer("seed", 0, "Seed of every sampler (and of Keras).", lower_bound=0)
-flags.DEFINE_string("attribute", "Smiling", "CelebA attribute of the attribute sampler (a name "
-                    "from the data dir's manifest, e.g. Smiling, Eyeglasses, Male).")
+flags.DEFINE_string("attribute", "auto", "CelebA attribute of the attribute sampler (a name "
+                    "from the data dir's manifest, e.g. Smiling, Eyeglasses, Male); auto: "
+                    "Smiling when the data has it, else Male, else the sampler is left out "
+                    "with a note in generation.json.")
 flags.DEFINE_list("attribute_scales", ["-2", "-1", "0", "1", "2"], "Multiples of the attribute "
                   "vector added to the test faces (0 = plain reconstruction).")
 flags.DEFINE_integer("interpolation_steps", 8, "Points per interpolation line, both ends "
@@ -181,12 +183,21 @@ def main(argv):
   manifest = read_manifest(FLAGS.data_dir) if FLAGS.data_dir else None
   attribute_names = (manifest or {}).get("attribute_names") or []
   wanted = _resolve_samplers(attribute_names)
-  attribute_index = None
+  attribute, attribute_index, attribute_notes = FLAGS.attribute, None, []
   if "attribute" in wanted:
-    if FLAGS.attribute not in attribute_names:
-      raise _cli.FlagError(f"--attribute {FLAGS.attribute!r} is not an attribute of "
-                           f"{FLAGS.data_dir}; choose one of {', '.join(attribute_names)}")
-    attribute_index = attribute_names.index(FLAGS.attribute)
+    try:
+      attribute, note = generation.choose_attribute(FLAGS.attribute, attribute_names)
+    except EvaluationError as error:
+      raise _cli.FlagError(f"{error} ({FLAGS.data_dir})") from None
+    attribute_notes.append(note)
+    if attribute is None and FLAGS.samplers:
+      raise _cli.FlagError(f"--samplers attribute: {note}; pass --attribute with one of its "
+                           "attributes or drop attribute from --samplers")
+    if attribute is None:
+      wanted = tuple(s for s in wanted if s != "attribute")
+      logging.info("%s", note)
+    else:
+      attribute_index = attribute_names.index(attribute)
 
   run = run_dir.load_run(FLAGS.model_dir, FLAGS.checkpoint)
   config = run.config
@@ -197,7 +208,7 @@ def main(argv):
   options = generation.Options(
       samplers=wanted, num_images=FLAGS.num_images, num_metric_images=FLAGS.num_metric_images,
       r_limits=_floats(FLAGS.r_limits), gmm_components=FLAGS.gmm_components,
-      sharpen=_floats(FLAGS.sharpen), seed=FLAGS.seed, attribute=FLAGS.attribute,
+      sharpen=_floats(FLAGS.sharpen), seed=FLAGS.seed, attribute=attribute,
       attribute_index=attribute_index, attribute_scales=_floats(FLAGS.attribute_scales),
       interpolation_steps=FLAGS.interpolation_steps,
       interpolation_pairs=FLAGS.interpolation_pairs, attribute_faces=FLAGS.attribute_faces,
@@ -212,6 +223,7 @@ def main(argv):
   header = f" | model {name} ({config.kind}, z_dim {config.z_dim}) | seed {FLAGS.seed}"
   groups, records, grids, notes, reference = generation.generate(
       options, decode, encode, config.z_dim, inputs, header)
+  notes = attribute_notes + list(notes)
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   grid_files = {}
@@ -228,7 +240,8 @@ def main(argv):
       "gmm_components", "sharpen", "seed", "attribute", "attribute_scales",
       "interpolation_steps", "interpolation_pairs", "attribute_faces", "z_points", "data_dir",
       "fit_split", "max_fit_images", "cloud_quantile", "checkpoint", "batch_size")}
-  flag_values.update(samplers_run=list(wanted), r_limits=list(options.r_limits),
+  flag_values.update(samplers_run=list(wanted), attribute_used=attribute if "attribute" in wanted
+                     else None, r_limits=list(options.r_limits),
                      sharpen=list(options.sharpen),
                      attribute_scales=list(options.attribute_scales))
   report = generation.assemble(
