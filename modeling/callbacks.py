@@ -60,7 +60,9 @@ class Backup(keras.callbacks.BackupAndRestore):
   - With save_freq=N steps it also saves at every epoch end, so a finished run's backup
     always records its last epoch.
   - history.csv is trimmed to the epochs before the restored one, so that an epoch that ran
-    after the last backup and is run again appears once.
+    after the last backup and is run again appears once; damage to it (a repeated header,
+    duplicate rows, a cut-off last line) is repaired on the way (run_dir.repair_history).
+    `repair_history` does the same before fit(), which a history without any header line needs.
   """
 
   def __init__(self, backup_dir, history_path, save_freq="epoch"):
@@ -80,6 +82,19 @@ class Backup(keras.callbacks.BackupAndRestore):
         return int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
       return 0
+
+  @staticmethod
+  def repair_history(backup_dir, history_path):
+    """Repairs history.csv to the epochs of the backup in `backup_dir`; call before fit().
+
+    Before fit(), because Keras' CSVLogger, which runs before this callback, decides at train
+    begin whether the file needs a header: a file that had to be moved aside (no header line)
+    must be empty by then, or the new rows would go without one.
+
+    Returns:
+      What was wrong (run_dir.repair_history).
+    """
+    return run_dir.repair_history(history_path, Backup.saved_epoch(backup_dir))
 
   def on_train_begin(self, logs=None):
     if os.path.isdir(self.backup_dir):  # Temporaries of a save that a kill interrupted.

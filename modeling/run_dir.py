@@ -10,6 +10,8 @@ import functools
 import os
 import shutil
 
+from absl import logging
+
 from modeling import config as config_lib
 from modeling.errors import ModelError
 
@@ -27,6 +29,11 @@ BACKUP = "backup"
 # Everything a trainer writes; --overwrite removes exactly these and nothing else.
 RUN_FILES = (CONFIG, FLAGS, MANIFEST, MODEL, ENCODER, DECODER, BEST, HISTORY)
 RUN_DIRS = (TENSORBOARD, BACKUP)
+# The trainer's lock on the run dir (data_pipeline.locking.OUTPUT_LOCK_FILE, which modeling may
+# not import): present while a trainer runs, or left by a killed one; never part of the run.
+LOCK = ".lock"
+# Where a history.csv that cannot be repaired is moved, so that the run can go on.
+DAMAGED_SUFFIX = ".damaged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +116,10 @@ def prepare_run_dir(model_dir, run_config, overwrite=False, ignored=()):
                        "--model_dir, or --overwrite to replace that run")
     else:
       _remove_run_files(run)
-  elif os.path.isdir(run.root) and os.listdir(run.root):
+  elif os.path.isdir(run.root) and set(os.listdir(run.root)) - {LOCK}:
     # A run killed before writing config.json leaves run files (and .tmp- files of
     # interrupted atomic writes); anything else means the user pointed at a foreign dir.
-    known = set(RUN_FILES) | set(RUN_DIRS)
+    known = set(RUN_FILES) | set(RUN_DIRS) | {LOCK}
     ours = all(n in known or n.startswith(".tmp-") for n in os.listdir(run.root))
     if not overwrite or not ours:
       raise ModelError(f"{run.root} is not empty and has no {CONFIG}, so it is not a run dir; "
@@ -142,40 +149,140 @@ def _history_value(key, value):
   return float("nan") if value in _MISSING else float(value)
 
 
+@dataclasses.dataclass
+class _History:
+  """history.csv as parsed leniently: what can be kept, and what could not."""
+  header: bytes | None = None  # The first header line, as written (line ending included).
+  names: list | None = None
+  rows: dict = dataclasses.field(default_factory=dict)  # epoch -> (line, values); last wins.
+  problems: list = dataclasses.field(default_factory=list)
+
+
+def _parse_history(data):
+  """Parses history.csv's bytes; damage becomes `problems`, never an exception.
+
+  Damage seen in practice: a second header line and every epoch twice (two trainers appending
+  to one run dir), a truncated last line (a kill or a full disk mid-write), rows of more or
+  fewer fields or non-numbers (an edited or otherwise damaged file). The last row of an epoch
+  wins: it is the latest one written, the one the latest backup goes with.
+  """
+  history = _History()
+  lines = data.splitlines(keepends=True)
+  if lines and not lines[-1].endswith((b"\n", b"\r")):
+    lines.pop()  # CSVLogger ends every row with a newline: this one was cut short.
+    history.problems.append("a truncated last line")
+  for number, line in enumerate(lines, 1):
+    try:
+      (fields,) = csv.reader([line.decode("utf-8")])
+    except (UnicodeDecodeError, ValueError, csv.Error):
+      history.problems.append(f"line {number} is not text")
+      continue
+    if not fields:
+      continue  # A blank line, as csv.DictReader skips it.
+    if fields[0] == "epoch":
+      if history.header is None:
+        history.header, history.names = line, fields
+      else:
+        history.problems.append(f"line {number} repeats the header")
+      continue
+    if history.names is None or len(fields) != len(history.names):
+      history.problems.append(f"line {number} does not match the header")
+      continue
+    try:
+      values = {k: _history_value(k, v) for k, v in zip(history.names, fields)}
+    except ValueError:
+      history.problems.append(f"line {number} holds a non-number")
+      continue
+    if values["epoch"] < 0:
+      history.problems.append(f"line {number} has a negative epoch")
+      continue
+    if values["epoch"] in history.rows:
+      history.problems.append(f"epoch {values['epoch']} appears twice")
+    history.rows[values["epoch"]] = (line, values)
+  return history
+
+
+def _read_bytes(path):
+  with open(path, "rb") as f:
+    return f.read()
+
+
 def read_history(path):
-  """Rows of history.csv as dicts of floats ("epoch" an int, 0-based; NA is NaN); [] if none."""
+  """Rows of history.csv as dicts of floats ("epoch" an int, 0-based; NA is NaN); [] if none.
+
+  A damaged file is read leniently (one row per epoch, in epoch order; repeated headers and
+  malformed or cut-off lines are skipped, with a warning); `repair_history` fixes the file.
+
+  Raises:
+    ModelError: the file has no header line at all, so its rows cannot be read.
+  """
   if not os.path.exists(path):
     return []
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  out = []
-  for row in rows:
-    try:
-      out.append({k: _history_value(k, v) for k, v in row.items()})
-    except (TypeError, ValueError):
-      raise ModelError(f"{path} has a malformed row {row}; delete the file to start the "
-                       "history afresh") from None
-  return out
+  data = _read_bytes(path)
+  history = _parse_history(data)
+  if history.header is None and data.strip():
+    raise ModelError(f"{path} is not a training history (no 'epoch,...' header line); rerun "
+                     f"the training command: it moves the file aside as {HISTORY}"
+                     f"{DAMAGED_SUFFIX} and starts the history afresh")
+  if history.problems:
+    logging.warning("%s is damaged (%s); read one row per epoch", path,
+                    "; ".join(history.problems[:3]))
+  return [history.rows[epoch][1] for epoch in sorted(history.rows)]
+
+
+def repair_history(path, epoch=None):
+  """Makes history.csv whole in place: one header, one row per epoch below `epoch`, in order.
+
+  Rows of epochs >= `epoch` (0-based; None keeps every epoch) go: a resumed run trains those
+  epochs again. Repeated headers, duplicate rows and malformed or cut-off lines go too (see
+  `_parse_history`), with a warning. A file without any header line cannot be rebuilt: it is
+  moved aside (copied to history.csv.damaged, or .damaged.N when taken, and emptied), with a
+  warning, and the history starts afresh.
+
+  In place (rewrite and truncate) rather than rewrite-and-rename: Keras' CSVLogger may
+  already hold the file open in append mode, and must keep appending to this same file.
+
+  Returns:
+    What was wrong, as short phrases ([] for a whole file).
+  """
+  if not os.path.exists(path):
+    return []
+  data = _read_bytes(path)
+  history = _parse_history(data)
+  if history.header is None:
+    if not data.strip():
+      return []
+    aside = _free_name(path + DAMAGED_SUFFIX)
+    with open(aside, "xb") as f:
+      f.write(data)
+    os.truncate(path, 0)
+    logging.warning("%s has no header line and cannot be repaired: moved it to %s and started "
+                    "the history afresh", path, aside)
+    return history.problems + ["no header line"]
+  kept = [history.rows[e][0] for e in sorted(history.rows) if epoch is None or e < epoch]
+  repaired = history.header + b"".join(kept)
+  if repaired != data:
+    # Same bytes first, then a shorter end: a kill in between leaves a file this repairs.
+    with open(path, "r+b") as f:
+      f.write(repaired)
+      f.truncate()
+  if history.problems:
+    logging.warning("%s was damaged (%s); repaired it to one row per epoch, kept %d row(s)", path,
+                    "; ".join(history.problems[:3]), len(kept))
+  return history.problems
 
 
 def trim_history(path, epoch):
-  """Drops the rows of history.csv for epochs >= `epoch` (0-based), in place.
+  """Drops the rows of history.csv for epochs >= `epoch` (0-based), in place, repairing it."""
+  return repair_history(path, epoch)
 
-  In place (truncate) rather than rewrite-and-rename: Keras' CSVLogger may already hold the
-  file open in append mode, and must keep appending to this same file.
-  """
-  if not os.path.exists(path):
-    return
-  with open(path, "rb") as f:
-    lines = f.readlines()
-  offset = len(lines[0]) if lines else 0
-  for line in lines[1:]:
-    head = line.split(b",", 1)[0].strip()
-    if not head or int(head) >= epoch:
-      break
-    offset += len(line)
-  if offset < os.path.getsize(path):
-    os.truncate(path, offset)
+
+def _free_name(path):
+  candidate, n = path, 0
+  while os.path.exists(candidate):
+    n += 1
+    candidate = f"{path}.{n}"
+  return candidate
 
 
 @dataclasses.dataclass(frozen=True)

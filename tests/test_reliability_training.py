@@ -2,13 +2,16 @@
 
 Trainer runs are real subprocesses on the 32x32 fixture with a tiny architecture (one epoch is
 13 steps of 4 images). A kill is a real SIGKILL, sent while the backup of a later epoch than
-the first is in the middle of its epoch.
+the first is in the middle of its epoch; the killed trainer's lock on the run dir does not
+block the rerun. Damaged histories (a repeated header, duplicate rows, a cut-off last line, no
+header at all) are resumed in this process, on a tiny AE fed from memory.
 """
 
 import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +20,12 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from modeling import callbacks as callbacks_lib
+from modeling import config as config_lib
 from modeling import run_dir
+from modeling import training
 from tests.damage import SHARD
 from tests.damage import copy_data_dir
 from tests.damage import flip_byte_of_record
@@ -73,6 +79,9 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(prepared_data_dir, tmp_
   rows = _history_epochs(model_dir)
   # The CSV row of an epoch precedes its end-of-epoch backup, so one more row may be there.
   assert rows == list(range(len(rows))) and len(rows) in (killed_at, killed_at + 1)
+  # The killed trainer's lock file stays behind (no clean-up ran), but the kernel dropped its
+  # lock: the rerun takes it over.
+  assert (model_dir / run_dir.LOCK).read_text() == f"{process.pid} train_ae\n"
 
   resumed = run_tool("train_ae", *args)
   assert resumed.returncode == 0, resumed.stderr
@@ -86,6 +95,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(prepared_data_dir, tmp_
     assert os.path.isfile(path), path
   assert json.load(open(run.manifest, encoding="utf-8"))["resumed"] is True
   assert not [n for n in os.listdir(backup_dir) if n.startswith(".tmp-")]
+  assert not (model_dir / run_dir.LOCK).exists()
 
 
 def test_divergence_stops_keeps_the_backup_and_refuses_a_new_config(prepared_data_dir, tmp_path):
@@ -170,3 +180,62 @@ def test_backup_never_leaves_a_torn_file(tmp_path):
   restored = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
   restored.load_weights(weights)
   assert all(np.isfinite(w).all() for w in restored.get_weights())
+
+
+# Damaged histories, in this process: a tiny AE on in-memory images, resumed the way
+# tools.train_common resumes a run (Backup.repair_history, then training.train).
+
+_SMALL = dict(image_size=16, z_dim=4, encoder_filters=[4, 8], encoder_kernels=[3, 3],
+              strides=[2, 2])
+
+
+def _train_small(model_dir, epochs):
+  model_config = config_lib.resolve_config("ae_z256", _SMALL)
+  images = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3), np.uint8)
+  dataset = tf.data.Dataset.from_tensor_slices(images).batch(8, drop_remainder=True)
+  run = run_dir.paths(model_dir)
+  callbacks_lib.Backup.repair_history(run.backup, run.history)
+  return training.train(model_config, training.TrainConfig(epochs=epochs, batch_size=8, seed=1),
+                        dataset, dataset.take(1), str(model_dir), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+  path = tmp_path_factory.mktemp("two_epochs") / "run"
+  _train_small(path, 2)
+  return path
+
+
+def _lines(path):
+  return path.read_bytes().decode("utf-8").splitlines()
+
+
+@pytest.mark.parametrize("damage", ["repeated_header", "duplicate_rows", "truncated_last_line",
+                                    "no_header"])
+def test_a_damaged_history_is_repaired_on_resume(two_epoch_run, tmp_path, damage):
+  model_dir = tmp_path / "run"
+  shutil.copytree(two_epoch_run, model_dir)
+  history = model_dir / "history.csv"
+  header, *rows = _lines(history)
+  assert [row.split(",")[0] for row in rows] == ["0", "1"]
+  # Duplicates: the last row of an epoch wins (the latest written, the one the backup follows).
+  older = [row.split(",", 1)[0] + ",999" + "".join("," + v for v in row.split(",")[2:])
+           for row in rows]
+  damaged = {
+      "repeated_header": "\r\n".join([header, header, *rows]) + "\r\n",
+      "duplicate_rows": "\r\n".join([header, *older, *rows]) + "\r\n",
+      "truncated_last_line": "\r\n".join([header, *rows]) + "\r\n2,12",
+      "no_header": "\x00\x07 not a history\r\n1;2;3\r\n",
+  }[damage]
+  history.write_bytes(damaged.encode("utf-8"))
+
+  result = _train_small(model_dir, 3)
+  assert result.initial_epoch == 2 and [r["epoch"] for r in result.history][-1] == 2
+  lines = _lines(history)
+  assert lines[0] == header and lines.count(header) == 1
+  if damage == "no_header":
+    # Nothing to rebuild from: moved aside, and the history starts afresh at the resumed epoch.
+    assert (model_dir / "history.csv.damaged").read_bytes() == damaged.encode("utf-8")
+    assert [line.split(",")[0] for line in lines[1:]] == ["2"]
+  else:
+    assert lines[1:3] == rows and [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]

@@ -20,6 +20,8 @@ Writes to --output_dir:
   radius_histograms.png    L2 radius of the data vs random vectors.
   correlation_heatmap.png  the correlation matrix.
   flags.txt                the resolved flags (--flagfile reruns the analysis).
+While it runs, --output_dir is locked (.lock, removed at the end): a second tool writing there is
+refused with one line naming this one.
 """
 
 import os
@@ -160,13 +162,19 @@ def _recorded_kind(z_path):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
+  # Created and locked before anything is written into it, until the report is complete.
+  with locking.output_dir(FLAGS.output_dir, "analyze_latents", "--output_dir"):
+    _analyze()
+
+
+def _analyze():
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance
   from evaluation import latent_analysis
   from evaluation import plots
   from evaluation import zpoints
   # pylint: enable=g-import-not-at-top
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
   if FLAGS.z_points:
     z_path, kind = FLAGS.z_points, _recorded_kind(FLAGS.z_points)
   else:

@@ -58,14 +58,25 @@ def _remove(path):
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help and flag errors answer at once.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
-  from evaluation import latent_benchmark
-  # pylint: enable=g-import-not-at-top
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
 
   if os.path.isdir(FLAGS.output_json):
     raise _cli.FlagError(f"--output_json {FLAGS.output_json} is a directory; give a file path "
                          f"such as {os.path.join(FLAGS.output_json, 'latents.json')}")
+  # The report's folder and a given --work_dir are locked from here to the end: a second
+  # benchmark writing into either is refused at once, not after a long run.
+  folders = [locking.file_folder(FLAGS.output_json, "--output_json")]
+  if FLAGS.work_dir:
+    folders.append((FLAGS.work_dir, "--work_dir", None))
+  with locking.output_dirs("benchmark_latents", folders):
+    _benchmark()
+
+
+def _benchmark():
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import provenance
+  from evaluation import latent_benchmark
+  # pylint: enable=g-import-not-at-top
   temporary = None if FLAGS.work_dir else tempfile.mkdtemp(prefix="benchmark_latents_")
   try:
     options = latent_benchmark.Options(

@@ -143,13 +143,25 @@ def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help and flag errors answer at once. pipeline_benchmark starts no
   # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
+
+  _check_output("output_json", FLAGS.output_json)
+  _check_output("output_markdown", FLAGS.output_markdown)
+  # Every folder it writes into is locked from here to the end: a second benchmark writing
+  # into one of them is refused at once, not after a long run.
+  folders = [locking.file_folder(FLAGS.output_json, "--output_json"),
+             (_work_dir(), "--work_dir", None)]
+  if FLAGS.output_markdown:
+    folders.append(locking.file_folder(FLAGS.output_markdown, "--output_markdown"))
+  with locking.output_dirs("benchmark_pipeline", folders):
+    _benchmark()
+
+
+def _benchmark():
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance
   from evaluation import pipeline_benchmark
   # pylint: enable=g-import-not-at-top
-
-  _check_output("output_json", FLAGS.output_json)
-  _check_output("output_markdown", FLAGS.output_markdown)
   options = pipeline_benchmark.Options(
       data_dir=FLAGS.data_dir, work_dir=_work_dir(), sizes=_ints(FLAGS.sizes),
       methods=tuple(FLAGS.methods), source_dir=FLAGS.source_dir, batch_size=FLAGS.batch_size,

@@ -74,6 +74,13 @@ def _names(model_dirs):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
+  # Locked before anything is written into it, until the report is complete.
+  with locking.output_dir(FLAGS.output_dir, "compare_reconstructions", "--output_dir"):
+    _compare()
+
+
+def _compare():
   # Imported here so that --help and flag errors answer without loading TensorFlow.
   # pylint: disable=g-import-not-at-top
   import keras

@@ -6,6 +6,7 @@
 Each step runs as its own tool process, exactly as a user would type it, and the report lists
 those command lines. A step is skipped when its outputs exist and were made by the same command
 (recorded in WORKSPACE/.demo/), so rerunning the demo reuses everything that is complete.
+While it runs, the workspace is locked (WORKSPACE/.lock): a second demo there is refused.
 """
 
 import os
@@ -13,6 +14,7 @@ import sys
 
 from absl import flags
 
+from data_pipeline import locking
 from tools import _cli
 from tools import demo_steps
 
@@ -59,10 +61,12 @@ def main(argv):
     demo_steps.select_steps(settings, FLAGS.stop_after)
   except ValueError as e:
     raise _cli.FlagError(f"--stop_after: {e}") from None
-  os.makedirs(settings.workspace, exist_ok=True)
-  results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force,
-                               stop_after=FLAGS.stop_after)
-  report_path = demo_steps.write_report(settings, results)
+  # A second demo in the same workspace is refused at once: two would run the same steps
+  # into the same folders. Each step's tool locks its own output folder inside it as well.
+  with locking.output_dir(settings.workspace, "demo", "--workspace"):
+    results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force,
+                                 stop_after=FLAGS.stop_after)
+    report_path = demo_steps.write_report(settings, results)
   print(f"demo complete: {report_path}")
 
 

@@ -9,7 +9,8 @@ Writes, all or nothing (an interrupted run leaves no file that looks finished):
   Z.ids.npy      [N] the CelebA file names of the rows.
   Z.log_var.npy  [N, z_dim] the VAE's log-variances (--with_log_var), for the KL per dimension.
   Z.json         the model and data files with sha256, split, count, versions, command line.
-An existing Z.npy is replaced.
+An existing Z.npy is replaced. Z.npy's folder is locked while they are written (FOLDER/.lock,
+removed at the end): a second tool writing there is refused with one line naming this one.
 """
 
 from absl import flags
@@ -37,6 +38,14 @@ flags.register_validator("output", lambda path: path is None or path.endswith(".
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
+  # The Z files' folder is locked while they are written: two encodes into one folder refuse
+  # each other instead of replacing each other's files.
+  with locking.output_dirs("encode", [locking.file_folder(FLAGS.output, "--output")]):
+    _encode()
+
+
+def _encode():
   # Imported here so that --help and flag errors answer without loading TensorFlow.
   # pylint: disable=g-import-not-at-top
   from data_pipeline.manifest import read_manifest

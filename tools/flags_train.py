@@ -58,7 +58,8 @@ def define_train_flags(kind):
                       "on its train split and validates on its validation split each epoch.")
   flags.DEFINE_string("model_dir", None, "Run dir to write (config.json, flags.txt, "
                       "manifest.json, model/encoder/decoder/best .keras, history.csv, "
-                      "tensorboard/, backup/). Rerunning the same command resumes it.")
+                      "tensorboard/, backup/). Rerunning the same command resumes it; a "
+                      "second trainer on it is refused while one runs (RUN/.lock).")
   flags.DEFINE_boolean("overwrite", False, "Replace a run with a different config in "
                        "--model_dir (its run files are deleted) instead of refusing.")
 

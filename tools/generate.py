@@ -165,6 +165,12 @@ def _resolve_samplers(attribute_names):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
+  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
+  with locking.output_dir(FLAGS.output_dir, "generate", "--output_dir"):  # Until all is written.
+    _generate()
+
+
+def _generate():
   # Imported here so that --help and flag errors answer without loading TensorFlow.
   # pylint: disable=g-import-not-at-top
   import keras

@@ -6,6 +6,9 @@ the run dir (refusing a different run unless --overwrite), records flags.txt and
 and calls modeling.training.train. Imported inside the trainers' main(), so TensorFlow loads
 only once the flags are known to be good.
 
+The run dir is locked (data_pipeline.locking.output_dir, RUN/.lock) from before anything is
+written there to the end: a second trainer on it is refused with one line naming the holder.
+
 Training runs inside data_pipeline.reader.reading: a record damaged in place stops it with a
 one-line error naming the shard and record (the backup keeps the last good state), and
 --skip_corrupt trains on what can be read instead,
@@ -19,11 +22,13 @@ import tensorflow as tf
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
 from data_pipeline import make_dataset
 from data_pipeline import provenance
 from data_pipeline import reader
 from data_pipeline import service
 from data_pipeline.manifest import MANIFEST, read_manifest
+from modeling import callbacks
 from modeling import devices
 from modeling import run_dir
 from modeling import training
@@ -133,6 +138,16 @@ def _datasets(manifest, used, skip_corrupt):
 
 def run_training(kind):
   """Trains a `kind` ("ae" or "vae") model as the flags say; the trainers' main()."""
+  # Locked before anything there is written or deleted (--overwrite deletes a run) and until
+  # the end, so that a second trainer on this run dir is refused instead of mixing its epochs
+  # into the history. In a multi-worker cluster every worker writes a run dir of its own
+  # (docs/DISTRIBUTED.md) and locks that one.
+  with locking.output_dir(FLAGS.model_dir, f"train_{kind}", "--model_dir"):
+    _run_training_locked(kind)
+
+
+def _run_training_locked(kind):
+  """run_training with --model_dir locked."""
   # Devices first: TensorFlow fixes its device set-up at the first tensor it creates.
   devices.configure_devices(memory_growth=FLAGS.gpu_memory_growth,
                             gpu_memory_limit_mb=FLAGS.gpu_memory_limit_mb,
@@ -169,6 +184,9 @@ def run_training(kind):
   provenance.atomic_write_json(run.manifest, record)
   if resuming:
     logging.info("%s holds this run already: resuming from its last backup", run.root)
+    # A history damaged some other way (a second trainer before the lock, a full disk) is
+    # repaired to the backup's epochs rather than stopping the run.
+    callbacks.Backup.repair_history(run.backup, run.history)
 
   with _reading():
     result = training.train(model_config, train_config, train_ds, val_ds, run.root,
