@@ -22,8 +22,9 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workspace", "workspace", "Folder that receives every output (WORKSPACE.md).")
 flags.DEFINE_string("celeba_dir", None,
-                    "A real CelebA folder (img_align_celeba/ + list_eval_partition.txt); when "
-                    "unset, synthetic faces are generated into WORKSPACE/celeba_synthetic.")
+                    "A real CelebA download, a folder or a zip in either site's layout (see "
+                    "prepare_data --source_dir); when unset, synthetic faces are generated into "
+                    "WORKSPACE/celeba_synthetic.")
 flags.DEFINE_integer("num_images", 3000,
                      "Synthetic faces to generate, or with --celeba_dir the images to prepare "
                      "(0 = all).", lower_bound=0)
@@ -47,9 +48,9 @@ flags.register_multi_flags_validator(
 
 def main(argv):
   del argv
-  if FLAGS.celeba_dir and not os.path.isdir(FLAGS.celeba_dir):
-    raise _cli.FlagError(f"--celeba_dir={FLAGS.celeba_dir} is not a folder; point it at the "
-                         "folder holding img_align_celeba/ and list_eval_partition.txt")
+  if FLAGS.celeba_dir and not os.path.exists(FLAGS.celeba_dir):
+    raise _cli.FlagError(f"--celeba_dir={FLAGS.celeba_dir} does not exist; point it at the "
+                         "CelebA download (a folder, or Kaggle's archive.zip)")
   settings = demo_steps.DemoSettings(
       workspace=os.path.abspath(FLAGS.workspace), celeba_dir=FLAGS.celeba_dir,
       num_images=FLAGS.num_images, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
