@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
+from benchmarks import latents
 from evaluation import correlation
-from evaluation import latent_benchmark
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 from tests.toolrun import assert_clean_error
@@ -22,28 +22,28 @@ STAGES = {"load", "accumulate", "correlation", "counts", "full_correlation", "st
 
 
 def test_synthetic_z_points_are_seeded_and_planted(tmp_path):
-  first = latent_benchmark.write_synthetic(tmp_path / "a.npy", 2000, 16, seed=0)
+  first = latents.write_synthetic(tmp_path / "a.npy", 2000, 16, seed=0)
   assert first["bytes"] == os.path.getsize(tmp_path / "a.npy")
-  assert first["planted_pairs"] == [list(p) for p in latent_benchmark.PLANTED_PAIRS]
+  assert first["planted_pairs"] == [list(p) for p in latents.PLANTED_PAIRS]
   z = zpoints.load_z_points(tmp_path / "a.npy")
   assert z.shape == (2000, 16) and z.dtype == np.float32
-  latent_benchmark.write_synthetic(tmp_path / "b.npy", 2000, 16, seed=0)
-  latent_benchmark.write_synthetic(tmp_path / "c.npy", 2000, 16, seed=1)
+  latents.write_synthetic(tmp_path / "b.npy", 2000, 16, seed=0)
+  latents.write_synthetic(tmp_path / "c.npy", 2000, 16, seed=1)
   assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
   assert not np.array_equal(z, np.load(tmp_path / "c.npy"))
-  assert z[:, -1].mean() == pytest.approx(latent_benchmark.LARGE_OFFSET, abs=0.5)
+  assert z[:, -1].mean() == pytest.approx(latents.LARGE_OFFSET, abs=0.5)
   # Fewer components: only the pairs that fit are planted.
-  small = latent_benchmark.write_synthetic(tmp_path / "d.npy", 10, 5, seed=0)
+  small = latents.write_synthetic(tmp_path / "d.npy", 10, 5, seed=0)
   assert small["planted_pairs"] == [[0, 1, 0.9], [2, 3, -0.7]]
   with pytest.raises(EvaluationError, match="at least 2 vectors of 2 components"):
-    latent_benchmark.write_synthetic(tmp_path / "e.npy", 10, 1, seed=0)
+    latents.write_synthetic(tmp_path / "e.npy", 10, 1, seed=0)
   assert not (tmp_path / "e.npy").exists()
 
 
 def test_measure_in_process(tmp_path):
   path = tmp_path / "Z.npy"
-  synthetic = latent_benchmark.write_synthetic(path, 2000, 16, seed=0)
-  result = latent_benchmark.measure(str(path), chunk_rows=300, subset_rows=500, seed=0,
+  synthetic = latents.write_synthetic(path, 2000, 16, seed=0)
+  result = latents.measure(str(path), chunk_rows=300, subset_rows=500, seed=0,
                                     pairs=synthetic["planted_pairs"])
   assert {"num_vectors", "dim", "dtype", "chunk_rows", "seconds", "start_rss_mb",
           "peak_rss_mb_after_correlation", "peak_rss_mb", "ru_maxrss_mb", "counts",
@@ -71,7 +71,7 @@ def test_measure_in_process(tmp_path):
     assert p["r"] == pytest.approx(p["planted_r"], abs=0.06)  # Sampling error at N = 2000.
   json.dumps(result, allow_nan=False)  # JSON-safe, as the child writes it.
   # A subset as large as the file: the study's corrcoef sees every row, the same matrix.
-  whole = latent_benchmark.measure(str(path), chunk_rows=300, subset_rows=5000, seed=0)
+  whole = latents.measure(str(path), chunk_rows=300, subset_rows=5000, seed=0)
   assert whole["subset"]["rows"] == 2000
   assert whole["subset"]["max_abs_difference"] < 1e-9
   assert whole["planted"] == []
@@ -80,7 +80,7 @@ def test_measure_in_process(tmp_path):
 def test_targets_and_table_of_a_crafted_result():
   result = {"num_vectors": 170000, "dim": 256, "peak_rss_mb": 1200.0,
             "seconds": {"full_correlation": 29.0, "correlation_and_statistics": 31.0}}
-  targets = latent_benchmark.evaluate_targets(result)
+  targets = latents.evaluate_targets(result)
   assert [(t["name"], t["passed"]) for t in targets] == [
       ("full_correlation_seconds", True), ("correlation_and_statistics_seconds", False),
       ("peak_rss_mb", False)]

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from evaluation import pipeline_benchmark as bench
-from evaluation import pipeline_methods
+from benchmarks import pipeline as bench
+from benchmarks import pipeline_methods
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
 

@@ -11,7 +11,7 @@ from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as tfds
 
 from data_pipeline import attributes
 from data_pipeline import synthetic
-from data_pipeline import synthetic_factors
+from data_pipeline.synthetic import faces
 from data_pipeline.errors import DataError
 from tests import toolrun
 
@@ -119,7 +119,7 @@ def test_rows_are_the_factors_that_drew_each_image(dataset):
     factors = synthetic.face_factors(SEED, index)
     name = synthetic.file_name(index)
     assert rows[name] == synthetic.attribute_vector(factors)
-    expected = synthetic.encode_jpeg(synthetic.render_face(factors), 95)
+    expected = faces.encode_jpeg(synthetic.render_face(factors), 95)
     assert (output_dir / attributes.IMAGE_DIR / name).read_bytes() == expected
 
 
@@ -200,7 +200,7 @@ def test_refuses_foreign_or_other_seed_dirs_unless_overwrite(tmp_path):
 def _plain_factors():
   """A face with none of the optional features, so that each one can be switched on alone."""
   factors = synthetic.face_factors(0, 0)
-  for name in synthetic_factors.FACTOR_NAMES:
+  for name in synthetic.FACTOR_NAMES:
     if isinstance(factors[name], bool):
       factors[name] = False
   factors.update(Young=True, Straight_Hair=True, hair_color="brown", hair_length=0.1,

@@ -75,7 +75,7 @@ def main(argv):
 def _benchmark():
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance
-  from evaluation import latent_benchmark
+  from benchmarks import latents as latent_benchmark
   # pylint: enable=g-import-not-at-top
   temporary = None if FLAGS.work_dir else tempfile.mkdtemp(prefix="benchmark_latents_")
   try:

@@ -28,7 +28,7 @@ import os
 from absl import flags
 from absl import logging
 
-from evaluation import pipeline_methods
+from benchmarks import pipeline_methods
 from modeling import config as config_lib
 from tools import _cli
 
@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 # Both modules are pure Python (no TensorFlow), so the flags below can name their choices.
 METHODS = pipeline_methods.METHODS
-ENCODINGS = ("raw", "png", "jpeg")  # evaluation.pipeline_benchmark.ENCODINGS (tests check it).
+ENCODINGS = ("raw", "png", "jpeg")  # benchmarks.pipeline.ENCODINGS (tests check it).
 
 flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data) whose training "
                     "images are fed; it needs at least max(--sizes) of them.")
@@ -141,7 +141,7 @@ def _check_output(flag, path):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer at once. pipeline_benchmark starts no
+  # Imported here so that --help and flag errors answer at once. benchmarks.pipeline starts no
   # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
   from data_pipeline import locking  # pylint: disable=g-import-not-at-top
 
@@ -160,7 +160,7 @@ def main(argv):
 def _benchmark():
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance
-  from evaluation import pipeline_benchmark
+  from benchmarks import pipeline as pipeline_benchmark
   # pylint: enable=g-import-not-at-top
   options = pipeline_benchmark.Options(
       data_dir=FLAGS.data_dir, work_dir=_work_dir(), sizes=_ints(FLAGS.sizes),

@@ -1,7 +1,7 @@
 """The pipeline benchmark: the classic in-RAM recipe vs streaming shards, side by side, in one run.
 
 `run_benchmark(options)` feeds the same images (the first N training images of a prepared data
-dir) by each method of `evaluation.pipeline_methods.METHODS`, each method and dataset size in a
+dir) by each method of `benchmarks.pipeline_methods.METHODS`, each method and dataset size in a
 fresh child process so that its peak RSS is its own, for a fixed number of batches after a
 warm-up. It also times the preparation (`data_pipeline.writer.prepare`) with 1 and with all
 workers, and the trainers' target: train steps fed from the shards vs from a constant batch.
@@ -29,8 +29,8 @@ from absl import logging
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
-from evaluation import child_tasks
-from evaluation import pipeline_methods as methods_lib
+from benchmarks import child_tasks
+from benchmarks import pipeline_methods as methods_lib
 from evaluation.errors import EvaluationError
 
 ENCODINGS = ("raw", "png", "jpeg")
@@ -167,12 +167,12 @@ def resolve_inputs(options):
 
 
 def run_child(spec, log_path, timeout_s):
-  """Runs one task of evaluation.pipeline_methods in a fresh process; returns its result dict.
+  """Runs one task of benchmarks.pipeline_methods in a fresh process; returns its result dict.
 
   Raises:
     EvaluationError: the child failed or ran out of time (its output is in `log_path`).
   """
-  return child_tasks.run("evaluation.pipeline_methods", spec, log_path, timeout_s, _label(spec),
+  return child_tasks.run("benchmarks.pipeline_methods", spec, log_path, timeout_s, _label(spec),
                          "raise it or lower --num_batches")
 
 

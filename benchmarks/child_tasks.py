@@ -1,7 +1,7 @@
 """One measurement per fresh child process: a JSON spec in, a JSON result out.
 
 The benchmarks run each measurement in a process of its own so that its peak memory
-(evaluation.process_memory) is its own and one measurement's caches never warm another's.
+(benchmarks.process_memory) is its own and one measurement's caches never warm another's.
 The parent calls `run(module, spec, ...)`, which starts `python -m MODULE SPEC.json RESULT.json`;
 the child module ends with `sys.exit(child_main(sys.argv, work))`, where `work(spec)` returns
 the result dict.

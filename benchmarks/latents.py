@@ -7,7 +7,7 @@ numpy.corrcoef on a random 5,000 of them.
 `run_benchmark(options)` writes a seeded synthetic float32 z-point file of that size with
 planted correlations (`write_synthetic`, chunk by chunk through the atomic memory-mapped
 `zpoints.ZPointsWriter`, never the whole array in RAM), optionally drops it from the page cache,
-and then measures in a FRESH child process (`python -m evaluation.latent_benchmark SPEC.json
+and then measures in a FRESH child process (`python -m benchmarks.latents SPEC.json
 RESULT.json`), so that the peak RSS belongs to the measurement alone:
 
 - `load`: `zpoints.load_z_points` (memory map, rank/dtype checks, a full NaN/Inf scan);
@@ -22,7 +22,7 @@ RESULT.json`), so that the peak RSS belongs to the measurement alone:
 `full_correlation` = load + accumulate + correlation + counts is the issue's 30 s target;
 `correlation_and_statistics` adds `statistics` (everything a latent report computes over all
 points) and is held to the same 30 s. Peak RSS is that of the child at its end, in MB
-(10**6 bytes), read as VmHWM (`evaluation.process_memory.peak_rss_mb` says why not
+(10**6 bytes), read as VmHWM (`benchmarks.process_memory.peak_rss_mb` says why not
 getrusage's ru_maxrss, which is reported beside it).
 
 `measure(...)` is the child's work and can be called in-process (tests do, on tiny files).
@@ -36,13 +36,13 @@ import time
 
 import numpy as np
 
-from evaluation import child_tasks
+from benchmarks import child_tasks
+from benchmarks.process_memory import peak_rss_mb
+from benchmarks.process_memory import ru_maxrss_mb
 from evaluation import correlation
 from evaluation import statistics
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
-from evaluation.process_memory import peak_rss_mb
-from evaluation.process_memory import ru_maxrss_mb
 
 _MB = 1e6
 STUDY_SUBSET_ROWS = 5000  # The study's numpy.corrcoef sample.
@@ -203,7 +203,7 @@ def run_child(spec, log_path, timeout_s):
   Raises:
     EvaluationError: the child failed or ran out of time (its output is in `log_path`).
   """
-  return child_tasks.run("evaluation.latent_benchmark", spec, log_path, timeout_s,
+  return child_tasks.run("benchmarks.latents", spec, log_path, timeout_s,
                          "the measuring process")
 
 
@@ -238,7 +238,7 @@ def run_benchmark(options):
   # Imported here: the child needs none of it (absl, provenance), so its memory stays its own.
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance
-  from evaluation import pipeline_benchmark
+  from benchmarks import pipeline
   # pylint: enable=g-import-not-at-top
   started = time.time()
   work_dir = os.path.abspath(options.work_dir)
@@ -252,7 +252,7 @@ def run_benchmark(options):
   result = run_child(spec, os.path.join(work_dir, "measure.log"), options.child_timeout_s)
   report = {
       "benchmark": "latents", "format_version": 1,
-      "machine": pipeline_benchmark.machine_description(),
+      "machine": pipeline.machine_description(),
       "inputs": {**dataclasses.asdict(options), "work_dir": work_dir,
                  "page_cache": "dropped before the child started" if dropped else "warm"},
       "synthetic": synthetic,

@@ -1,7 +1,7 @@
 """The random factors of one synthetic face, and the CelebA attributes that follow from them.
 
 `sample_factors(rng)` draws one face's factors and `attribute_vector(factors)` gives its 40 CelebA
-attributes (+1/-1); synthetic_render.py draws them. The factors are of two kinds:
+attributes (+1/-1); render.py draws them. The factors are of two kinds:
 
 * the CelebA attributes the renderer controls, as booleans under their CelebA names (`Smiling`,
   `Eyeglasses`, ...), plus `hair_color` ("black", "brown", "blond", "gray" or "red"), from which

@@ -1,6 +1,6 @@
 """Draws a synthetic face from its factors, where CelebA's aligned faces sit.
 
-`render_face(factors)` draws the face described by a factor dict (synthetic_factors.py) as a
+`render_face(factors)` draws the face described by a factor dict (factors.py) as a
 178x218 RGB image; `landmarks(factors)` gives CelebA's five landmarks of that drawing.
 
 Geometry follows CelebA's alignment (eyes near y=111, mouth near y=152 in the 178x218 image), so
@@ -18,12 +18,12 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFilter
 
-from data_pipeline.synthetic_factors import EYESHADOW_RGB
-from data_pipeline.synthetic_factors import HAIR_RGB
-from data_pipeline.synthetic_factors import IRIS_RGB
-from data_pipeline.synthetic_factors import LIPSTICK_RGB
-from data_pipeline.synthetic_factors import PALE_SKIN
-from data_pipeline.synthetic_factors import SKIN_RAMP
+from data_pipeline.synthetic.factors import EYESHADOW_RGB
+from data_pipeline.synthetic.factors import HAIR_RGB
+from data_pipeline.synthetic.factors import IRIS_RGB
+from data_pipeline.synthetic.factors import LIPSTICK_RGB
+from data_pipeline.synthetic.factors import PALE_SKIN
+from data_pipeline.synthetic.factors import SKIN_RAMP
 
 IMAGE_SIZE = (178, 218)  # (width, height) of CelebA's aligned images.
 # Where the middle of the head sits before the pose offset; puts the eyes near CelebA's y=111.

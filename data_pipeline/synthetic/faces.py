@@ -10,7 +10,7 @@ faces. `write_synthetic_celeba` writes
     OUTPUT_DIR/synthetic.json                      seed, generator version, factor names, counts
 
 so that the CelebA folder reader handles it unchanged. The attributes are the ground-truth factors
-that drew each face (see synthetic_factors.py and synthetic_render.py).
+that drew each face (see factors.py and render.py beside this module).
 
 Image k depends only on (seed, k): its random generator is spawned from the seed and the index,
 so the same seed gives byte-identical files whatever --num_images or the number of workers, and
@@ -48,18 +48,12 @@ from data_pipeline.attributes import LANDMARK_NAMES
 from data_pipeline.attributes import PARTITION_FILE
 from data_pipeline.attributes import SPLIT_NAMES
 from data_pipeline.errors import DataError
-from data_pipeline.synthetic_factors import FACTOR_NAMES
-from data_pipeline.synthetic_factors import attribute_vector
-from data_pipeline.synthetic_factors import sample_factors
-from data_pipeline.synthetic_render import IMAGE_SIZE
-from data_pipeline.synthetic_render import landmarks
-from data_pipeline.synthetic_render import render_face
-
-__all__ = [
-    "ATTRIBUTE_NAMES", "FACTOR_NAMES", "GENERATOR_VERSION", "METADATA_FILE", "attribute_vector",
-    "face_factors", "file_name", "image_rng", "landmarks", "render_face", "sample_factors",
-    "split_sizes", "write_synthetic_celeba",
-]
+from data_pipeline.synthetic.factors import FACTOR_NAMES
+from data_pipeline.synthetic.factors import attribute_vector
+from data_pipeline.synthetic.factors import sample_factors
+from data_pipeline.synthetic.render import IMAGE_SIZE
+from data_pipeline.synthetic.render import landmarks
+from data_pipeline.synthetic.render import render_face
 
 # Bump whenever the drawing or the factor sampling changes: the same seed then gives other images,
 # and outputs of an older version are re-rendered rather than mixed with new ones.

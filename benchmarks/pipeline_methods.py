@@ -1,9 +1,9 @@
 """The child-process side of the pipeline benchmark: one task per process, so that the process's
 peak RSS belongs to that task alone.
 
-    python -m evaluation.pipeline_methods SPEC.json RESULT.json
+    python -m benchmarks.pipeline_methods SPEC.json RESULT.json
 
-SPEC.json holds one task (written by evaluation.pipeline_benchmark); RESULT.json gets its
+SPEC.json holds one task (written by benchmarks.pipeline); RESULT.json gets its
 numbers. Tasks:
 
 - `feed`: feed `warmup_batches` and then `num_batches` batches of `batch_size` images, drawn
@@ -26,7 +26,7 @@ numbers. Tasks:
   vs fed from one constant in-memory batch, in ABBA order (stream, constant, constant, stream)
   so that a drift in machine load cancels out.
 
-Peak RSS is the process's own high-water mark (VmHWM; evaluation.process_memory) read at the
+Peak RSS is the process's own high-water mark (VmHWM; benchmarks.process_memory) read at the
 end, in MB (10**6 bytes);
 `start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
 """
@@ -35,8 +35,8 @@ import shutil
 import sys
 import time
 
-from evaluation import child_tasks
-from evaluation.process_memory import peak_rss_mb
+from benchmarks import child_tasks
+from benchmarks.process_memory import peak_rss_mb
 
 METHODS = ("classic_flow", "classic_tfdata", "stream_raw", "stream_png", "stream_jpeg",
            "jpeg_ceiling")
