@@ -16,8 +16,13 @@ to damage or extend one copies it first (`shutil.copytree(prepared_data_dir, tmp
 - `tiny_runs`: {"ae": run dir, "vae": run dir} of tiny UNTRAINED models (image_size 32, z_dim
   8; tests/tiny_runs.py), for tests of shapes, determinism and bookkeeping.
 
+- `celeba_real_dir`: the real CelebA photos of `$CELEBA_REAL_DIR` (CI: ../shared/celeba_real);
+  skips when the variable is unset, fails when it is set and the folder is missing.
+
 Every fixture imports TensorFlow lazily, so tests that do not use them stay fast to collect.
 """
+
+import os
 
 import pytest
 
@@ -64,3 +69,16 @@ def tiny_runs(tmp_path_factory):
   keras.utils.set_random_seed(0)
   root = tmp_path_factory.mktemp("runs")
   return {kind: save_run(root / f"tiny_{kind}", kind) for kind in ("ae", "vae")}
+
+
+@pytest.fixture(scope="session")
+def celeba_real_dir():
+  """The real CelebA folder named by $CELEBA_REAL_DIR (never copied into the repository)."""
+  path = os.environ.get("CELEBA_REAL_DIR")
+  if not path:
+    pytest.skip("CELEBA_REAL_DIR is unset: this test needs real CelebA photos (CI sets it to "
+                "../shared/celeba_real; set it to a CelebA folder to run it)")
+  if not os.path.isfile(os.path.join(path, "list_eval_partition.txt")):
+    pytest.fail(f"CELEBA_REAL_DIR={path} is set but holds no list_eval_partition.txt; fix the "
+                "path or unset the variable")
+  return os.path.abspath(path)

@@ -33,15 +33,8 @@ _SUBSET_PER_SPLIT = {"train": 24, "validation": 8, "test": 8}
 
 
 @pytest.fixture(scope="module")
-def real_dir():
-  path = os.environ.get("CELEBA_REAL_DIR")
-  if not path:
-    pytest.skip("CELEBA_REAL_DIR is unset: these tests need real CelebA photos (CI sets it to "
-                "../shared/celeba_real; set it to a CelebA folder to run them)")
-  if not os.path.isfile(os.path.join(path, "list_eval_partition.txt")):
-    pytest.fail(f"CELEBA_REAL_DIR={path} is set but holds no list_eval_partition.txt; fix the "
-                "path or unset the variable")
-  return os.path.abspath(path)
+def real_dir(celeba_real_dir):
+  return celeba_real_dir
 
 
 @pytest.fixture(scope="module")
