@@ -73,10 +73,13 @@ _TFDS_FILES = ("features.json", "dataset_info.json")
 # Every skipped source image is listed here (gzip TSV); the manifest keeps counts and examples,
 # so that it stays small when a partial download misses most of CelebA's 202,599 images.
 SKIPPED_FILE = "skipped.tsv.gz"
+# The identities of the prepared images, when the source had identity_CelebA.txt (same format),
+# for tools that label z-points by person (the embedding projector).
+IDENTITY_FILE = "identity_CelebA.txt"
 _SKIPPED_EXAMPLES = 20
 # provenance.atomic_write_json's temporary name for our JSON files (left by a killed run).
 _ATOMIC_TMP = re.compile(
-    r"^\.tmp-.*(manifest\.json|prepare_progress\.json|skipped\.tsv\.gz)$")
+    r"^\.tmp-.*(manifest\.json|prepare_progress\.json|skipped\.tsv\.gz|identity_CelebA\.txt)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +338,8 @@ def _settings_record(settings, source_description, plan):
 def _owned_files(output_dir, names):
   """Files in output_dir that a preparation named in `names` wrote (and may remove)."""
   patterns = [manifest_lib.shard_pattern(name) for name in names] + [_ATOMIC_TMP]
-  fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, SKIPPED_FILE, *_TFDS_FILES}
+  fixed = {manifest_lib.MANIFEST, manifest_lib.PROGRESS, SKIPPED_FILE, IDENTITY_FILE,
+           *_TFDS_FILES}
   return sorted(f for f in os.listdir(output_dir)
                 if f in fixed or any(p.match(f) for p in patterns))
 
@@ -481,6 +485,24 @@ def _warn_if_partial(source):
                     f"{listed:,}", source.image_store, f"{num_missing:,}", SKIPPED_FILE)
 
 
+def _write_identities(output_dir, source, manifest, plan, skipped):
+  """Writes IDENTITY_FILE for the prepared images (or removes an old one); notes it in the
+  manifest as `identity_file` (null without identities)."""
+  identities = getattr(source, "identities", None)
+  path = os.path.join(output_dir, IDENTITY_FILE)
+  manifest["identity_file"] = None
+  if not identities:
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  skipped = {item["file_name"] for item in skipped}
+  names = sorted(name for split, (count, _) in plan.items()
+                 for name in source.splits.get(split, ())[:count]
+                 if name in identities and name not in skipped)
+  provenance.atomic_write_bytes(path, "".join(f"{n} {identities[n]}\n" for n in names).encode())
+  manifest["identity_file"] = IDENTITY_FILE
+
+
 def _skipped_tsv(skipped):
   """The full skipped list as gzip-compressed TSV; same list -> same bytes (no gzip mtime)."""
   import gzip  # pylint: disable=g-import-not-at-top
@@ -598,6 +620,7 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
       if result["shard"]["split"] not in manifest["splits"]:
         os.remove(os.path.join(output_dir, result["shard"]["file"]))
     write_tfds_metadata(output_dir, manifest)
+    _write_identities(output_dir, source, manifest, plan, skipped)
     skipped_path = os.path.join(output_dir, SKIPPED_FILE)
     if skipped:
       provenance.atomic_write_bytes(skipped_path, _skipped_tsv(skipped))

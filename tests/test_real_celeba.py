@@ -91,6 +91,11 @@ def test_every_download_layout_gives_the_same_records(real_dir, subset, referenc
   assert manifest["source"]["layout"] == source.layout.name
   if "kaggle" not in layout:  # Kaggle ships no identity file.
     assert source.identities is not None and len(source.identities) == len(subset)
+    assert manifest["identity_file"] == "identity_CelebA.txt"
+    with open(tmp_path / "out" / "identity_CelebA.txt", encoding="utf-8") as f:
+      assert [line.split()[0] for line in f] == sorted(subset)
+  else:
+    assert manifest["identity_file"] is None
 
 
 def test_prepare_log_names_the_layout_and_files(real_dir, subset, tmp_path):
