@@ -31,7 +31,9 @@ Nothing here imports TensorFlow.
 
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -58,8 +60,12 @@ LARGE_OFFSET = 50.0  # One component far off-centre, as a precision check of the
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What to measure (the tool's flags; see tools/benchmark_latents.py)."""
-  work_dir: str
+  """What to measure (the tool's flags; see tools/benchmark_latents.py).
+
+  work_dir receives the synthetic Z.npy and the child's measure.log and keeps them; None: a
+  temporary folder, removed at the end (only the log is kept when the measurement fails).
+  """
+  work_dir: str | None = None
   num_vectors: int = 170000
   dim: int = 256
   seed: int = 0
@@ -230,11 +236,36 @@ def run_benchmark(options):
   """Writes the synthetic z-points, measures them in a child process; returns the report dict.
 
   The file is `options.work_dir`/Z.npy (replaced if present); the child's output goes to
-  `options.work_dir`/measure.log.
+  `options.work_dir`/measure.log. Without a work_dir both go to a temporary folder that is
+  removed afterwards (after a failure the log that the error names is kept), and the report's
+  paths to them are null.
 
   Raises:
     EvaluationError: bad sizes, or a child that failed (naming its log).
   """
+  if options.work_dir:
+    return _measure(options)
+  temporary = tempfile.mkdtemp(prefix="benchmark_latents_")
+  try:
+    report = _measure(dataclasses.replace(options, work_dir=temporary))
+  except BaseException:
+    _remove(os.path.join(temporary, "Z.npy"))  # Keep the log the error names; drop the big file.
+    raise
+  shutil.rmtree(temporary, ignore_errors=True)
+  # Gone; paths that no longer exist would mislead.
+  report["inputs"]["work_dir"] = report["synthetic"]["path"] = None
+  return report
+
+
+def _remove(path):
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
+def _measure(options):
+  """run_benchmark in options.work_dir."""
   # Imported here: the child needs none of it (absl, provenance), so its memory stays its own.
   # pylint: disable=g-import-not-at-top
   from data_pipeline import provenance

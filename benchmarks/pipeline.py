@@ -32,8 +32,9 @@ from data_pipeline.errors import DataError
 from benchmarks import child_tasks
 from benchmarks import pipeline_methods as methods_lib
 from evaluation.errors import EvaluationError
+from modeling import choices
 
-ENCODINGS = ("raw", "png", "jpeg")
+ENCODINGS = choices.ENCODINGS
 _MB = 1e6
 # Targets on this machine (issue 6 and, for training, issue 3).
 RAW_VS_CLASSIC = 0.9
@@ -106,6 +107,12 @@ def machine_description():
       "numpy": versions.get("numpy"),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
+
+
+def default_work_dir(output_json):
+  """The work folder beside the report: <output_json without .json>_work."""
+  stem, extension = os.path.splitext(output_json)
+  return (stem if extension.lower() == ".json" else output_json) + "_work"
 
 
 def needed_encodings(options):

@@ -9,6 +9,7 @@ Beside Z.npy, Z.json records what produced it: the model and data files with the
 split, the number of vectors, library versions and the command line.
 """
 
+import dataclasses
 import os
 
 from data_pipeline import manifest as manifest_lib
@@ -23,13 +24,36 @@ def provenance_path(output):
   return f"{base}.json"
 
 
-def check_image_size(run, data_dir, manifest):
-  """Raises EvaluationError when the run's model takes another image size than the data."""
+def check_image_size(run, data_dir, manifest, flag="--model_dir"):
+  """Raises EvaluationError when the run's model takes another image size than the data.
+
+  Args:
+    run: a modeling.run_dir.LoadedRun.
+    data_dir: the data dir (for the message).
+    manifest: its manifest dict (`image_size`: the side length in pixels).
+    flag: the flag that named the run (--model_dir, --model_dirs).
+  """
   if manifest["image_size"] != run.config.image_size:
     raise EvaluationError(
-        f"--model_dir {run.model_dir} takes {run.config.image_size}px images but --data_dir "
+        f"{flag} {run.model_dir} takes {run.config.image_size}px images but --data_dir "
         f"{data_dir} holds {manifest['image_size']}px ones; use data prepared with the "
         "model's --image_size")
+
+
+def run_files(model_dir, checkpoint="final"):
+  """{path: sha256} of the model file that load_run(model_dir, checkpoint) loads and config.json.
+
+  Every evaluation output records these as its model inputs.
+  """
+  from modeling import run_dir  # pylint: disable=g-import-not-at-top
+  paths = (run_dir.checkpoint_path(model_dir, checkpoint), run_dir.paths(model_dir).config)
+  return {path: provenance.sha256_file(path) for path in paths}
+
+
+def data_files(data_dir):
+  """{path: sha256} of a data dir's manifest.json, which pins every shard by its own sha256."""
+  path = os.path.join(data_dir, manifest_lib.MANIFEST)
+  return {path: provenance.sha256_file(path)}
 
 
 def split_size(data_dir, manifest, split, max_images=None):
@@ -77,7 +101,6 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
   # pylint: disable=g-import-not-at-top
   from data_pipeline import make_dataset
   from data_pipeline import reader
-  from modeling import run_dir
   # pylint: enable=g-import-not-at-top
   output = os.fspath(output)
   if not output.endswith(".npy"):
@@ -94,11 +117,7 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
   with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
     written = zpoints.encode_to_npy(traced(method), dataset.as_numpy_iterator(), output, total,
                                     with_log_var=with_log_var, description=f"encoding {split}")
-  paths = run_dir.paths(run.model_dir)
-  model_file = paths.model if checkpoint == "final" else paths.best
-  manifest_path = os.path.join(data_dir, manifest_lib.MANIFEST)
-  inputs = {path: provenance.sha256_file(path)
-            for path in (model_file, paths.config, manifest_path)}
+  inputs = {**run_files(run.model_dir, checkpoint), **data_files(data_dir)}
   record = {"num_vectors": written["num_vectors"], "dim": written["dim"],
             "files": [os.path.basename(f) for f in written["files"]],
             "model": {"model_dir": os.path.abspath(run.model_dir), "kind": run.config.kind,
@@ -110,3 +129,32 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
             "provenance": provenance.describe_run(None, inputs)}
   provenance.atomic_write_json(provenance_path(output), record)
   return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What tools.encode asks for (its flags, parsed); see encode_split for each field."""
+
+  model_dir: str
+  data_dir: str
+  output: str
+  split: str = "train"
+  max_images: int | None = None
+  batch_size: int = 256
+  with_log_var: bool = False
+  checkpoint: str = "final"
+
+
+def encode(options):
+  """Loads options.model_dir and writes the Z files of a split (encode_split); returns Z.json's.
+
+  Raises:
+    DataError: the data dir is missing or unreadable (before the model loads).
+    ModelError, EvaluationError: see load_run and encode_split.
+  """
+  from modeling import run_dir  # pylint: disable=g-import-not-at-top
+  manifest_lib.read_manifest(options.data_dir)  # A wrong --data_dir is named before the model.
+  run = run_dir.load_run(options.model_dir, options.checkpoint)
+  return encode_split(run, options.data_dir, options.split, options.output,
+                      max_images=options.max_images, batch_size=options.batch_size,
+                      with_log_var=options.with_log_var, checkpoint=options.checkpoint)

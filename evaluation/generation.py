@@ -25,10 +25,12 @@ from evaluation import images as images_lib
 from evaluation import metrics
 from evaluation import samplers
 from evaluation.errors import EvaluationError
+from evaluation.errors import FlagValueError
+from modeling import choices
 
-SAMPLERS = ("normal", "uniform", "gaussian", "gmm", "interpolate", "attribute")
-FITTED = ("gaussian", "gmm")
-NEEDS_TEST_IMAGES = ("interpolate", "attribute")
+SAMPLERS = choices.SAMPLERS
+FITTED = choices.FITTED_SAMPLERS
+NEEDS_TEST_IMAGES = choices.FACE_SAMPLERS
 # Fixed per-sampler streams: seeding each sampler with (seed, index) keeps its points the same
 # whichever other samplers run in the same call.
 _STREAMS = {name: index for index, name in enumerate(SAMPLERS)}
@@ -268,9 +270,16 @@ def evaluate_group(group, decode_fn, encode_fn, factors, reference, batch_size, 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What tools.generate asks for (its flags, parsed)."""
+  """What tools.generate asks for (its flags, parsed).
 
-  samplers: tuple
+  `generate` and `build_groups` take the samplers to run (`samplers`, with `attribute` and
+  `attribute_index` for the attribute sampler); `run` first decides them from the inputs
+  (`resolve`): samplers None means every one they allow, attribute "auto" the first of
+  ATTRIBUTE_PREFERENCE that the data has. model_dir, checkpoint, z_points, data_dir, fit_split
+  and max_fit_images are the inputs that `run` reads.
+  """
+
+  samplers: tuple | None = None
   num_images: int = 28
   num_metric_images: int = 500
   r_limits: tuple = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 5.0, 8.0)
@@ -285,6 +294,12 @@ class Options:
   attribute_faces: int = 6
   cloud_quantile: float = 0.99
   batch_size: int = 64
+  model_dir: str | None = None
+  checkpoint: str = "final"
+  z_points: str | None = None
+  data_dir: str | None = None
+  fit_split: str = "train"
+  max_fit_images: int = 20000
 
 
 # The attribute sampler's choice when --attribute=auto: the study's smile where the data has
@@ -318,6 +333,60 @@ def choose_attribute(requested, attribute_names):
       return name, f"attribute sampler: {name}{fallback}"
   return None, ("attribute sampler left out: the data has none of "
                 f"{', '.join(ATTRIBUTE_PREFERENCE)} (its attributes: {', '.join(names) or 'none'})")
+
+
+def resolve(options, attribute_names):
+  """Decides the samplers and the attribute from the inputs; returns (Options, notes).
+
+  Args:
+    options: the Options as asked for; samplers None: every sampler the inputs allow (those
+      left out are logged); attribute "auto" or a name.
+    attribute_names: the data dir's attribute names (manifest `attribute_names`; may be empty).
+
+  Returns:
+    The Options with `samplers` (in SAMPLERS order), `attribute` and `attribute_index` filled
+    in, and notes on the attribute chosen or left out.
+
+  Raises:
+    FlagValueError: samplers asked for that the inputs cannot serve, or an --attribute that
+      the data does not have.
+  """
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  names = list(attribute_names or [])
+  if options.samplers:
+    wanted = tuple(s for s in SAMPLERS if s in options.samplers)
+    if "attribute" in wanted and not names:
+      raise FlagValueError(f"--samplers attribute needs a --data_dir with CelebA attributes; "
+                           f"{options.data_dir} has none (its source had no "
+                           "list_attr_celeba.txt)")
+  else:
+    skipped = {}
+    if not (options.z_points or options.data_dir):
+      skipped.update({s: "needs --z_points or --data_dir" for s in FITTED})
+    if not options.data_dir:
+      skipped.update({s: "needs --data_dir" for s in NEEDS_TEST_IMAGES})
+    elif not names:
+      skipped["attribute"] = f"{options.data_dir} has no CelebA attributes"
+    for name, why in skipped.items():
+      logging.info("sampler %s skipped: %s", name, why)
+    wanted = tuple(s for s in SAMPLERS if s not in skipped)
+  attribute, index, notes = options.attribute, None, []
+  if "attribute" in wanted:
+    try:
+      attribute, note = choose_attribute(options.attribute, names)
+    except EvaluationError as error:
+      raise FlagValueError(f"{error} ({options.data_dir})") from None
+    notes.append(note)
+    if attribute is None and options.samplers:
+      raise FlagValueError(f"--samplers attribute: {note}; pass --attribute with one of its "
+                           "attributes or drop attribute from --samplers")
+    if attribute is None:
+      wanted = tuple(s for s in wanted if s != "attribute")
+      logging.info("%s", note)
+    else:
+      index = names.index(attribute)
+  return dataclasses.replace(options, samplers=wanted, attribute=attribute,
+                             attribute_index=index), notes
 
 
 @dataclasses.dataclass
@@ -526,3 +595,61 @@ def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, 
       "flags": flags,
       "provenance": provenance,
   }
+
+
+def run(options, flags=None):
+  """tools.generate: every sampler the options ask for, decoded by options.model_dir's model.
+
+  Args:
+    options: the Options as asked for (see `resolve`), with model_dir and the real inputs.
+    flags: the resolved flag values, recorded in the report (with the samplers run and the
+      attribute used added).
+
+  Returns:
+    (report, files): generation.json's dict (`assemble`, with the model files' and the inputs'
+    sha256) and {"<group>.png": PNG bytes} of every grid.
+
+  Raises:
+    FlagValueError: samplers or an attribute that the inputs cannot serve.
+    DataError, ModelError, EvaluationError: unusable data, run dir or z-points, or a model of
+      another image size than the data.
+  """
+  # Imported here so that importing this module loads no TensorFlow.
+  # pylint: disable=g-import-not-at-top
+  import keras
+  import tensorflow as tf
+  from data_pipeline import provenance
+  from data_pipeline.manifest import read_manifest
+  from evaluation import encoding
+  from modeling import run_dir
+  # pylint: enable=g-import-not-at-top
+  keras.utils.set_random_seed(options.seed)
+  tf.config.experimental.enable_op_determinism()
+  manifest = read_manifest(options.data_dir) if options.data_dir else None
+  options, attribute_notes = resolve(options, (manifest or {}).get("attribute_names"))
+  run = run_dir.load_run(options.model_dir, options.checkpoint)
+  config = run.config
+  if manifest is not None:
+    encoding.check_image_size(run, options.data_dir, manifest)
+  encode, decode = encoding.traced(run.model.encode), encoding.traced(run.model.decode)
+  inputs, input_files, data_info = collect_inputs(
+      options, encode, config.z_dim, z_points=options.z_points, data_dir=options.data_dir,
+      fit_split=options.fit_split, max_fit_images=options.max_fit_images)
+  name = os.path.basename(run.model_dir.rstrip(os.sep))
+  header = f" | model {name} ({config.kind}, z_dim {config.z_dim}) | seed {options.seed}"
+  groups, records, grids, notes, reference = generate(options, decode, encode, config.z_dim,
+                                                      inputs, header)
+  used = dict(flags or {}, samplers_run=list(options.samplers),
+              attribute_used=options.attribute if "attribute" in options.samplers else None,
+              r_limits=list(options.r_limits), sharpen=list(options.sharpen),
+              attribute_scales=list(options.attribute_scales))
+  report = assemble(
+      groups, records, {group: f"{group}.png" for group in grids}, attribute_notes + notes,
+      model={"model_dir": run.model_dir, "name": name, "kind": config.kind,
+             "z_dim": config.z_dim, "image_size": config.image_size,
+             "checkpoint": options.checkpoint},
+      inputs_info=data_info, flags=used, seed=options.seed,
+      provenance=provenance.describe_run(options.seed, {
+          **encoding.run_files(run.model_dir, options.checkpoint), **input_files}),
+      reference_info=reference)
+  return report, {f"{group}.png": images_lib.png_bytes(image) for group, image in grids.items()}

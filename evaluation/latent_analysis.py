@@ -24,6 +24,9 @@ are fewer than 10 points per dimension (then the points are few enough to hold i
 """
 
 import dataclasses
+import io
+import json
+import os
 
 import numpy as np
 
@@ -34,6 +37,7 @@ from evaluation import slicing
 from evaluation import statistics
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
+from evaluation.errors import FlagValueError
 
 RANDOM_NORMAL = "normal"
 
@@ -248,3 +252,122 @@ def _figures(z, rows, options, components, histograms, r, data_radius, random_ra
       chosen_point=np.asarray(z[options.data_point], np.float64),
       chosen_index=int(options.data_point), data_radius=data_radius,
       random_radius=random_radius, correlation=r)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where tools.analyze_latents takes the z-points from (its input flags, parsed).
+
+  Attributes:
+    z_points: a z-point file [N, dim] (tools.encode), or None to encode a split first.
+    log_var: the VAE log-variances of the same rows; None: Z.log_var.npy beside the z-points
+      when it exists.
+    kind: "ae", "vae" or "auto": the kind recorded in Z.json beside the z-points, else "vae"
+      when log-variances exist.
+    model_dir: without z_points, the run whose encoder encodes data_dir's split into
+      OUTPUT_DIR/z_points.npy (with its log-variances for a VAE).
+    data_dir: the prepared data dir encoded with model_dir.
+    split: the split encoded.
+    max_images: encode only the split's first N images.
+    checkpoint: the model file of model_dir ("final" or "best").
+  """
+
+  z_points: str | None = None
+  log_var: str | None = None
+  kind: str = "auto"
+  model_dir: str | None = None
+  data_dir: str | None = None
+  split: str = "train"
+  max_images: int | None = None
+  checkpoint: str = "final"
+
+
+ENCODED_FILE = "z_points.npy"  # In the output dir, when the tool encodes the z-points itself.
+
+
+def recorded_kind(z_path):
+  """The model kind ("ae"/"vae") that tools.encode recorded in Z.json beside Z.npy, or None."""
+  from evaluation import encoding  # pylint: disable=g-import-not-at-top
+  try:
+    with open(encoding.provenance_path(z_path), encoding="utf-8") as f:
+      return json.load(f)["model"]["kind"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _encode_first(source, output_dir):
+  """Encodes source.data_dir's split with source.model_dir; returns (z path, model kind)."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline.manifest import read_manifest
+  from evaluation import encoding
+  from modeling import run_dir
+  # pylint: enable=g-import-not-at-top
+  read_manifest(source.data_dir)  # A wrong --data_dir is named before the model loads.
+  run = run_dir.load_run(source.model_dir, source.checkpoint)
+  path = os.path.join(output_dir, ENCODED_FILE)
+  encoding.encode_split(run, source.data_dir, source.split, path, max_images=source.max_images,
+                        with_log_var=run.config.kind == "vae", checkpoint=source.checkpoint)
+  return path, run.config.kind
+
+
+def _npy_bytes(array):
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(array, np.float64), allow_pickle=False)
+  return buffer.getvalue()
+
+
+def run(source, options, output_dir, flags=None):
+  """The latent report of tools.analyze_latents: z-points in, report and files out.
+
+  Args:
+    source: a Source (a z-point file, or a run dir and data dir to encode first).
+    options: the analysis Options.
+    output_dir: receives z_points.npy (+ its companions) when the z-points are encoded here.
+    flags: the resolved flag values, recorded in the report.
+
+  Returns:
+    (report, files): latent_report.json's dict (analyze's sections plus plots, inputs, flags
+    and provenance with the inputs' sha256) and {file name: bytes} of the four figures
+    (evaluation.plots) and correlation.npy ([dim, dim] float64).
+
+  Raises:
+    FlagValueError: --log_var of another shape than the z-points, or --slice_components not
+      below z_dim.
+    EvaluationError, DataError, ModelError: unusable z-points, data or run dir.
+  """
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import provenance
+  from evaluation import plots
+  # pylint: enable=g-import-not-at-top
+  if source.z_points:
+    z_path, kind = source.z_points, recorded_kind(source.z_points)
+  else:
+    z_path, kind = _encode_first(source, output_dir)
+  z = zpoints.load_z_points(z_path)
+  log_var_path = source.log_var or zpoints.companion_path(z_path, "log_var")
+  log_var = None
+  if source.log_var or os.path.isfile(log_var_path):
+    log_var = zpoints.load_z_points(log_var_path, what="--log_var")
+    if log_var.shape != z.shape:
+      raise FlagValueError(f"--log_var {log_var_path} has shape {log_var.shape} but the "
+                           f"z-points {z.shape}; use the file tools.encode wrote beside them")
+  if source.kind != "auto":
+    kind = source.kind
+  elif kind is None and log_var is not None:
+    kind = "vae"
+  if options.slice_components and max(options.slice_components) >= z.shape[1]:
+    raise FlagValueError(f"--slice_components {','.join(map(str, options.slice_components))} "
+                         f"must be below z_dim {z.shape[1]}")
+  report, figures = analyze(z, options, log_var=log_var, kind=kind)
+  label = f"{kind.upper() if kind else 'z-points'}, {report['rows_used']['count']} vectors"
+  files = plots.render_all(figures, label)
+  report["plots"] = {name: file for name, file in sorted(plots.FILES.items()) if file in files}
+  files["correlation.npy"] = _npy_bytes(figures.correlation)
+  inputs = {z_path: provenance.sha256_file(z_path)}
+  if log_var is not None:
+    inputs[log_var_path] = provenance.sha256_file(log_var_path)
+  report["inputs"] = {"z_points": os.path.abspath(z_path),
+                      "log_var": os.path.abspath(log_var_path) if log_var is not None else None}
+  report["flags"] = dict(sorted((flags or {}).items()))
+  report["provenance"] = provenance.describe_run(options.seed, inputs)
+  return report, files

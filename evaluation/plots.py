@@ -1,13 +1,13 @@
-"""The latent report's figures as PNG files (matplotlib, Agg backend: no display needed).
+"""The latent report's figures as PNG bytes (matplotlib, Agg backend: no display needed).
 
-Each function takes arrays computed by evaluation.latent_analysis and writes one titled figure
-with labelled axes (and a legend where there is more than one kind of mark). Files are written
-to a temporary name and renamed, so a crash never leaves a half-written PNG. The PNG metadata
-carries no date, so the same numbers give the same file bytes.
+Each function takes arrays computed by evaluation.latent_analysis and returns one titled figure
+with labelled axes (and a legend where there is more than one kind of mark) as PNG bytes; the
+tool writes them atomically. The PNG metadata carries no date, so the same numbers give the same
+bytes.
 """
 
+import io
 import math
-import os
 
 import matplotlib
 
@@ -16,19 +16,20 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DPI = 100
+# The report's name of each figure -> its file (latent_report.json "plots").
+FILES = {"correlation": "correlation_heatmap.png", "histograms": "component_histograms.png",
+         "radius": "radius_histograms.png", "scatter": "scatter_pairs.png"}
 _METADATA = {"Software": None}  # No version string: identical numbers -> identical bytes.
 
 
-def _save(fig, path):
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.path.basename(path)}")
+def _png(fig):
+  """The figure as PNG bytes; the figure is closed (pyplot keeps every open one in memory)."""
+  buffer = io.BytesIO()
   try:
-    fig.savefig(tmp, format="png", dpi=_DPI, metadata=_METADATA)
-    os.replace(tmp, path)
+    fig.savefig(buffer, format="png", dpi=_DPI, metadata=_METADATA)
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return buffer.getvalue()
 
 
 def _grid(count, columns):
@@ -36,7 +37,7 @@ def _grid(count, columns):
   return math.ceil(count / columns), columns
 
 
-def component_histograms(histograms, path, title):
+def component_histograms(histograms, title):
   """One histogram per component [(index, centres, counts, mean, half_width)], in a grid."""
   rows, columns = _grid(len(histograms), 4)
   fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
@@ -55,10 +56,10 @@ def component_histograms(histograms, path, title):
     ax.legend(fontsize=7)
   fig.suptitle(title)
   fig.tight_layout()
-  return _save(fig, path)
+  return _png(fig)
 
 
-def scatter_pairs(figures, path, title):
+def scatter_pairs(figures, title):
   """The study's scatter grid: data points, random uniform vectors, one data point, the origin."""
   pairs = figures.scatter_pairs
   rows, columns = _grid(len(pairs), 3)
@@ -80,10 +81,10 @@ def scatter_pairs(figures, path, title):
   axes.flat[0].legend(fontsize=7, loc="best")
   fig.suptitle(title)
   fig.tight_layout()
-  return _save(fig, path)
+  return _png(fig)
 
 
-def radius_histograms(data_radius, random_radius, path, title):
+def radius_histograms(data_radius, random_radius, title):
   """Histograms of the L2 radius of the data and of each kind of random vector."""
   fig, ax = plt.subplots(figsize=(9, 5))
   everything = [data_radius, *random_radius.values()]
@@ -97,10 +98,10 @@ def radius_histograms(data_radius, random_radius, path, title):
   ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return _png(fig)
 
 
-def correlation_heatmap(r, path, title):
+def correlation_heatmap(r, title):
   """The [dim, dim] Pearson correlation matrix, diverging colours from -1 to 1."""
   fig, ax = plt.subplots(figsize=(7.5, 6.5))
   image = ax.imshow(r, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
@@ -109,25 +110,25 @@ def correlation_heatmap(r, path, title):
   ax.set_ylabel("component i")
   ax.set_title(title)
   fig.tight_layout()
-  return _save(fig, path)
+  return _png(fig)
 
 
-def write_all(figures, output_dir, label):
-  """Writes every figure of the latent report; returns {name: file name}."""
-  files = {
+def render_all(figures, label):
+  """Every figure of the latent report: {file name (FILES): PNG bytes}.
+
+  Args:
+    figures: the latent_analysis.Figures of a report.
+    label: what the z-points are, appended to every title (e.g. "VAE, 52 vectors").
+  """
+  rendered = {
       "histograms": component_histograms(
-          figures.histograms, os.path.join(output_dir, "component_histograms.png"),
-          f"Value histograms of the {len(figures.histograms)} most dominant components"
-          f" ({label})"),
-      "radius": radius_histograms(
-          figures.data_radius, figures.random_radius,
-          os.path.join(output_dir, "radius_histograms.png"),
-          f"L2 radius of data z-points vs random vectors ({label})"),
-      "correlation": correlation_heatmap(
-          figures.correlation, os.path.join(output_dir, "correlation_heatmap.png"),
-          f"Correlation of latent components ({label})"),
+          figures.histograms, f"Value histograms of the {len(figures.histograms)} most "
+          f"dominant components ({label})"),
+      "radius": radius_histograms(figures.data_radius, figures.random_radius,
+                                  f"L2 radius of data z-points vs random vectors ({label})"),
+      "correlation": correlation_heatmap(figures.correlation,
+                                         f"Correlation of latent components ({label})"),
   }
   if figures.scatter_pairs:  # A one-dimensional latent space has no pairs.
-    files["scatter"] = scatter_pairs(figures, os.path.join(output_dir, "scatter_pairs.png"),
-                                     f"Most correlated component pairs ({label})")
-  return {name: os.path.basename(path) for name, path in sorted(files.items())}
+    rendered["scatter"] = scatter_pairs(figures, f"Most correlated component pairs ({label})")
+  return {FILES[name]: png for name, png in rendered.items()}

@@ -9,12 +9,14 @@ reconstructions, which is what the grids show.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
 from evaluation import images as images_lib
 from evaluation import metrics
 from evaluation.errors import EvaluationError
+from evaluation.errors import FlagValueError
 
 LOSS_UNITS = {
     "bce": "binary cross-entropy summed over the S*S*3 pixel values, nats per image (as in "
@@ -150,3 +152,161 @@ def comparison_grid(originals, reconstructions, subjects, factors, title=""):
       rounded = images_lib.to_uint8(reconstructions[subject.name])
       columns.append((subject.label + suffix, images_lib.sharpen(rounded, factor)))
   return images_lib.panel_grid(columns, columns=1, title=title)
+
+
+DEFINITIONS = {
+    "psnr": "tf.image.psnr(original / 255, reconstruction, max_val=1.0) in dB per image; "
+            "exact reconstructions (infinite PSNR) are counted in num_infinite and left "
+            "out of the statistics",
+    "ssim": "tf.image.ssim(original / 255, reconstruction, max_val=1.0) per image "
+            "(11x11 Gaussian window)",
+    "reconstruction_loss": "the model's training reconstruction loss per image (see "
+                           "loss_units); a VAE is evaluated at its mean z",
+    "sharpened": "PSNR and SSIM of the reconstructions rounded to uint8 and sharpened "
+                 "with PIL ImageEnhance.Sharpness(factor)",
+}
+GRID_FILE = "reconstructions.png"
+OWN_IMAGES_FILE = "own_images.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What tools.compare_reconstructions asks for (its flags, parsed).
+
+  Attributes:
+    model_dirs: the run dirs compared (distinct), all of the data's image size.
+    data_dir: the prepared data dir.
+    split: the split reconstructed.
+    num_images: rows of the grid (the split's first images).
+    max_images: images measured (the split's first ones); None: the whole split.
+    sharpen: PIL sharpness factors shown and measured (1 = unchanged).
+    images: the user's own photos (any size), cropped and resized like the data.
+    checkpoint: the model file of each run ("final" or "best").
+    seed: Keras' seed (the reconstructions use no randomness: a VAE at its mean).
+    batch_size: images per model call.
+  """
+
+  model_dirs: tuple
+  data_dir: str
+  split: str = "test"
+  num_images: int = 8
+  max_images: int | None = None
+  sharpen: tuple = (1.0,)
+  images: tuple = ()
+  checkpoint: str = "final"
+  seed: int = 0
+  batch_size: int = 64
+
+
+def run_names(model_dirs):
+  """Run dir names, made unique with their parent's name when two runs share a name."""
+  names = [os.path.basename(os.path.abspath(d)) for d in model_dirs]
+  if len(set(names)) < len(names):
+    names = [os.path.join(os.path.basename(os.path.dirname(os.path.abspath(d))), n)
+             for d, n in zip(model_dirs, names)]
+  return names
+
+
+def _own_images(options, manifest):
+  """The user's photos, cropped and resized like the data: uint8 [n, S, S, 3] or None."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import transform
+  from data_pipeline.errors import DataError
+  # pylint: enable=g-import-not-at-top
+  own = []
+  for path in options.images:
+    try:
+      own.append(transform.transform_file(path, tuple(manifest["crop"]),
+                                          manifest["image_size"]))
+    except DataError as error:
+      raise DataError(f"--image: {error}; give a readable photo (JPEG, PNG, ...)") from None
+  return np.stack(own) if own else None
+
+
+def _subjects(options, manifest):
+  """The runs as Subjects (traced model calls) and {path: sha256} of their files."""
+  # pylint: disable=g-import-not-at-top
+  from evaluation import encoding
+  from modeling import run_dir
+  # pylint: enable=g-import-not-at-top
+  subjects, files = [], {}
+  for model_dir, name in zip(options.model_dirs, run_names(options.model_dirs)):
+    run = run_dir.load_run(model_dir, options.checkpoint)
+    encoding.check_image_size(run, options.data_dir, manifest, flag="--model_dirs")
+    subjects.append(Subject(name, run.config.kind, run.config.loss,
+                            encoding.traced(run.model.encode), encoding.traced(run.model.decode)))
+    files.update(encoding.run_files(model_dir, options.checkpoint))
+  return subjects, files
+
+
+def compare(options):
+  """Reconstructs the split's images with every run: tools.compare_reconstructions' outputs.
+
+  Args:
+    options: the Options.
+
+  Returns:
+    (report, files): reconstruction.json's dict (per model the PSNR, SSIM and loss summaries
+    over the split, definitions, data, provenance with every input's sha256) and
+    {file name: PNG bytes} of the grid (GRID_FILE) and, with own images, OWN_IMAGES_FILE.
+
+  Raises:
+    FlagValueError: a split the data dir does not have.
+    DataError, ModelError, EvaluationError: an unreadable photo, data dir or run dir, or runs
+      of another image size than the data.
+  """
+  # Imported here so that importing this module loads no TensorFlow.
+  # pylint: disable=g-import-not-at-top
+  import keras
+  import tensorflow as tf
+  from data_pipeline import make_dataset
+  from data_pipeline import provenance
+  from data_pipeline import reader
+  from data_pipeline.manifest import read_manifest
+  from evaluation import encoding
+  # pylint: enable=g-import-not-at-top
+  keras.utils.set_random_seed(options.seed)
+  tf.config.experimental.enable_op_determinism()
+  manifest = read_manifest(options.data_dir)
+  if options.split not in manifest["splits"]:
+    raise FlagValueError(f"--split {options.split}: {options.data_dir} has only the splits "
+                         f"{', '.join(manifest['splits'])}")
+  own = _own_images(options, manifest)  # A bad --image fails before any model is loaded.
+  subjects, input_files = _subjects(options, manifest)
+  input_files.update(encoding.data_files(options.data_dir))
+  input_files.update({path: provenance.sha256_file(path) for path in options.images})
+
+  split_size = manifest["splits"][options.split]["num_examples"]
+  max_images = min(options.max_images or split_size, split_size)
+  dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
+                         max_images=max_images)
+  with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
+    stats, grid = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
+                                   options.num_images, total=max_images)
+
+  columns = ", ".join(s.label for s in subjects)
+  title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
+           f"original | {columns}")
+  files = {GRID_FILE: images_lib.png_bytes(comparison_grid(
+      grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
+      title))}
+  if own is not None:
+    rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
+    files[OWN_IMAGES_FILE] = images_lib.png_bytes(comparison_grid(
+        own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
+        f"your images (rows {rows}): original | {columns}"))
+  report = {
+      "split": options.split,
+      "num_images": int(stats[subjects[0].name]["psnr"]["count"]),
+      "models": {s.name: dict(stats[s.name], model_dir=os.path.abspath(d))
+                 for s, d in zip(subjects, options.model_dirs)},
+      "sharpen": list(options.sharpen),
+      "own_images": list(options.images),
+      "files": {"grid": GRID_FILE, **({"own_images": OWN_IMAGES_FILE} if own is not None
+                                      else {})},
+      "definitions": DEFINITIONS,
+      "data": {"data_dir": os.path.abspath(options.data_dir),
+               "image_size": manifest["image_size"]},
+      "provenance": provenance.describe_run(options.seed, input_files),
+  }
+  return report, files

@@ -336,3 +336,20 @@ def load_run(model_dir, checkpoint="final"):
                      "or restore it") from None
   return LoadedRun(config=model_config, model=model, encoder=model.encoder,
                    decoder=model.decoder, run_config=run_config, model_dir=run.root)
+
+
+def checkpoint_path(model_dir, checkpoint="final"):
+  """The absolute path of the model file that `load_run(model_dir, checkpoint)` loads.
+
+  Args:
+    model_dir: a run dir.
+    checkpoint: "final" (model.keras) or "best" (best.keras); modeling.choices.CHECKPOINTS.
+
+  Raises:
+    ModelError: another checkpoint name.
+  """
+  run = paths(model_dir)
+  files = {"final": run.model, "best": run.best}
+  if checkpoint not in files:
+    raise ModelError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
+  return files[checkpoint]

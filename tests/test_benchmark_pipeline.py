@@ -151,13 +151,6 @@ def test_needed_encodings():
   assert bench.needed_encodings(options(("stream_png",))) == ["png"]
 
 
-def test_tool_choices_match_the_library():
-  from tools import benchmark_pipeline  # pylint: disable=g-import-not-at-top
-  assert benchmark_pipeline.ENCODINGS == bench.ENCODINGS
-  assert benchmark_pipeline.METHODS == pipeline_methods.METHODS
-  assert callable(benchmark_pipeline.run)
-
-
 @pytest.mark.slow
 def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   """The real tool on the 32x32 fixture: every method at 16 and 32 images, and all the rest.

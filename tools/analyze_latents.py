@@ -24,24 +24,23 @@ While it runs, --output_dir is locked (.lock, removed at the end): a second tool
 refused with one line naming this one.
 """
 
-import os
-
 from absl import flags
 from absl import logging
 
 from tools import _cli
+from tools import flags_data
+from tools import flags_eval
+from tools import outputs
 
 FLAGS = flags.FLAGS
 
-SPLITS = ("train", "validation", "test")
-
 flags.DEFINE_string("z_points", None, "z-points .npy written by tools.encode ([N, z_dim]).")
-flags.DEFINE_string("output_dir", None, "Directory for the report, correlation.npy and plots "
-                    "(created if needed; files of an earlier run are replaced).")
-flags.DEFINE_string("model_dir", None, "Instead of --z_points: a run dir whose encoder encodes "
-                    "--data_dir's --split first.")
-flags.DEFINE_string("data_dir", None, "Prepared data dir encoded with --model_dir.")
-flags.DEFINE_enum("split", "train", SPLITS, "Split encoded with --model_dir.")
+flags_eval.define_output_dir("the report, correlation.npy and plots")
+flags_eval.define_model_dir("Instead of --z_points: a run dir whose encoder encodes "
+                            "--data_dir's --split first.")
+flags_data.define_data_dir("Prepared data dir encoded with --model_dir.")
+flags_data.define_split("Split encoded with --model_dir.")
+flags_eval.define_checkpoint("--model_dir")
 flags.DEFINE_integer("max_images", None, "With --model_dir: encode only the split's first N "
                      "images.", lower_bound=2)
 flags.DEFINE_string("log_var", None, "VAE log-variances of the same rows (tools.encode "
@@ -51,8 +50,7 @@ flags.DEFINE_enum("kind", "auto", ("auto", "ae", "vae"), "What made the z-points
                   "kind recorded in Z.json beside them (or vae when log-variances exist).")
 flags.DEFINE_integer("num_samples", None, "Use a seeded random subset of this many vectors "
                      "(the study: 5000); default: all.", lower_bound=2)
-flags.DEFINE_integer("seed", 0, "Seed of the subset, the random vectors and the plotted points.",
-                     lower_bound=0)
+flags_data.define_seed("Seed of the subset, the random vectors and the plotted points.")
 flags.DEFINE_list("thresholds", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6"], "|r| thresholds of "
                   "the pair counts.")
 flags.DEFINE_float("pair_threshold", 0.5, "List the pairs with |r| above this.",
@@ -80,24 +78,12 @@ flags.DEFINE_integer("num_histograms", 12, "Components in the histogram grid.", 
                      upper_bound=48)
 flags.DEFINE_integer("data_point", 0, "Row of the data point marked in the scatter plots.",
                      lower_bound=0)
+flags.adopt_module_key_flags(flags_data)
+flags.adopt_module_key_flags(flags_eval)
 
-
-def _floats(values):
-  try:
-    return tuple(float(v) for v in values)
-  except (TypeError, ValueError):
-    return None
-
-
-def _float_list(name, low, high, what):
-  def check(values):
-    parsed = _floats(values or [])
-    return bool(parsed) and all(low < v < high for v in parsed)
-  flags.register_validator(name, check, message=f"--{name} needs a comma list of {what}")
-
-
-_float_list("thresholds", 0.0, 1.0, "numbers in (0, 1), e.g. 0.1,0.5")
-_float_list("uniform_b", 0.0, float("inf"), "numbers > 0, e.g. 0.5,1,4")
+flags_eval.register_float_list("thresholds", "numbers in (0, 1), e.g. 0.1,0.5",
+                               lambda v: 0.0 < v < 1.0)
+flags_eval.register_float_list("uniform_b", "numbers > 0, e.g. 0.5,1,4", lambda v: v > 0.0)
 flags.register_validator("inside_quantile", lambda q: 0.0 < q < 1.0,
                          message="--inside_quantile must lie in (0, 1), e.g. 0.99")
 flags.register_validator("scatter_b", lambda b: b > 0, message="--scatter_b must be > 0")
@@ -133,108 +119,38 @@ def _one_source(f):
 
 flags.register_multi_flags_validator(["z_points", "model_dir", "data_dir"], _one_source)
 
-
-def _encode_first(output_dir):
-  """Encodes --data_dir's --split with --model_dir into output_dir; returns (path, kind)."""
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline.manifest import read_manifest
-  from evaluation import encoding
-  from modeling import run_dir
-  # pylint: enable=g-import-not-at-top
-  read_manifest(FLAGS.data_dir)
-  run = run_dir.load_run(FLAGS.model_dir)
-  path = os.path.join(output_dir, "z_points.npy")
-  encoding.encode_split(run, FLAGS.data_dir, FLAGS.split, path, max_images=FLAGS.max_images,
-                        with_log_var=run.config.kind == "vae")
-  return path, run.config.kind
-
-
-def _recorded_kind(z_path):
-  """The model kind recorded in Z.json by tools.encode, if any."""
-  import json  # pylint: disable=g-import-not-at-top
-  from evaluation import encoding  # pylint: disable=g-import-not-at-top
-  try:
-    with open(encoding.provenance_path(z_path), encoding="utf-8") as f:
-      return json.load(f)["model"]["kind"]
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
+_SOURCE_FLAGS = ("z_points", "log_var", "kind", "model_dir", "data_dir", "split", "max_images",
+                 "checkpoint")
+_OPTION_FLAGS = ("num_samples", "seed", "pair_threshold", "abs_mean_cutoff", "half_width_cutoff",
+                 "bin_width", "slice_threshold", "num_random", "inside_quantile", "scatter_b",
+                 "num_scatter_pairs", "num_histograms", "data_point")
 
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
-  # Created and locked before anything is written into it, until the report is complete.
-  with locking.output_dir(FLAGS.output_dir, "analyze_latents", "--output_dir"):
-    _analyze()
-
-
-def _analyze():
   # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
+  from data_pipeline import locking
   from evaluation import latent_analysis
-  from evaluation import plots
-  from evaluation import zpoints
   # pylint: enable=g-import-not-at-top
-  if FLAGS.z_points:
-    z_path, kind = FLAGS.z_points, _recorded_kind(FLAGS.z_points)
-  else:
-    z_path, kind = _encode_first(FLAGS.output_dir)
-  z = zpoints.load_z_points(z_path)
-  log_var_path = FLAGS.log_var or zpoints.companion_path(z_path, "log_var")
-  log_var = None
-  if FLAGS.log_var or os.path.isfile(log_var_path):
-    log_var = zpoints.load_z_points(log_var_path, what="--log_var")
-    if log_var.shape != z.shape:
-      raise _cli.FlagError(f"--log_var {log_var_path} has shape {log_var.shape} but the "
-                           f"z-points {z.shape}; use the file tools.encode wrote beside them")
-  if FLAGS.kind != "auto":
-    kind = FLAGS.kind
-  elif kind is None and log_var is not None:
-    kind = "vae"
-  if FLAGS.slice_components and max(map(int, FLAGS.slice_components)) >= z.shape[1]:
-    raise _cli.FlagError(f"--slice_components {','.join(FLAGS.slice_components)} must be "
-                         f"below z_dim {z.shape[1]}")
+  source = latent_analysis.Source(**flags_eval.flag_values(_SOURCE_FLAGS))
   options = latent_analysis.Options(
-      num_samples=FLAGS.num_samples, seed=FLAGS.seed, thresholds=_floats(FLAGS.thresholds),
-      pair_threshold=FLAGS.pair_threshold, abs_mean_cutoff=FLAGS.abs_mean_cutoff,
-      half_width_cutoff=FLAGS.half_width_cutoff, bin_width=FLAGS.bin_width,
+      **flags_eval.flag_values(_OPTION_FLAGS),
+      thresholds=flags_eval.parse_floats(FLAGS.thresholds),
+      uniform_b=flags_eval.parse_floats(FLAGS.uniform_b),
       slice_components=(tuple(int(c) for c in FLAGS.slice_components)
-                        if FLAGS.slice_components else None),
-      slice_threshold=FLAGS.slice_threshold, uniform_b=_floats(FLAGS.uniform_b),
-      num_random=FLAGS.num_random, inside_quantile=FLAGS.inside_quantile,
-      scatter_b=FLAGS.scatter_b, num_scatter_pairs=FLAGS.num_scatter_pairs,
-      num_histograms=FLAGS.num_histograms, data_point=FLAGS.data_point)
-  report, figures = latent_analysis.analyze(z, options, log_var=log_var, kind=kind)
-  label = f"{kind.upper() if kind else 'z-points'}, {report['rows_used']['count']} vectors"
-  report["plots"] = plots.write_all(figures, FLAGS.output_dir, label)
-  provenance.atomic_write_bytes(os.path.join(FLAGS.output_dir, "correlation.npy"),
-                                _npy_bytes(figures.correlation))
-  inputs = {z_path: provenance.sha256_file(z_path)}
-  if log_var is not None:
-    inputs[log_var_path] = provenance.sha256_file(log_var_path)
-  report["inputs"] = {"z_points": os.path.abspath(z_path),
-                      "log_var": os.path.abspath(log_var_path) if log_var is not None else None}
-  report["flags"] = {name: FLAGS[name].value for name in sorted(
-      ("z_points", "model_dir", "data_dir", "split", "max_images", "log_var", "kind",
-       "num_samples", "seed", "thresholds", "pair_threshold", "abs_mean_cutoff",
-       "half_width_cutoff", "bin_width", "slice_components", "slice_threshold", "uniform_b",
-       "num_random", "inside_quantile", "scatter_b", "num_scatter_pairs", "num_histograms",
-       "data_point"))}
-  report["provenance"] = provenance.describe_run(FLAGS.seed, inputs)
-  _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
-  provenance.atomic_write_json(os.path.join(FLAGS.output_dir, "latent_report.json"), report)
+                        if FLAGS.slice_components else None))
+  # Created and locked before anything is written into it, until the report is complete.
+  with (locking.output_dir(FLAGS.output_dir, "analyze_latents", "--output_dir"),
+        flags_eval.flag_errors()):
+    report, files = latent_analysis.run(
+        source, options, FLAGS.output_dir,
+        flags=flags_eval.flag_values(_SOURCE_FLAGS + _OPTION_FLAGS + (
+            "thresholds", "uniform_b", "slice_components")))
+    outputs.write_report(FLAGS.output_dir, "latent_report.json", report, files)
   counts = ", ".join(f"|r|>{t}: {n}" for t, n in report["counts"].items())
   logging.info("%d vectors x %d components: %s; %d dominant components; report in %s",
                report["num_vectors"], report["dim"], counts, report["dominant"]["count"],
                FLAGS.output_dir)
-
-
-def _npy_bytes(array):
-  import io  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  buffer = io.BytesIO()
-  np.save(buffer, np.asarray(array, np.float64), allow_pickle=False)
-  return buffer.getvalue()
 
 
 def run():

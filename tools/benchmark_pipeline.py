@@ -23,25 +23,25 @@ the classic methods hold a 4.4 GB float32 array for the larger size (110,592 byt
 give them the RAM, or lower --sizes. --work_dir keeps each child's log.
 """
 
-import os
-
 from absl import flags
-from absl import logging
 
 from benchmarks import pipeline_methods
+from modeling import choices
 from modeling import config as config_lib
 from tools import _cli
+from tools import flags_benchmark
+from tools import flags_data
+from tools import outputs
 
 FLAGS = flags.FLAGS
 
-# Both modules are pure Python (no TensorFlow), so the flags below can name their choices.
+# Pure Python (no TensorFlow), so the flags below can name their choices.
 METHODS = pipeline_methods.METHODS
-ENCODINGS = ("raw", "png", "jpeg")  # benchmarks.pipeline.ENCODINGS (tests check it).
+ENCODINGS = choices.ENCODINGS
 
-flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data) whose training "
-                    "images are fed; it needs at least max(--sizes) of them.")
-flags.DEFINE_string("output_json", None, "Report file (JSON) to write; its folder is created "
-                    "if needed.")
+flags_data.define_data_dir("Prepared data dir (tools.prepare_data) whose training images are "
+                           "fed; it needs at least max(--sizes) of them.")
+flags_benchmark.define_output_json("pipeline.json")
 flags.DEFINE_string("work_dir", None, "Folder for the shards of the other encodings, the "
                     "preparation timing and the children's logs; default: <output_json "
                     "without .json>_work beside the report.")
@@ -58,8 +58,7 @@ flags.DEFINE_integer("warmup_batches", 5, "Batches drawn before the clock starts
                      "buffers and traces).", lower_bound=0)
 flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer (records) of the tf.data methods.",
                      lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of every shuffle and of the training check.",
-                     lower_bound=0)
+flags_data.define_seed("Seed of every shuffle and of the training check.")
 flags.DEFINE_integer("prepare_images", 10000, "Images prepared per timing run of the writer "
                      "(each of --prepare_encodings, with 1 and with --prepare_workers workers); "
                      "0 skips the timing. Fewer than a few thousand mostly time the worker "
@@ -75,9 +74,12 @@ flags.DEFINE_integer("train_steps", 20, "Timed train steps per feeding mode; 0 s
                      "training check.", lower_bound=0)
 flags.DEFINE_integer("train_warmup_steps", 3, "Train steps per mode before timing (the first "
                      "one traces the step).", lower_bound=1)
-flags.DEFINE_float("child_timeout_s", 3600.0, "Seconds after which a child process (one method "
-                   "at one size, the preparation, the training check) is stopped as failed.")
+flags_benchmark.define_child_timeout(3600.0, "a child process (one method at one size, the "
+                                     "preparation, the training check)")
 flags.DEFINE_string("output_markdown", None, "Also write the Markdown tables to this file.")
+flags_benchmark.register_file_path("output_markdown", "pipeline.md")
+flags.adopt_module_key_flags(flags_benchmark)
+flags.adopt_module_key_flags(flags_data)
 
 
 def _ints(values):
@@ -120,71 +122,36 @@ def _sizes_hold_a_batch(f):
 flags.register_validator("sizes", _check_sizes)
 _choices("methods", METHODS)
 _choices("prepare_encodings", ENCODINGS)
-flags.register_validator("child_timeout_s", lambda value: value > 0,
-                         message="--child_timeout_s must be > 0 seconds")
 flags.register_multi_flags_validator(["sizes", "batch_size"], _sizes_hold_a_batch)
-
-
-def _work_dir():
-  if FLAGS.work_dir:
-    return FLAGS.work_dir
-  stem, extension = os.path.splitext(FLAGS.output_json)
-  return (stem if extension.lower() == ".json" else FLAGS.output_json) + "_work"
-
-
-def _check_output(flag, path):
-  """Fails before the (long) run when an output path cannot become a file."""
-  if path and os.path.isdir(path):
-    raise _cli.FlagError(f"--{flag} {path} is a directory; give a file path such as "
-                         f"{os.path.join(path, 'pipeline.json')}")
 
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help and flag errors answer at once. benchmarks.pipeline starts no
   # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
-  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
-
-  _check_output("output_json", FLAGS.output_json)
-  _check_output("output_markdown", FLAGS.output_markdown)
+  # pylint: disable=g-import-not-at-top
+  from benchmarks import pipeline
+  from data_pipeline import locking
+  # pylint: enable=g-import-not-at-top
+  options = pipeline.Options(
+      data_dir=FLAGS.data_dir,
+      work_dir=FLAGS.work_dir or pipeline.default_work_dir(FLAGS.output_json),
+      sizes=_ints(FLAGS.sizes), methods=tuple(FLAGS.methods), source_dir=FLAGS.source_dir,
+      batch_size=FLAGS.batch_size, num_batches=FLAGS.num_batches,
+      warmup_batches=FLAGS.warmup_batches, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
+      prepare_images=FLAGS.prepare_images, prepare_encodings=tuple(FLAGS.prepare_encodings),
+      prepare_workers=FLAGS.prepare_workers, train_preset=FLAGS.train_preset,
+      train_steps=FLAGS.train_steps, train_warmup_steps=FLAGS.train_warmup_steps,
+      child_timeout_s=FLAGS.child_timeout_s)
   # Every folder it writes into is locked from here to the end: a second benchmark writing
   # into one of them is refused at once, not after a long run.
   folders = [locking.file_folder(FLAGS.output_json, "--output_json"),
-             (_work_dir(), "--work_dir", None)]
+             (options.work_dir, "--work_dir", None)]
   if FLAGS.output_markdown:
     folders.append(locking.file_folder(FLAGS.output_markdown, "--output_markdown"))
   with locking.output_dirs("benchmark_pipeline", folders):
-    _benchmark()
-
-
-def _benchmark():
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
-  from benchmarks import pipeline as pipeline_benchmark
-  # pylint: enable=g-import-not-at-top
-  options = pipeline_benchmark.Options(
-      data_dir=FLAGS.data_dir, work_dir=_work_dir(), sizes=_ints(FLAGS.sizes),
-      methods=tuple(FLAGS.methods), source_dir=FLAGS.source_dir, batch_size=FLAGS.batch_size,
-      num_batches=FLAGS.num_batches, warmup_batches=FLAGS.warmup_batches,
-      shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, prepare_images=FLAGS.prepare_images,
-      prepare_encodings=tuple(FLAGS.prepare_encodings), prepare_workers=FLAGS.prepare_workers,
-      train_preset=FLAGS.train_preset, train_steps=FLAGS.train_steps,
-      train_warmup_steps=FLAGS.train_warmup_steps, child_timeout_s=FLAGS.child_timeout_s)
-  report = pipeline_benchmark.run_benchmark(options)
-
-  output_dir = os.path.dirname(os.path.abspath(FLAGS.output_json))
-  os.makedirs(output_dir, exist_ok=True)
-  stem = os.path.splitext(os.path.basename(FLAGS.output_json))[0]
-  _cli.write_flagfile(os.path.join(output_dir, f"{stem}.flags.txt"))
-  provenance.atomic_write_json(FLAGS.output_json, report)
-  if FLAGS.output_markdown:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_markdown)), exist_ok=True)
-    provenance.atomic_write_bytes(FLAGS.output_markdown, report["table"].encode("utf-8"))
-  print(report["table"], end="")
-  failed = [t["name"] for t in report["targets"] if t["passed"] is False]
-  logging.info("wrote %s in %.0f s; %d of %d targets failed%s", FLAGS.output_json,
-               report["elapsed_seconds"], len(failed), len(report["targets"]),
-               f" ({', '.join(failed)})" if failed else "")
+    report = pipeline.run_benchmark(options)
+    outputs.write_benchmark(FLAGS.output_json, report, FLAGS.output_markdown)
 
 
 def run():

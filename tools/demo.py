@@ -17,6 +17,7 @@ from absl import flags
 from data_pipeline import locking
 from tools import _cli
 from tools import demo_steps
+from tools import flags_data
 
 FLAGS = flags.FLAGS
 
@@ -31,10 +32,11 @@ flags.DEFINE_integer("num_images", 3000,
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
-flags.DEFINE_integer("seed", 0, "Seed of every step.")
+flags_data.define_seed("Seed of every step.")
 flags.DEFINE_bool("force", False, "Rerun every step even when its outputs are complete.")
 flags.DEFINE_string("stop_after", None, "Run the chain only up to this step (e.g. train_vae); "
                     "`--stop_after=list` prints the step names.")
+flags.adopt_module_key_flags(flags_data)
 
 
 def _validate_num_images(values):

@@ -10,6 +10,7 @@ from absl import flags
 
 from data_pipeline import service
 from data_pipeline.errors import DataError
+from modeling import choices
 from modeling import config as config_lib
 from modeling.errors import ModelError
 
@@ -123,11 +124,10 @@ def define_train_flags(kind):
                        lower_bound=0, upper_bound=64)
 
   # Devices.
-  flags.DEFINE_enum("mixed_precision", "off", ["off", "bf16", "fp16"], "Mixed precision: bf16 "
+  flags.DEFINE_enum("mixed_precision", "off", choices.PRECISIONS, "Mixed precision: bf16 "
                     "(Ampere+ GPUs, recent CPUs) or fp16 (with dynamic loss scaling).")
   flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
-  flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored",
-                                            "multi_worker_mirrored"],
+  flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
                     "tf.distribute strategy; mirrored uses every GPU (or --cpu_replicas "
                     "logical CPUs).")
   flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (to try "

@@ -24,25 +24,21 @@ regularisation; inputs with sha256, seed, versions) and flags.txt. The same inpu
 give byte-identical grids and the same numbers.
 """
 
-import os
-
 from absl import flags
 from absl import logging
 
+from modeling import choices
 from tools import _cli
+from tools import flags_data
+from tools import flags_eval
+from tools import outputs
 
 FLAGS = flags.FLAGS
 
-# The same names as evaluation.generation.SAMPLERS (tests check it); repeated here so that
-# --help and flag errors answer without importing the evaluation libraries.
-SAMPLERS = ("normal", "uniform", "gaussian", "gmm", "interpolate", "attribute")
-_NEED_Z = ("gaussian", "gmm")
-_NEED_DATA = ("interpolate", "attribute")
-SPLITS = ("train", "validation", "test")
+SAMPLERS = choices.SAMPLERS
 
-flags.DEFINE_string("model_dir", None, "Run dir written by tools.train_ae or tools.train_vae.")
-flags.DEFINE_string("output_dir", None, "Directory for the grids and generation.json "
-                    "(created if needed; files of an earlier run are replaced).")
+flags_eval.define_model_dir()
+flags_eval.define_output_dir("the grids and generation.json")
 flags.DEFINE_list("samplers", None, f"Samplers to run, a comma list of {', '.join(SAMPLERS)}. "
                   "Default: all that the inputs allow (gaussian and gmm need --z_points or "
                   "--data_dir; interpolate and attribute need --data_dir).")
@@ -55,9 +51,9 @@ flags.DEFINE_list("r_limits", ["0.5", "1", "1.5", "2", "2.5", "3", "3.5", "5", "
                   "Half-widths r of the uniform sampler, one grid each (the study's values).")
 flags.DEFINE_integer("gmm_components", 10, "Components of the Gaussian mixture (reduced "
                      "automatically when the z-points are few).", lower_bound=1)
-flags.DEFINE_list("sharpen", ["1", "3", "7"], "PIL sharpness factors shown side by side "
-                  "(1 = unchanged, 0 = blurred; the study used 0, 3, 6, 7).")
-flags.DEFINE_integer("seed", 0, "Seed of every sampler (and of Keras).", lower_bound=0)
+flags_eval.define_sharpen(["1", "3", "7"], "PIL sharpness factors shown side by side "
+                          "(1 = unchanged, 0 = blurred; the study used 0, 3, 6, 7).")
+flags_data.define_seed("Seed of every sampler (and of Keras).")
 flags.DEFINE_string("attribute", "auto", "CelebA attribute of the attribute sampler (a name "
                     "from the data dir's manifest, e.g. Smiling, Eyeglasses, Male); auto: "
                     "Smiling when the data has it, else Male, else the sampler is left out "
@@ -73,43 +69,22 @@ flags.DEFINE_integer("attribute_faces", 6, "Test faces shown in the attribute gr
 flags.DEFINE_string("z_points", None, "z-points .npy of real images (tools.encode) for the "
                     "fitted samplers and the data cloud; default: encode --data_dir's "
                     "--fit_split.")
-flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data): test images "
-                    "for interpolate, attribute and the Frechet distance, and z-points when "
-                    "--z_points is not given.")
-flags.DEFINE_enum("fit_split", "train", SPLITS, "Split encoded for the fitted samplers, the data "
-                  "cloud and the attribute vector.")
+flags_data.define_data_dir("Prepared data dir (tools.prepare_data): test images for "
+                           "interpolate, attribute and the Frechet distance, and z-points when "
+                           "--z_points is not given.")
+flags_data.define_split("Split encoded for the fitted samplers, the data cloud and the "
+                        "attribute vector.", name="fit_split")
 flags.DEFINE_integer("max_fit_images", 20000, "Most real z-points used for fitting (the first "
                      "ones of --fit_split, or a seeded subset of --z_points).", lower_bound=2)
 flags.DEFINE_float("cloud_quantile", 0.99, "Chi-square quantile of the inside-the-data-cloud "
                    "test.", lower_bound=0.5, upper_bound=0.999999)
-flags.DEFINE_enum("checkpoint", "final", ("final", "best"), "Model file of the run: final "
-                  "(model.keras) or best (best.keras, lowest validation loss).")
-flags.DEFINE_integer("batch_size", 64, "Images per decoder/encoder call.", lower_bound=1)
+flags_eval.define_checkpoint()
+flags_eval.define_batch_size(64, "Images per decoder/encoder call.")
+flags.adopt_module_key_flags(flags_data)
+flags.adopt_module_key_flags(flags_eval)
 
-
-def _floats(values):
-  try:
-    return tuple(float(v) for v in values)
-  except (TypeError, ValueError):
-    return None
-
-
-def _check_floats(name, minimum=None, positive=False):
-  def check(values):
-    parsed = _floats(values or [])
-    if not parsed:
-      raise flags.ValidationError(f"--{name} needs a comma list of numbers, got {values}")
-    if positive and min(parsed) <= 0:
-      raise flags.ValidationError(f"--{name} values must be > 0, got {values}")
-    if minimum is not None and min(parsed) < minimum:
-      raise flags.ValidationError(f"--{name} values must be >= {minimum}, got {values}")
-    return True
-  flags.register_validator(name, check)
-
-
-_check_floats("r_limits", positive=True)
-_check_floats("sharpen", minimum=0)
-_check_floats("attribute_scales")
+flags_eval.register_float_list("r_limits", "numbers > 0, e.g. 1,2.5,8", lambda v: v > 0)
+flags_eval.register_float_list("attribute_scales", "numbers, e.g. -2,0,2")
 
 
 def _known_samplers(values):
@@ -129,11 +104,11 @@ def _inputs_allow(f):
   wanted = f["samplers"] or ()
   if f["data_dir"]:
     return True
-  needs_data = [s for s in wanted if s in _NEED_DATA]
+  needs_data = [s for s in wanted if s in choices.FACE_SAMPLERS]
   if needs_data:
     raise flags.ValidationError(f"--samplers {','.join(needs_data)} needs --data_dir (test "
                                 "images); add --data_dir DATA or drop them from --samplers")
-  needs_z = [s for s in wanted if s in _NEED_Z]
+  needs_z = [s for s in wanted if s in choices.FITTED_SAMPLERS]
   if needs_z and not f["z_points"]:
     raise flags.ValidationError(f"--samplers {','.join(needs_z)} needs real z-points: add "
                                 "--z_points Z.npy or --data_dir DATA")
@@ -142,124 +117,37 @@ def _inputs_allow(f):
 
 flags.register_multi_flags_validator(["samplers", "data_dir", "z_points"], _inputs_allow)
 
-
-def _resolve_samplers(attribute_names):
-  """The samplers to run: the requested ones, or every one the inputs allow (logged)."""
-  if FLAGS.samplers:
-    wanted = tuple(s for s in SAMPLERS if s in FLAGS.samplers)
-    if "attribute" in wanted and not attribute_names:
-      raise _cli.FlagError(f"--samplers attribute needs a --data_dir with CelebA attributes; "
-                           f"{FLAGS.data_dir} has none (its source had no list_attr_celeba.txt)")
-    return wanted
-  skipped = {}
-  if not (FLAGS.z_points or FLAGS.data_dir):
-    skipped.update({s: "needs --z_points or --data_dir" for s in _NEED_Z})
-  if not FLAGS.data_dir:
-    skipped.update({s: "needs --data_dir" for s in _NEED_DATA})
-  elif not attribute_names:
-    skipped["attribute"] = f"{FLAGS.data_dir} has no CelebA attributes"
-  for name, why in skipped.items():
-    logging.info("sampler %s skipped: %s", name, why)
-  return tuple(s for s in SAMPLERS if s not in skipped)
+# Recorded in generation.json as given (the report adds the samplers run and the parsed lists).
+_RECORDED = ("model_dir", "output_dir", "samplers", "num_images", "num_metric_images",
+             "r_limits", "gmm_components", "sharpen", "seed", "attribute", "attribute_scales",
+             "interpolation_steps", "interpolation_pairs", "attribute_faces", "z_points",
+             "data_dir", "fit_split", "max_fit_images", "cloud_quantile", "checkpoint",
+             "batch_size")
+_OPTIONS = ("model_dir", "num_images", "num_metric_images", "gmm_components", "seed",
+            "attribute", "interpolation_steps", "interpolation_pairs", "attribute_faces",
+            "z_points", "data_dir", "fit_split", "max_fit_images", "cloud_quantile",
+            "checkpoint", "batch_size")
 
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  from data_pipeline import locking  # pylint: disable=g-import-not-at-top
-  with locking.output_dir(FLAGS.output_dir, "generate", "--output_dir"):  # Until all is written.
-    _generate()
-
-
-def _generate():
   # Imported here so that --help and flag errors answer without loading TensorFlow.
   # pylint: disable=g-import-not-at-top
-  import keras
-  import tensorflow as tf
-  from data_pipeline import provenance
-  from data_pipeline.manifest import read_manifest
-  from evaluation import encoding
+  from data_pipeline import locking
   from evaluation import generation
-  from evaluation.errors import EvaluationError
-  from evaluation import images as images_lib
-  from modeling import run_dir
   # pylint: enable=g-import-not-at-top
-
-  keras.utils.set_random_seed(FLAGS.seed)
-  tf.config.experimental.enable_op_determinism()
-  manifest = read_manifest(FLAGS.data_dir) if FLAGS.data_dir else None
-  attribute_names = (manifest or {}).get("attribute_names") or []
-  wanted = _resolve_samplers(attribute_names)
-  attribute, attribute_index, attribute_notes = FLAGS.attribute, None, []
-  if "attribute" in wanted:
-    try:
-      attribute, note = generation.choose_attribute(FLAGS.attribute, attribute_names)
-    except EvaluationError as error:
-      raise _cli.FlagError(f"{error} ({FLAGS.data_dir})") from None
-    attribute_notes.append(note)
-    if attribute is None and FLAGS.samplers:
-      raise _cli.FlagError(f"--samplers attribute: {note}; pass --attribute with one of its "
-                           "attributes or drop attribute from --samplers")
-    if attribute is None:
-      wanted = tuple(s for s in wanted if s != "attribute")
-      logging.info("%s", note)
-    else:
-      attribute_index = attribute_names.index(attribute)
-
-  run = run_dir.load_run(FLAGS.model_dir, FLAGS.checkpoint)
-  config = run.config
-  if manifest is not None and manifest["image_size"] != config.image_size:
-    raise EvaluationError(f"--model_dir {FLAGS.model_dir} takes {config.image_size}px images "
-                          f"but --data_dir {FLAGS.data_dir} holds {manifest['image_size']}px "
-                          "ones; use data prepared with the model's --image_size")
   options = generation.Options(
-      samplers=wanted, num_images=FLAGS.num_images, num_metric_images=FLAGS.num_metric_images,
-      r_limits=_floats(FLAGS.r_limits), gmm_components=FLAGS.gmm_components,
-      sharpen=_floats(FLAGS.sharpen), seed=FLAGS.seed, attribute=attribute,
-      attribute_index=attribute_index, attribute_scales=_floats(FLAGS.attribute_scales),
-      interpolation_steps=FLAGS.interpolation_steps,
-      interpolation_pairs=FLAGS.interpolation_pairs, attribute_faces=FLAGS.attribute_faces,
-      cloud_quantile=FLAGS.cloud_quantile, batch_size=FLAGS.batch_size)
-
-  encode, decode = encoding.traced(run.model.encode), encoding.traced(run.model.decode)
-
-  inputs, input_files, data_info = generation.collect_inputs(
-      options, encode, config.z_dim, z_points=FLAGS.z_points, data_dir=FLAGS.data_dir,
-      fit_split=FLAGS.fit_split, max_fit_images=FLAGS.max_fit_images)
-  name = os.path.basename(run.model_dir.rstrip(os.sep))
-  header = f" | model {name} ({config.kind}, z_dim {config.z_dim}) | seed {FLAGS.seed}"
-  groups, records, grids, notes, reference = generation.generate(
-      options, decode, encode, config.z_dim, inputs, header)
-  notes = attribute_notes + list(notes)
-
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  grid_files = {}
-  for group_name, image in grids.items():
-    grid_files[group_name] = f"{group_name}.png"
-    provenance.atomic_write_bytes(os.path.join(FLAGS.output_dir, grid_files[group_name]),
-                                  images_lib.png_bytes(image))
-  paths = run_dir.paths(run.model_dir)
-  checkpoint_file = paths.model if FLAGS.checkpoint == "final" else paths.best
-  input_files = {checkpoint_file: provenance.sha256_file(checkpoint_file),
-                 paths.config: provenance.sha256_file(paths.config), **input_files}
-  flag_values = {f: FLAGS[f].value for f in (
-      "model_dir", "output_dir", "samplers", "num_images", "num_metric_images", "r_limits",
-      "gmm_components", "sharpen", "seed", "attribute", "attribute_scales",
-      "interpolation_steps", "interpolation_pairs", "attribute_faces", "z_points", "data_dir",
-      "fit_split", "max_fit_images", "cloud_quantile", "checkpoint", "batch_size")}
-  flag_values.update(samplers_run=list(wanted), attribute_used=attribute if "attribute" in wanted
-                     else None, r_limits=list(options.r_limits),
-                     sharpen=list(options.sharpen),
-                     attribute_scales=list(options.attribute_scales))
-  report = generation.assemble(
-      groups, records, grid_files, notes,
-      model={"model_dir": run.model_dir, "name": name, "kind": config.kind,
-             "z_dim": config.z_dim, "image_size": config.image_size,
-             "checkpoint": FLAGS.checkpoint},
-      inputs_info=data_info, flags=flag_values, seed=FLAGS.seed,
-      provenance=provenance.describe_run(FLAGS.seed, input_files), reference_info=reference)
-  _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
-  provenance.atomic_write_json(os.path.join(FLAGS.output_dir, "generation.json"), report)
-  logging.info("wrote %d grids and generation.json to %s", len(grid_files), FLAGS.output_dir)
+      **flags_eval.flag_values(_OPTIONS),
+      samplers=tuple(FLAGS.samplers) if FLAGS.samplers else None,
+      r_limits=flags_eval.parse_floats(FLAGS.r_limits),
+      sharpen=flags_eval.parse_floats(FLAGS.sharpen),
+      attribute_scales=flags_eval.parse_floats(FLAGS.attribute_scales))
+  # Locked before anything is written into it, until the report is complete.
+  with (locking.output_dir(FLAGS.output_dir, "generate", "--output_dir"),
+        flags_eval.flag_errors()):
+    report, files = generation.run(options, flags=flags_eval.flag_values(_RECORDED))
+    outputs.write_report(FLAGS.output_dir, "generation.json", report, files)
+  logging.info("wrote %d grids and generation.json to %s", len(files), FLAGS.output_dir)
 
 
 def run():

@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from tools import _cli
+from tools import flags_data
 
 FLAGS = flags.FLAGS
 
@@ -22,13 +23,14 @@ flags.DEFINE_string("output_dir", None, "Directory to write the CelebA-layout fo
                     "(created if needed; must be empty or hold synthetic faces of --seed).")
 flags.DEFINE_integer("num_images", None, "How many faces to draw (CelebA has 202,599).",
                      lower_bound=1, upper_bound=999_999)
-flags.DEFINE_integer("seed", 0, "Random seed; image k depends only on (seed, k).", lower_bound=0)
+flags_data.define_seed("Random seed; image k depends only on (seed, k).")
 flags.DEFINE_integer("num_workers", None, "Processes that draw faces; default: all cores. The "
                      "images do not depend on it.", lower_bound=1)
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the images (CelebA's is about 95).",
                      lower_bound=1, upper_bound=100)
 flags.DEFINE_boolean("overwrite", False, "Redraw every image, also in a non-empty --output_dir "
                      "that holds something else (its img_align_celeba/NNNNNN.jpg are replaced).")
+flags.adopt_module_key_flags(flags_data)
 
 
 def main(argv):

@@ -9,13 +9,15 @@ one error line naming the shard and record, and exits 1.
 from absl import flags
 
 from tools import _cli
+from tools import flags_data
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", None, "Data dir written by tools.prepare_data.")
+flags_data.define_data_dir("Data dir written by tools.prepare_data.")
 flags.DEFINE_boolean("check_sha256", True, "Also compare each shard's sha256 with the manifest "
                      "(--nocheck_sha256 still checks every record's CRC).")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.adopt_module_key_flags(flags_data)
 
 
 def main(argv):
