@@ -41,6 +41,8 @@ import numpy as np
 from benchmarks import child_tasks
 from benchmarks.process_memory import peak_rss_mb
 from benchmarks.process_memory import ru_maxrss_mb
+from benchmarks.report import fmt
+from benchmarks.report import machine_description
 from evaluation import correlation
 from evaluation import statistics
 from evaluation import zpoints
@@ -266,11 +268,8 @@ def _remove(path):
 
 def _measure(options):
   """run_benchmark in options.work_dir."""
-  # Imported here: the child needs none of it (absl, provenance), so its memory stays its own.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
-  from benchmarks import pipeline
-  # pylint: enable=g-import-not-at-top
+  # Imported here: the child needs none of it (provenance, absl), so its memory stays its own.
+  from data_pipeline import provenance  # pylint: disable=g-import-not-at-top
   started = time.time()
   work_dir = os.path.abspath(options.work_dir)
   os.makedirs(work_dir, exist_ok=True)
@@ -283,7 +282,7 @@ def _measure(options):
   result = run_child(spec, os.path.join(work_dir, "measure.log"), options.child_timeout_s)
   report = {
       "benchmark": "latents", "format_version": 1,
-      "machine": pipeline.machine_description(),
+      "machine": machine_description(),
       "inputs": {**dataclasses.asdict(options), "work_dir": work_dir,
                  "page_cache": "dropped before the child started" if dropped else "warm"},
       "synthetic": synthetic,
@@ -298,12 +297,6 @@ def _measure(options):
   return report
 
 
-def _fmt(value, digits=0):
-  if value is None:
-    return "n/a"
-  return f"{value:,.{digits}f}"
-
-
 def markdown(report):
   """The report's Markdown: machine, inputs, seconds per stage, targets, planted pairs."""
   machine, inputs, result = report["machine"], report["inputs"], report["results"]
@@ -313,7 +306,7 @@ def markdown(report):
   subset = result["subset"]
   lines = [
       f"Machine: {machine['cpu_model']}, {machine['logical_cores']} logical cores "
-      f"({machine['usable_cores']} usable), {_fmt(machine['ram_gb'], 1)} GB RAM; NumPy "
+      f"({machine['usable_cores']} usable), {fmt(machine['ram_gb'], 1)} GB RAM; NumPy "
       f"{machine['numpy']}, BLAS {blas}; {machine['date']}.",
       f"Z-points: synthetic {synthetic['num_vectors']:,} x {synthetic['dim']} float32 "
       f"({synthetic['bytes'] / _MB:,.0f} MB on disk, seed {synthetic['seed']}, "
@@ -323,27 +316,27 @@ def markdown(report):
       "",
       "| stage | seconds |",
       "|---|---|",
-      f"| load_z_points (memory map + NaN/Inf scan) | {_fmt(seconds['load'], 2)} |",
-      f"| correlation.accumulate (all rows) | {_fmt(seconds['accumulate'], 2)} |",
-      f"| StreamingCorrelation.correlation() | {_fmt(seconds['correlation'], 3)} |",
-      f"| counts_above ({len(result['counts'])} thresholds) | {_fmt(seconds['counts'], 3)} |",
-      f"| **full correlation** | **{_fmt(seconds['full_correlation'], 2)}** |",
-      f"| statistics.component_statistics (all rows) | {_fmt(seconds['statistics'], 2)} |",
-      f"| **correlation + statistics** | **{_fmt(seconds['correlation_and_statistics'], 2)}** |",
-      f"| study: gather {subset['rows']:,} random rows | {_fmt(seconds['subset_gather'], 3)} |",
+      f"| load_z_points (memory map + NaN/Inf scan) | {fmt(seconds['load'], 2)} |",
+      f"| correlation.accumulate (all rows) | {fmt(seconds['accumulate'], 2)} |",
+      f"| StreamingCorrelation.correlation() | {fmt(seconds['correlation'], 3)} |",
+      f"| counts_above ({len(result['counts'])} thresholds) | {fmt(seconds['counts'], 3)} |",
+      f"| **full correlation** | **{fmt(seconds['full_correlation'], 2)}** |",
+      f"| statistics.component_statistics (all rows) | {fmt(seconds['statistics'], 2)} |",
+      f"| **correlation + statistics** | **{fmt(seconds['correlation_and_statistics'], 2)}** |",
+      f"| study: gather {subset['rows']:,} random rows | {fmt(seconds['subset_gather'], 3)} |",
       f"| study: numpy.corrcoef of {subset['rows']:,} rows | "
-      f"{_fmt(seconds['subset_corrcoef'], 3)} |",
+      f"{fmt(seconds['subset_corrcoef'], 3)} |",
       "",
-      f"Peak RSS {_fmt(result['peak_rss_mb'])} MB ({_fmt(result['start_rss_mb'])} MB after the "
-      f"imports, {_fmt(result['peak_rss_mb_after_correlation'])} MB after the correlation; "
+      f"Peak RSS {fmt(result['peak_rss_mb'])} MB ({fmt(result['start_rss_mb'])} MB after the "
+      f"imports, {fmt(result['peak_rss_mb_after_correlation'])} MB after the correlation; "
       f"VmHWM; getrusage's ru_maxrss, which starts at the parent's peak, says "
-      f"{_fmt(result['ru_maxrss_mb'])} MB).",
+      f"{fmt(result['ru_maxrss_mb'])} MB).",
       "",
       "| target | value | threshold | result |",
       "|---|---|---|---|",
   ]
   for t in report["targets"]:
-    lines.append(f"| {t['name']} | {_fmt(t['value'], 2)} | {t['threshold']:g} | "
+    lines.append(f"| {t['name']} | {fmt(t['value'], 2)} | {t['threshold']:g} | "
                  f"{'pass' if t['passed'] else 'FAIL'} |")
   counts = result["counts"]
   lines += ["", "| threshold | pairs with abs(r) above, all rows | "
@@ -357,7 +350,7 @@ def markdown(report):
       lines.append(f"| {p['pair'][0]}, {p['pair'][1]} | {p['planted_r']:g} | {p['r']:.4f} | "
                    f"{p['subset_r']:.4f} |")
   lines.append(f"\nLargest abs difference between the {subset['rows']:,}-row and the "
-               f"all-row r: {_fmt(subset['max_abs_difference'], 4)}.")
+               f"all-row r: {fmt(subset['max_abs_difference'], 4)}.")
   return "\n".join(lines) + "\n"
 
 

@@ -18,19 +18,19 @@ its own numbers never mix with the children's.
 """
 
 import dataclasses
-import datetime
 import os
-import platform
 import shutil
 import time
 
 from absl import logging
 
+from benchmarks import child_tasks
+from benchmarks import pipeline_methods as methods_lib
+from benchmarks.report import fmt
+from benchmarks.report import machine_description
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
-from benchmarks import child_tasks
-from benchmarks import pipeline_methods as methods_lib
 from evaluation.errors import EvaluationError
 from modeling import choices
 
@@ -76,37 +76,6 @@ class Inputs:
   source_dir: str | None
   dirs: dict
   to_prepare: list
-
-
-def machine_description():
-  """CPU model, cores, RAM, OS, library versions and the date (UTC) of this run."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  try:
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-  except (ValueError, OSError, AttributeError):
-    ram_gb = None
-  usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  versions = provenance.library_versions()
-  return {
-      "cpu_model": cpu,
-      "logical_cores": os.cpu_count(),
-      "usable_cores": usable,
-      "ram_gb": round(ram_gb, 1) if ram_gb else None,
-      "platform": platform.platform(),
-      "python": versions.get("python"),
-      "tensorflow": versions.get("tensorflow") or versions.get("tensorflow-cpu"),
-      "keras": versions.get("keras"),
-      "numpy": versions.get("numpy"),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-  }
 
 
 def default_work_dir(output_json):
@@ -350,12 +319,6 @@ def evaluate_targets(results, growth, training, sizes, image_size):
   return targets
 
 
-def _fmt(value, digits=0):
-  if value is None:
-    return "n/a"
-  return f"{value:,.{digits}f}"
-
-
 def markdown(report):
   """The report's Markdown: machine line, results per method and size, targets, preparation."""
   machine = report["machine"]
@@ -363,7 +326,7 @@ def markdown(report):
   sizes = list(dict.fromkeys(inputs["sizes"]))
   lines = [
       f"Machine: {machine['cpu_model']}, {machine['logical_cores']} logical cores, "
-      f"{_fmt(machine['ram_gb'], 1)} GB RAM; TensorFlow {machine['tensorflow']}, Keras "
+      f"{fmt(machine['ram_gb'], 1)} GB RAM; TensorFlow {machine['tensorflow']}, Keras "
       f"{machine['keras']}; {machine['date']}.",
       f"Images: the first N training images of {inputs['data_dir']} "
       f"({inputs['image_size']}x{inputs['image_size']}); {inputs['num_batches']} batches of "
@@ -383,28 +346,28 @@ def markdown(report):
     row = [method]
     for size in sizes:
       result = by.get((method, size))
-      row += [_fmt(result and result["images_per_s"]), _fmt(result and result["peak_rss_mb"])]
+      row += [fmt(result and result["images_per_s"]), fmt(result and result["peak_rss_mb"])]
     if growth:
       g = growth.get(method)
-      row += [_fmt(g and g["mb_per_image"], 4),
-              _fmt(g and 100 * g["fraction"], 1)]
+      row += [fmt(g and g["mb_per_image"], 4),
+              fmt(g and 100 * g["fraction"], 1)]
     lines.append("| " + " | ".join(row) + " |")
   lines += ["", "| target | value | threshold | result |", "|---|---|---|---|"]
   for t in report["targets"]:
     result = {True: "pass", False: "FAIL", None: "not measured"}[t["passed"]]
-    lines.append(f"| {t['name']} | {_fmt(t['value'], 3)} | {t['threshold']:g} | {result} |")
+    lines.append(f"| {t['name']} | {fmt(t['value'], 3)} | {t['threshold']:g} | {result} |")
   preparation = report.get("preparation")
   if preparation and preparation["runs"]:
     lines += ["", f"Preparation of {preparation['images']:,} images (decode, crop, LANCZOS "
               "resize, encode, write shards):", "", "| encoding | workers | images/s |",
               "|---|---|---|"]
     for run in preparation["runs"]:
-      lines.append(f"| {run['encoding']} | {run['workers']} | {_fmt(run['images_per_s'])} |")
+      lines.append(f"| {run['encoding']} | {run['workers']} | {fmt(run['images_per_s'])} |")
   training = report.get("training")
   if training:
     lines += ["", f"Training ({training['preset']}, {training['steps']} steps of "
               f"{training['batch_size']} after {training['warmup_steps']} warm-up steps): "
-              f"fed from the shards {_fmt(training['stream_images_per_s'], 1)} images/s, from a "
-              f"constant batch {_fmt(training['constant_images_per_s'], 1)} images/s, ratio "
-              f"{_fmt(training['ratio'], 3)}."]
+              f"fed from the shards {fmt(training['stream_images_per_s'], 1)} images/s, from a "
+              f"constant batch {fmt(training['constant_images_per_s'], 1)} images/s, ratio "
+              f"{fmt(training['ratio'], 3)}."]
   return "\n".join(lines) + "\n"

@@ -5,8 +5,9 @@
 The output reads like a real CelebA folder (img_align_celeba/*.jpg, list_eval_partition.txt,
 list_attr_celeba.txt with the ground-truth attributes, list_landmarks_align_celeba.txt), so
 `tools.prepare_data --source_dir` takes it unchanged; synthetic.json records the seed, generator
-version and counts, and flags.txt the flags. The same seed gives byte-identical files; rerunning the same command on a
-complete output does nothing, and on an interrupted one renders only what is missing.
+version and counts, and flags.txt the flags. The same seed gives byte-identical files; rerunning
+the same command on a complete output does nothing, and on an interrupted one renders only what
+is missing. The faces come from data_pipeline/synthetic/ (factors, renderer, folder writer).
 """
 
 import os
