@@ -12,6 +12,7 @@ import shutil
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from modeling import run_dir
 
@@ -47,36 +48,59 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
       raise TrainingDiverged(self._epoch, batch, float(loss))
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-  """BackupAndRestore that keeps its backup, saves every epoch end, and trims history.csv.
+class Backup(keras.callbacks.Callback):
+  """The run's resumable backup: model and optimizer state plus the epoch, kept after training.
 
-  - The backup is kept after training (delete_checkpoint=False): rerunning a finished run then
-    finds it complete, and a larger --epochs continues from the last epoch.
+  Public Keras API only (`model.save_weights`, which includes the optimizer's variables, and
+  `model.load_weights`), with Keras' BackupAndRestore file layout, so that backups written
+  before this class stay readable:
+  `latest.weights.h5` + `training_metadata.json` ({"epoch": epochs completed, "batch": last
+  batch seen}), and the previous pair as `*.bkp` (two generations: a current pair that cannot
+  be read falls back to the previous one).
+
+  - `restore(model)` loads the backup before fit(), and training.train passes the epoch it
+    returns as fit(initial_epoch=...); this callback then continues saving from there.
+  - The backup is kept after training: rerunning a finished run finds it complete, and a
+    larger --epochs continues from the last epoch.
   - Every file is written under a temporary name and renamed into place, so that a kill
-    (SIGKILL, the OOM killer) while saving leaves the previous backup whole. Keras writes
-    them in place: a kill there left a truncated weights file (Keras falls back to the
-    previous pair) or an empty training_metadata.json, which failed every later resume with
-    a JSONDecodeError. Two generations are still kept (double_checkpoint).
-  - With save_freq=N steps it also saves at every epoch end, so a finished run's backup
-    always records its last epoch.
+    (SIGKILL, the OOM killer) while saving leaves the previous backup whole (a torn weights
+    file or an empty training_metadata.json would fail every later resume).
+  - It saves at every epoch end, and with save_freq=N also every N batches (the epoch being
+    run is recorded, so a resume restarts that epoch with the mid-epoch weights).
   - history.csv is trimmed to the epochs before the restored one, so that an epoch that ran
     after the last backup and is run again appears once; damage to it (a repeated header,
     duplicate rows, a cut-off last line) is repaired on the way (run_dir.repair_history).
     `repair_history` does the same before fit(), which a history without any header line needs.
   """
 
+  WEIGHTS = "latest.weights.h5"
+  METADATA = "training_metadata.json"
+  PREVIOUS = ".bkp"  # Suffix of the previous generation's files.
+
   def __init__(self, backup_dir, history_path, save_freq="epoch"):
-    super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True,
-                     delete_checkpoint=False)
+    super().__init__()
+    if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq >= 1):
+      raise ValueError(f"save_freq must be 'epoch' or a positive int, got {save_freq!r}")
+    self.backup_dir = backup_dir
     self.history_path = history_path
+    self.save_freq = save_freq
     self.restored_epoch = 0
+    self._epoch = 0
+    self._batches_since_save = 0
+
+  @classmethod
+  def _paths(cls, backup_dir):
+    weights = os.path.join(backup_dir, cls.WEIGHTS)
+    metadata = os.path.join(backup_dir, cls.METADATA)
+    return weights, metadata
+
+  @classmethod
+  def saved_epoch(cls, backup_dir):
+    """The epoch a rerun would start at (epochs completed), or 0 without a readable backup."""
+    return cls._read_epoch(cls._paths(backup_dir)[1])
 
   @staticmethod
-  def saved_epoch(backup_dir):
-    """The epoch a rerun would start at (epochs completed), or 0 without a backup."""
-    # The file name is Keras' own; ask an instance instead of repeating it here.
-    probe = keras.callbacks.BackupAndRestore(backup_dir)
-    path = probe._training_metadata_path  # pylint: disable=protected-access
+  def _read_epoch(path):
     try:
       with open(path, encoding="utf-8") as f:
         return int(json.load(f)["epoch"])
@@ -85,59 +109,116 @@ class Backup(keras.callbacks.BackupAndRestore):
 
   @staticmethod
   def repair_history(backup_dir, history_path):
-    """Repairs history.csv to the epochs of the backup in `backup_dir`; call before fit().
+    """Repairs damage to history.csv (run_dir.repair_history); call before fit().
 
     Before fit(), because Keras' CSVLogger, which runs before this callback, decides at train
     begin whether the file needs a header: a file that had to be moved aside (no header line)
-    must be empty by then, or the new rows would go without one.
+    must be empty by then, or the new rows would go without one. Rows of epochs after the
+    backup stay until train begin, which trims them to the epoch actually restored: in a
+    multi-worker run that is the chief's, which a worker knows only then.
+
+    Args:
+      backup_dir: the run's backup dir (kept for the callers; the epoch is decided later).
+      history_path: the run's history.csv.
 
     Returns:
       What was wrong (run_dir.repair_history).
     """
-    return run_dir.repair_history(history_path, Backup.saved_epoch(backup_dir))
+    del backup_dir
+    return run_dir.repair_history(history_path, None)
 
-  def on_train_begin(self, logs=None):
-    if os.path.isdir(self.backup_dir):  # Temporaries of a save that a kill interrupted.
+  def restore(self, model):
+    """Loads the backup into `model` (weights, optimizer state, sampling state).
+
+    Call before fit(), with the model built and compiled (the optimizer is built here when it
+    is not yet, so that its saved state has variables to go to). The current pair is tried
+    first, then the previous one.
+
+    Args:
+      model: the compiled Keras model the backup was written from.
+
+    Returns:
+      The epoch to resume at (epochs completed), 0 when there is no backup.
+
+    Raises:
+      OSError or ValueError: neither pair of files can be loaded (Keras' error of the current
+        pair).
+    """
+    self._remove_temporaries()
+    weights, metadata = self._paths(self.backup_dir)
+    if not os.path.exists(weights):
+      return 0
+    if model.optimizer is not None and not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    try:
+      model.load_weights(weights)
+      return self._read_epoch(metadata)
+    except (OSError, ValueError):
+      if not os.path.exists(weights + self.PREVIOUS):
+        raise
+      logging.warning("backup %s cannot be loaded; falling back to the previous one (%s)",
+                      weights, weights + self.PREVIOUS)
+      model.load_weights(weights + self.PREVIOUS)
+      return self._read_epoch(metadata + self.PREVIOUS)
+
+  def _remove_temporaries(self):
+    """Temporaries of a save that a kill interrupted."""
+    if os.path.isdir(self.backup_dir):
       for name in os.listdir(self.backup_dir):
         if name.startswith(_TMP_PREFIX):
           os.remove(os.path.join(self.backup_dir, name))
-    super().on_train_begin(logs)
-    self.restored_epoch = int(self.model._initial_epoch or 0)  # pylint: disable=protected-access
-    self._current_epoch = self.restored_epoch
+
+  def on_train_begin(self, logs=None):
+    self._remove_temporaries()
+    self._epoch = self.restored_epoch
+    self._batches_since_save = 0
     run_dir.trim_history(self.history_path, self.restored_epoch)
 
   def on_epoch_begin(self, epoch, logs=None):
-    # Keras sets this only at epoch ends; without it, a step backup in the first epoch after
-    # a resume would record epoch 0 and send the next resume back to the start.
-    self._current_epoch = epoch
+    # A step backup in this epoch records it, so that a resume restarts this epoch.
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.save_freq == "epoch":
+      return
+    self._batches_since_save += 1
+    if self._batches_since_save >= self.save_freq:
+      self._batches_since_save = 0
+      self.save(self._epoch, batch)
 
   def on_epoch_end(self, epoch, logs=None):
-    super().on_epoch_end(epoch, logs)
-    if self.save_freq != "epoch":
-      self._save_model()
-      self._batches_seen_since_last_saving = 0
+    self._batches_since_save = 0
+    self.save(epoch + 1, 0)
 
-  def _save_model(self):
-    # Keras' own sequence (copy the current pair to the previous one, then write the current
-    # pair), with each file replaced atomically.
+  def save(self, epoch, batch):
+    """Writes the backup of the model's current state as `epoch` (epochs completed), atomically.
+
+    The current pair is first copied to the previous one, then replaced; each file goes
+    through a temporary name and a rename, so that a kill at any point leaves a whole pair.
+
+    Args:
+      epoch: the epoch a resume should start at.
+      batch: the last batch seen in that epoch (0 at an epoch end); informational.
+    """
     os.makedirs(self.backup_dir, exist_ok=True)
-    for current, previous in ((self._weights_path, self._prev_weights_path),
-                              (self._training_metadata_path, self._prev_training_metadata_path)):
+    weights, metadata = self._paths(self.backup_dir)
+    for current in (weights, metadata):
       if os.path.exists(current):
-        _replace(previous, lambda tmp, source=current: shutil.copyfile(source, tmp))
-    _replace(self._weights_path, lambda tmp: self.model.save_weights(tmp, overwrite=True))
-    metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        _replace(current + self.PREVIOUS,
+                 lambda tmp, source=current: shutil.copyfile(source, tmp))
+    _replace(weights, lambda tmp: self.model.save_weights(tmp, overwrite=True))
+    text = json.dumps({"epoch": int(epoch), "batch": int(batch)})
 
     def write_metadata(tmp):
       with open(tmp, "w", encoding="utf-8") as f:
-        f.write(metadata)
-    _replace(self._training_metadata_path, write_metadata)
+        f.write(text)
+    _replace(metadata, write_metadata)
 
 
 def _replace(path, write):
   """Calls write(tmp) for a temporary name beside `path`, then renames it onto `path`."""
   directory, name = os.path.split(path)
-  # The name keeps its suffix: save_weights insists on ".weights.h5".
+  # The name keeps its suffix: save_weights insists on ".weights.h5", save on ".keras".
   tmp = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-{name}")
   try:
     write(tmp)
@@ -147,32 +228,37 @@ def _replace(path, write):
       os.remove(tmp)
 
 
-class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
-  """Saves the model with the lowest val_loss, through a temporary file and a rename.
+class BestModelCheckpoint(keras.callbacks.Callback):
+  """Saves the model with the lowest `monitor` (val_loss) as best.keras, atomically.
 
   On resume, the best value so far is read back from history.csv, so that a worse epoch after
-  the restart does not replace a better best.keras.
+  the restart does not replace a better best.keras. An epoch whose value is missing or not
+  finite is never the best.
   """
 
   def __init__(self, filepath, history_path, monitor="val_loss"):
-    directory, name = os.path.split(os.path.abspath(filepath))
-    super().__init__(os.path.join(directory, f".tmp-{name}"), monitor=monitor,
-                     save_best_only=True)
-    self.final_path = os.path.abspath(filepath)
+    super().__init__()
+    self.filepath = os.path.abspath(filepath)
     self.history_path = history_path
+    self.monitor = monitor
+    self.best = math.inf
 
   def on_train_begin(self, logs=None):
-    if os.path.exists(self.filepath):
-      os.remove(self.filepath)
+    self.best = math.inf
     values = [row[self.monitor] for row in run_dir.read_history(self.history_path)
               if math.isfinite(row.get(self.monitor, math.nan))]
-    if values and os.path.exists(self.final_path):
+    if values and os.path.exists(self.filepath):
       self.best = min(values)
 
-  def _save_model(self, epoch, batch, logs):
-    super()._save_model(epoch, batch, logs)
-    if os.path.exists(self.filepath):
-      os.replace(self.filepath, self.final_path)
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None:
+      logging.warning("best.keras: the epoch's logs have no %s; not saved", self.monitor)
+      return
+    value = float(value)
+    if math.isfinite(value) and value < self.best:
+      self.best = value
+      _replace(self.filepath, lambda tmp: self.model.save(tmp))
 
 
 def image_grid(rows, pad=2):

@@ -12,9 +12,11 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from modeling import keras_compat
 from modeling.errors import ModelError
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
@@ -23,7 +25,6 @@ PRECISIONS = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16
 # A process can join one cluster only once (one gRPC server, collective ops configured at
 # startup), so the multi-worker strategy is made once and handed out again.
 _multi_worker_strategy = None
-_keras_fixed = False
 
 
 def configure_devices(*, memory_growth=True, gpu_memory_limit_mb=None, cpu_replicas=1):
@@ -108,76 +109,6 @@ def cluster_task():
   return ClusterTask(task_type, index, len(chiefs) + len(workers), is_chief)
 
 
-def _tensorflow_started():
-  """Whether TensorFlow's eager context exists already (a tensor or dataset was made)."""
-  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
-  return getattr(context.context(), "_context_handle", None) is not None
-
-
-def _fix_keras_multi_worker():
-  """Works around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy.
-
-  Keras 3 (checked with 3.15) fails every fit() across workers (keras-team/keras#20585,
-  tensorflow/tensorflow#72388):
-  - `_maybe_symbolic_build` all-reduces (MEAN) the first input batch across the workers only
-    to learn its shape; collective ops take no uint8, so our uint8 images fail with "Value
-    for attr 'T' of uint8 is not in the list of allowed values" (and any dtype pays a needless
-    all-reduce of a batch). The fix builds from this worker's own part of the batch.
-  - `reduce_per_replica` means the per-replica metric values with
-    `strategy.reduce("MEAN", v, axis=0)`, which fails for scalars ("Invalid reduction
-    dimension 0 for input with 0 dimensions"), and every Keras metric is a scalar. The fix
-    all-reduces scalars with axis=None: the mean over the replicas of every worker, as the
-    one-worker path computes it.
-  Both wrap Keras' own functions and change nothing outside multi-worker mode. Applied once
-  per process, by make_strategy, only when the cluster has more than one worker.
-  """
-  # pylint: disable=g-import-not-at-top,protected-access
-  global _keras_fixed
-  if _keras_fixed:
-    return
-  try:
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-    multi_worker = tf_trainer._collective_all_reduce_multi_worker
-    keras_reduce = tf_trainer.reduce_per_replica
-    keras_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-  except (ImportError, AttributeError) as error:
-    logging.warning("Keras %s changed its TensorFlow trainer (%s); multi-worker training runs "
-                    "without celeba-stream's workarounds", keras.__version__, error)
-    return
-
-  def reduce_per_replica(values, strategy, reduction):
-    if reduction not in ("auto", "mean") or not multi_worker(strategy):
-      return keras_reduce(values, strategy, reduction)
-
-    def reduce_one(value):
-      first = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
-      if first.shape.rank == 0:
-        return strategy.reduce("MEAN", value, axis=None)
-      return keras_reduce(value, strategy, reduction)
-    return tree.map_structure(reduce_one, values)
-
-  def maybe_symbolic_build(self, iterator=None, data_batch=None):
-    strategy = getattr(self, "_distribute_strategy", None)
-    if iterator is not None and strategy is not None and multi_worker(strategy):
-      for _, _, batches in iterator:
-        batch = next(batches)
-        break
-      else:
-        batch = None
-      if batch is not None:
-        local = strategy.experimental_local_results
-        data_batch = tree.map_structure(
-            lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
-            batch)
-        iterator = None
-    return keras_build(self, iterator=iterator, data_batch=data_batch)
-
-  tf_trainer.reduce_per_replica = reduce_per_replica
-  tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-  _keras_fixed = True
-
-
 def make_strategy(name="default"):
   """A tf.distribute strategy by name.
 
@@ -217,12 +148,14 @@ def make_strategy(name="default"):
 def _make_multi_worker_strategy():
   task = cluster_task()
   if task.num_workers > 1:
-    if _tensorflow_started():
+    if keras_compat.tensorflow_started():
       # Else TensorFlow's own "Collective ops must be configured at program startup".
       raise ModelError("the multi_worker_mirrored strategy must be created before TensorFlow "
                        "makes its first tensor or dataset: call modeling.devices.make_strategy "
                        "right after configure_devices")
-    _fix_keras_multi_worker()
+    # Keras 3 cannot fit() across workers without these (see there); a Keras that lacks what
+    # they wrap is refused here, before any training starts.
+    keras_compat.fix_multi_worker_fit()
   logging.info("multi_worker_mirrored: %s %d of a %d-worker cluster%s; waiting for the others "
                "at the first collective", task.task_type, task.index, task.num_workers,
                " (chief)" if task.is_chief else "")
@@ -252,3 +185,68 @@ def shard_by_data(dataset):
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = policy.DATA
   return dataset.with_options(options)
+
+
+def is_multi_worker(strategy):
+  """Whether `strategy` joins more than one worker (MultiWorkerMirroredStrategy, TF_CONFIG)."""
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+          and cluster_task().num_workers > 1)
+
+
+def from_chief(strategy, values):
+  """The chief's `values` on every worker: a collective broadcast for a multi-worker strategy.
+
+  Every worker must call this at the same point with arrays of the same shapes and dtypes (the
+  values may differ). Each dtype costs one all-reduce (SUM) in which the first replica of the
+  chief contributes its values and every other replica zeros: tf.distribute's replica ids
+  count the chief's replicas first. Collective ops take no bool or uint8, so those travel as
+  int32. Without a multi-worker strategy the values come back unchanged.
+
+  Args:
+    strategy: a tf.distribute strategy.
+    values: a list of NumPy arrays (or numbers).
+
+  Returns:
+    A list of NumPy arrays of the same shapes and dtypes: the chief's values.
+  """
+  arrays = [np.asarray(v) for v in values]
+  if not is_multi_worker(strategy):
+    return arrays
+  by_dtype = {}
+  for index, array in enumerate(arrays):
+    by_dtype.setdefault(array.dtype.str, []).append(index)
+  out = list(arrays)
+  for indices in by_dtype.values():
+    wire = arrays[indices[0]].dtype
+    if wire.kind == "b" or wire.itemsize < 4:
+      wire = np.dtype(np.int32)
+    flat = np.concatenate([arrays[i].astype(wire).ravel() for i in indices])
+    mine = (flat, np.zeros_like(flat))
+
+    def value_fn(context, mine=mine):
+      return tf.constant(mine[0] if context.replica_id_in_sync_group == 0 else mine[1])
+    per_replica = strategy.experimental_distribute_values_from_function(value_fn)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+    offset = 0
+    for i in indices:
+      size = arrays[i].size
+      out[i] = total[offset:offset + size].reshape(arrays[i].shape).astype(arrays[i].dtype)
+      offset += size
+  return out
+
+
+def copy_variables_from_chief(strategy, variables):
+  """Assigns the chief's values of `variables` on every worker (see `from_chief`).
+
+  Multi-worker runs resume from the chief's backup only: a worker whose own backup is older
+  (it died while writing one) or missing would otherwise start at another epoch, with other
+  weights, and the workers' collectives would no longer match.
+
+  Args:
+    strategy: the strategy the variables were created under.
+    variables: Keras or TensorFlow variables, created in the same order on every worker.
+  """
+  variables = list(variables)
+  values = from_chief(strategy, [keras.ops.convert_to_numpy(v) for v in variables])
+  for variable, value in zip(variables, values):
+    variable.assign(value)

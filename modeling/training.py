@@ -156,19 +156,34 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   run_dir.prepare_run_dir(run.root, make_run_config(model_config, train_config, extra_config),
                           ignored=ignored_config_keys())
 
+  devices.set_precision(train_config.mixed_precision)
+  devices.set_seed(train_config.seed, train_config.deterministic)
+  strategy = devices.make_strategy(train_config.strategy)
+  multi_worker = devices.is_multi_worker(strategy)
+  finished = all(os.path.exists(p) for p in (run.model, run.encoder, run.decoder))
   done = callbacks_lib.Backup.saved_epoch(run.backup)
-  if done >= train_config.epochs and all(
-      os.path.exists(p) for p in (run.model, run.encoder, run.decoder)):
+  if multi_worker:
+    # Every worker follows the chief's backup (docs/DISTRIBUTED.md): all of them train, or
+    # none; a worker that decided alone would wait forever for the others.
+    own = done
+    done, chief_finished = (int(v) for v in devices.from_chief(strategy, [done, finished]))
+    if done != own:
+      logging.warning("this worker's backup is at epoch %d, the chief's at epoch %d: every "
+                      "worker resumes from the chief's", own, done)
+    if chief_finished and not finished and done >= train_config.epochs:
+      logging.warning("the chief's run is complete but %s is not; copy the chief's .keras "
+                      "files there if this worker's copy is needed", run.root)
+    finished = bool(chief_finished)
+  if done >= train_config.epochs and finished:
     logging.info("%s already holds all %d epochs; nothing to train (raise --epochs to train "
                  "further)", run.root, done)
     return TrainResult(run_dir.read_history(run.history), done, train_config.epochs, True)
 
-  devices.set_precision(train_config.mixed_precision)
-  devices.set_seed(train_config.seed, train_config.deterministic)
-  strategy = devices.make_strategy(train_config.strategy)
-  if train_config.strategy == "multi_worker_mirrored":
+  if multi_worker:
     # Equal epochs on every worker, and a one-file validation split works (see there).
     train_ds, val_ds = devices.shard_by_data(train_ds), devices.shard_by_data(val_ds)
+  backup = callbacks_lib.Backup(run.backup, run.history,
+                                save_freq=train_config.backup_every_steps or "epoch")
   with strategy.scope():
     model = build_model(model_config, sampling_seed=train_config.seed)
     optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
@@ -177,12 +192,25 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=train_config.jit_compile)
     model.build((None, model_config.image_size, model_config.image_size, 3))
+    # Built now, so that a backup's optimizer state has variables to load into.
+    model.optimizer.build(model.trainable_variables)
+  # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
+  # scope would be collective broadcasts that only the chief runs.
+  if multi_worker and not devices.cluster_task().is_chief:
+    initial_epoch = 0  # This worker's own backup is not read: the chief's state arrives below.
+  else:
+    initial_epoch = backup.restore(model)
+  if multi_worker:
+    # The epoch the chief actually restored (its previous pair, if the current one was torn),
+    # then its weights, optimizer and sampling state, to every worker.
+    initial_epoch = int(devices.from_chief(strategy, [initial_epoch])[0])
+    if initial_epoch:
+      devices.copy_variables_from_chief(strategy, model.variables + model.optimizer.variables)
+  backup.restored_epoch = initial_epoch
 
-  backup_freq = train_config.backup_every_steps or "epoch"
   # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
   # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
   # resume trims (a duplicate) rather than a missing row.
-  backup = callbacks_lib.Backup(run.backup, run.history, save_freq=backup_freq)
   all_callbacks = [
       callbacks_lib.StopOnNaN(),
       keras.callbacks.CSVLogger(run.history, append=True),
@@ -203,8 +231,8 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
                model_config.kind.upper(), model.count_params(), train_config.epochs,
                train_config.batch_size, run.root)
   try:
-    model.fit(train_ds, epochs=train_config.epochs, steps_per_epoch=train_config.steps_per_epoch,
-              validation_data=val_ds, validation_steps=train_config.validation_steps,
+    model.fit(train_ds, epochs=train_config.epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=train_config.steps_per_epoch, validation_data=val_ds, validation_steps=train_config.validation_steps,
               callbacks=all_callbacks, shuffle=False, verbose=verbose)
   except BaseException as error:
     if verbose:

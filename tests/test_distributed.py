@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,27 +33,6 @@ pytestmark = pytest.mark.slow
 TINY = ("--encoder_filters=8,16", "--encoder_kernels=3", "--strides=2", "--z_dim=4",
         "--batch_size=8", "--preview_images=0")
 TIMEOUT_S = 240
-
-
-def _trainer_has(flag):
-  """Whether tools/flags_train.py defines `flag` (the service integration adds two)."""
-  with open(os.path.join(REPO_ROOT, "tools", "flags_train.py"), encoding="utf-8") as f:
-    return f'"{flag}"' in f.read()
-
-
-def _creates_strategy_early():
-  """Whether tools/train_common.py makes the multi-worker strategy before its datasets."""
-  with open(os.path.join(REPO_ROOT, "tools", "train_common.py"), encoding="utf-8") as f:
-    return "make_strategy" in f.read()
-
-
-needs_service_flags = pytest.mark.skipif(
-    not _trainer_has("data_service"),
-    reason="tools/flags_train.py has no --data_service yet (trainer integration pending)")
-needs_early_strategy = pytest.mark.skipif(
-    not _creates_strategy_early(),
-    reason="tools/train_common.py does not create the multi-worker strategy before its "
-           "datasets yet (trainer integration pending)")
 
 
 def _free_ports(count):
@@ -207,7 +187,6 @@ def test_data_service_tool_flag_errors():
   assert_clean_error(result, "--role=worker needs --dispatcher_address", code=2)
 
 
-@needs_service_flags
 def test_mirrored_trainer_fed_by_the_service_tool_then_resumed_locally(prepared_data_dir,
                                                                        tmp_path):
   """tools.data_service as the dispatcher, trainer run 1 through it, run 2 resumes locally."""
@@ -281,7 +260,6 @@ def _run_cluster(data_dir, tmp_path, epochs):
     _kill(processes)
 
 
-@needs_early_strategy
 def test_two_workers_train_and_resume_with_multi_worker_mirrored(prepared_data_dir, tmp_path):
   """Two trainer processes, one TF_CONFIG cluster on loopback, one run dir each."""
   _run_cluster(prepared_data_dir, tmp_path, epochs=1)
@@ -295,8 +273,27 @@ def test_two_workers_train_and_resume_with_multi_worker_mirrored(prepared_data_d
   # Synchronous training: both workers end with the same model, so the same numbers.
   assert _history(other) == rows
 
-  # Each worker resumes from the backup in its own run dir, in step with the other.
+  # Worker 1 lost its backup (as if it had died while writing it): every worker resumes from
+  # the chief's backup, at the chief's epoch, with the chief's weights and optimizer state.
+  shutil.rmtree(os.path.join(other, "backup"))
   texts = _run_cluster(prepared_data_dir, tmp_path, epochs=2)
   assert all("resuming from its last backup" in text for text in texts)
+  assert all("Epoch 2/2" in text and "Epoch 1/2" not in text for text in texts), texts
+  assert ("this worker's backup is at epoch 0, the chief's at epoch 1: every worker resumes "
+          "from the chief's") in texts[1]
   rows = _history(chief)
   assert [row["epoch"] for row in rows] == ["0", "1"] and _history(other) == rows
+  # Synchronous from the same state: the same weights, optimizer and sampling state (equal
+  # metrics alone would not show it: they are averaged over the workers).
+  assert _backup_arrays(other) == _backup_arrays(chief)
+
+
+def _backup_arrays(model_dir):
+  """Every array of a run's backup (weights and optimizer state), as {path: bytes}."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  arrays = {}
+  with h5py.File(os.path.join(model_dir, "backup", "latest.weights.h5"), "r") as f:
+    f.visititems(lambda name, item: arrays.__setitem__(name, item[()].tobytes())
+                 if isinstance(item, h5py.Dataset) else None)
+  assert arrays
+  return arrays

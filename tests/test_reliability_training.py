@@ -156,8 +156,7 @@ def test_backup_never_leaves_a_torn_file(tmp_path):
   backup_dir = str(tmp_path / "backup")
   backup = callbacks_lib.Backup(backup_dir, str(tmp_path / "history.csv"), save_freq=1)
   backup.set_model(model)
-  backup._current_epoch, backup._last_batch_seen = 2, 5  # pylint: disable=protected-access
-  backup._save_model()  # pylint: disable=protected-access
+  backup.save(epoch=2, batch=5)
   weights = os.path.join(backup_dir, "latest.weights.h5")
   before = open(weights, "rb").read()
 
@@ -168,10 +167,9 @@ def test_backup_never_leaves_a_torn_file(tmp_path):
     raise KeyboardInterrupt
 
   model.set_weights([w + 1 for w in model.get_weights()])
-  backup._current_epoch = 3  # pylint: disable=protected-access
   model.save_weights = dies_halfway
   with pytest.raises(KeyboardInterrupt):
-    backup._save_model()  # pylint: disable=protected-access
+    backup.save(epoch=3, batch=0)
   assert open(weights, "rb").read() == before
   assert callbacks_lib.Backup.saved_epoch(backup_dir) == 2
   assert sorted(os.listdir(backup_dir)) == ["latest.weights.h5", "latest.weights.h5.bkp",
