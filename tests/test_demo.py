@@ -30,9 +30,15 @@ def _manifest(workspace):
 def test_chain_names_every_tool_of_the_main_job(tmp_path):
   names = [step.name for step in demo_steps.build_steps(_settings(tmp_path, 100))]
   assert names[:3] == ["synthetic_faces", "prepare_data", "verify_data"]
-  for tool in ("train_ae", "train_vae", "encode_ae", "encode_vae", "analyze_latents_vae",
-               "generate_ae", "generate_vae", "compare_reconstructions"):
+  for tool in ("train_ae", "train_vae", "train_ae_z1600", "encode_ae", "encode_vae",
+               "analyze_latents_vae", "generate_ae", "generate_vae", "compare_reconstructions"):
     assert tool in names
+  steps = {step.name: step for step in demo_steps.build_steps(_settings(tmp_path, 100))}
+  assert steps["train_ae_z1600"].tool == "train_ae"
+  assert "--preset=ae_z1600" in steps["train_ae_z1600"].args
+  assert "--sharpen=0,3,6,7" in steps["generate_vae"].args
+  assert any(a.endswith("runs/ae_z1600") for a in
+             steps["compare_reconstructions"].args[0].split(","))
   real = demo_steps.DemoSettings(str(tmp_path), "/data/celeba", 0, 1, 16, 96, 0)
   assert "synthetic_faces" not in [step.name for step in demo_steps.build_steps(real)]
 
@@ -100,7 +106,8 @@ def _fake_workspace(root, models, split="test", num_images=450):
   stats = lambda value: {"mean": value}
   (out / "reconstruction.json").write_text(json.dumps({
       "split": split, "num_images": num_images,
-      "models": {name: {"psnr": stats(20.0 + i), "ssim": stats(0.5), "reconstruction_loss":
+      "models": {name: {"psnr": stats(20.0 + i), "ssim": stats(0.5 + 0.1 * i),
+                        "reconstruction_loss":
                         stats(4600.0)} for i, name in enumerate(models)}}))
   demo_report.write(str(root), [], {"data": str(root / "data"), "runs": str(root / "runs"),
                                     "eval": str(root / "eval")})
@@ -121,3 +128,31 @@ def test_report_check_finds_the_real_split_numbers(tmp_path):
                            str(partial)], capture_output=True, text=True, check=False,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 1 and "error: reconstruction.json" in result.stderr
+
+
+def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
+  workspace = _fake_workspace(tmp_path / "ws", ["ae", "vae", "ae_z1600"])
+  for kind, rates in (("ae", {"real": 0.99, "noise": 0.0, "normal": 0.04, "gaussian": 0.9}),
+                      ("vae", {"real": 0.99, "noise": 0.0, "normal": 0.8,
+                               "uniform": {"0.5": 0.99, "1": 0.9, "2": 0.7, "5": 0.5}})):
+    out = workspace / "eval" / kind / "generation"
+    out.mkdir(parents=True)
+    (out / "generation.json").write_text(json.dumps({"face_rates": rates}))
+  for kind, row in (("ae", "0,4850.5,4900.0,"), ("vae", "0,5015.0,5020.0,0.03")):
+    run = workspace / "runs" / kind
+    run.mkdir(parents=True)
+    (run / "history.csv").write_text("epoch,loss,val_loss,val_kl_share\n" + row + "\n")
+  (workspace / "runs" / "vae" / "config.json").write_text(json.dumps({"model": {"kl_factor": 5}}))
+  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  demo_report.write(str(workspace), [], {"data": str(workspace / "data"),
+                                         "runs": str(workspace / "runs"),
+                                         "eval": str(workspace / "eval")})
+  text = (workspace / "report.md").read_text()
+  assert text.index("## The study's claims, measured") < text.index("## Reconstruction quality")
+  study = json.loads((workspace / "study.json").read_text())
+  verdicts = {row["id"]: row["verdict"] for row in study["claims"]}
+  assert verdicts[5] == "holds" and verdicts[6] == "holds" and verdicts[7] == "holds"
+  assert verdicts[8] == "holds" and verdicts[11] == "holds"
+  assert verdicts[10] == "holds"  # ae_z1600 22 dB / 0.7 > VAE 21 dB / 0.6 (_fake_workspace).
+  assert verdicts[1] == "not comparable"  # No latent report in this workspace.
+  assert study["measurements"]["face_rates"]["vae_uniform"]["5"] == 0.5

@@ -1,9 +1,15 @@
-"""The demo's Markdown report: one line per step, the key numbers, and the pictures."""
+"""The demo's report: the study's claims table, one line per step, the key numbers, pictures.
+
+`write` writes WORKSPACE/report.md and WORKSPACE/study.json (the claims' rows and the
+measurements they were judged on; evaluation/study_claims.py holds the rules).
+"""
 
 import csv
 import json
 import os
 import shlex
+
+from evaluation import study_claims
 
 
 def _load_json(path):
@@ -116,11 +122,73 @@ def _picture_lines(workspace, paths):
   return lines
 
 
+def _history_numbers(runs_dir, kind):
+  row = _last_row(os.path.join(runs_dir, kind, "history.csv"))
+  if row is None:
+    return {}
+  pick = lambda key: float(row[key]) if row.get(key) not in (None, "", "NA") else None
+  return {"val_loss": pick("val_loss"), "val_kl_share": pick("val_kl_share")}
+
+
+def _kl_factor(runs_dir, kind):
+  config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
+  return config.get("model", {}).get("kl_factor")
+
+
+def study_measurements(paths):
+  """The run's numbers in the form evaluation.study_claims.verdicts takes (missing: absent)."""
+  runs, evaluation_dir = paths["runs"], paths["eval"]
+  measured = {}
+  latents = _load_json(os.path.join(evaluation_dir, "ae", "latents", "latent_report.json"))
+  if latents is not None:
+    measured["ae"] = study_claims.latent_summary(latents)
+  ae, vae = _history_numbers(runs, "ae"), _history_numbers(runs, "vae")
+  measured["losses"] = {"ae": ae.get("val_loss"), "vae": vae.get("val_loss")}
+  if vae.get("val_kl_share") is not None:
+    measured["vae"] = {"kl_share": vae["val_kl_share"], "kl_factor": _kl_factor(runs, "vae")}
+  rates = {}
+  for kind in ("ae", "vae"):
+    generation = _load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
+    summary = (generation or {}).get("face_rates") or {}
+    for key in ("real", "noise"):
+      if summary.get(key) is not None:
+        rates.setdefault(key, summary[key])
+    for sampler in ("normal", "gaussian", "gmm"):
+      if summary.get(sampler) is not None:
+        rates[f"{kind}_{sampler}"] = summary[sampler]
+    if summary.get("uniform"):
+      rates[f"{kind}_uniform"] = summary["uniform"]
+    if kind == "vae" and (generation or {}).get("sharpening"):
+      measured["sharpening"] = {float(f): v for f, v in generation["sharpening"].items()}
+  measured["face_rates"] = rates
+  reconstruction = _load_json(os.path.join(evaluation_dir, "reconstruction",
+                                           "reconstruction.json"))
+  if reconstruction is not None:
+    measured["reconstruction"] = {
+        name: {"psnr": stats["psnr"]["mean"], "ssim": stats["ssim"]["mean"],
+               "face_rate": stats.get("face_rate")}
+        for name, stats in reconstruction.get("models", {}).items()}
+  return measured
+
+
+def _claims_lines(rows):
+  return ["## The study's claims, measured", "",
+          "Verdicts from this run's numbers only (evaluation/study_claims.py; a short run on "
+          "synthetic cartoon faces need not bear a claim out). Face rates are the share of images "
+          "in which OpenCV's Haar cascade finds a face (evaluation/face_judge.py).", "",
+          *study_claims.markdown_table(rows), ""]
+
+
 def write(workspace, results, paths):
-  """Writes WORKSPACE/report.md and returns its path."""
+  """Writes WORKSPACE/report.md and WORKSPACE/study.json; returns the report's path."""
+  from data_pipeline import provenance  # pylint: disable=g-import-not-at-top
+  measured = study_measurements(paths)
+  rows = study_claims.verdicts(measured)
+  provenance.atomic_write_json(os.path.join(workspace, "study.json"),
+                               {"claims": rows, "measurements": _json_safe(measured)})
   ran = sum(r.seconds for r in results if r.status == "ran")
   chain = sum(r.seconds for r in results)
-  lines = ["# celeba-stream demo report", "",
+  lines = ["# celeba-stream demo report", "", *_claims_lines(rows),
            f"The whole chain takes {chain:.0f} s of tool time; this run spent {ran:.0f} s and "
            "reused the steps that were complete.",
            "", *_step_lines(results), "", *_data_lines(paths["data"]),
@@ -133,6 +201,17 @@ def write(workspace, results, paths):
     f.write("\n".join(lines) + "\n")
   os.replace(tmp_path, path)
   return path
+
+
+def _json_safe(value):
+  """Measurements as JSON: dict keys as strings, NaN/inf as null."""
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    return None
+  return value
 
 
 def missing_numbers(workspace, split, models, num_images=None):
@@ -153,6 +232,11 @@ def missing_numbers(workspace, split, models, num_images=None):
     return [f"{workspace}/report.md is missing"]
   if report is None:
     return [f"{workspace}/eval/reconstruction/reconstruction.json is missing or unreadable"]
+  study = _load_json(os.path.join(workspace, "study.json"))
+  if not study or len(study.get("claims", [])) != len(study_claims.CLAIMS):
+    problems.append(f"{workspace}/study.json lacks the {len(study_claims.CLAIMS)} claims")
+  if "## The study's claims, measured" not in text:
+    problems.append("report.md lacks the claims table")
   if report.get("split") != split:
     problems.append(f"reconstruction.json is on the {report.get('split')} split, not {split}")
   if num_images is not None and report.get("num_images") != num_images:
