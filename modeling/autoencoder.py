@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from modeling import losses
+from modeling import networks
 
 PACKAGE = "celeba_stream"
 
@@ -19,6 +20,13 @@ def images_of(data):
   if isinstance(data, (tuple, list)):
     return data[0]
   return data
+
+
+class _Untracked:
+  """Holds a value where Keras' attribute tracking (and so saving) does not look."""
+
+  def __init__(self, value):
+    self.value = value
 
 
 def update_mean(tracker, values):
@@ -46,6 +54,9 @@ class Autoencoder(keras.Model):
     self.encoder = encoder
     self.decoder = decoder
     self.reconstruction = reconstruction
+    # The decoder's logits, for the loss; it shares the decoder's layers and adds no weights,
+    # and is kept out of Keras' tracking so that saved files look as before.
+    self._logits = _Untracked(networks.decoder_logits(decoder))
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
 
@@ -79,11 +90,24 @@ class Autoencoder(keras.Model):
     z = keras.random.normal((int(n), self.z_dim), seed=int(seed))
     return self.decode(z)
 
+  def _reconstruction_loss(self, images, z, training):
+    """The reconstruction loss of decoding z against uint8 `images`: float32 [B].
+
+    From the decoder's logits (exact BCE, with a gradient for saturated pixels); a decoder
+    saved before it exposed them gives probabilities, which the loss clips.
+    """
+    targets = losses.scale_images(images)
+    logits_model = self._logits.value
+    if logits_model is None:
+      return losses.reconstruction_per_example(targets, self.decoder(z, training=training),
+                                               self.reconstruction)
+    return losses.reconstruction_from_logits(targets, logits_model(z, training=training),
+                                             self.reconstruction)
+
   def _forward(self, images, training):
     """Returns (total per example, {metric name: per-example values}) for one batch."""
-    reconstructions = self(images, training=training)
-    reconstruction = losses.reconstruction_per_example(
-        losses.scale_images(images), reconstructions, self.reconstruction)
+    z = self.encoder(images, training=training)
+    reconstruction = self._reconstruction_loss(images, z, training)
     return reconstruction, {"reconstruction_loss": reconstruction}
 
   def _update_metrics(self, total, terms):

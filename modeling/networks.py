@@ -2,13 +2,16 @@
 
 The encoder takes uint8 images [B, S, S, 3] and scales them to [0, 1] in its first layer, so
 that the host never holds a float copy of the data. Latent layers and the decoder's output
-layer compute in float32 even under a mixed-precision policy: z is what the evaluation tools
-store, and the loss needs precise probabilities.
+layers (logits and sigmoid) compute in float32 even under a mixed-precision policy: z is what
+the evaluation tools store, and the loss needs precise logits.
 """
 
 import keras
 
 from modeling.config import ModelConfig
+
+# The decoder's last linear layer; its sigmoid is the decoded image.
+LOGITS = "reconstruction_logits"
 
 
 def _conv_block(x, config, filters, kernel, stride, name, transpose=False):
@@ -65,7 +68,9 @@ def build_decoder(config: ModelConfig):
 
   Dense to the innermost feature map (inner_size^2 x encoder_filters[-1]), reshape, one
   upsampling block per encoder layer (filters = decoder_filters, kernels and strides = the
-  encoder's reversed), then a stride-1 Conv2D to 3 channels with a sigmoid.
+  encoder's reversed), then a stride-1 linear Conv2D to 3 channels (the layer LOGITS) and a
+  sigmoid (the layer "reconstruction"). The sigmoid is a layer of its own so that training can
+  take the logits (`decoder_logits`) and compute the BCE from them.
   """
   config.validate()
   inner, channels = config.inner_size, config.encoder_filters[-1]
@@ -76,6 +81,20 @@ def build_decoder(config: ModelConfig):
   layers = zip(config.decoder_filters, config.decoder_kernels, config.decoder_strides)
   for index, (filters, kernel, stride) in enumerate(layers):
     x = _conv_block(x, config, filters, kernel, stride, name=f"dec{index}", transpose=True)
-  outputs = keras.layers.Conv2D(3, config.encoder_kernels[0], padding="same",
-                                activation="sigmoid", dtype="float32", name="reconstruction")(x)
+  logits = keras.layers.Conv2D(3, config.encoder_kernels[0], padding="same", dtype="float32",
+                               name=LOGITS)(x)
+  outputs = keras.layers.Activation("sigmoid", dtype="float32", name="reconstruction")(logits)
   return keras.Model(z, outputs, name="decoder")
+
+
+def decoder_logits(decoder):
+  """A model z -> the decoder's logits [B,S,S,3] float32 (sharing the decoder's layers), or None.
+
+  None for a decoder without a LOGITS layer: one saved before the decoder exposed its logits,
+  whose last Conv2D applies the sigmoid itself.
+  """
+  try:
+    logits = decoder.get_layer(LOGITS)
+  except ValueError:
+    return None
+  return keras.Model(decoder.input, logits.output, name="decoder_logits")

@@ -1,7 +1,15 @@
-"""Model configs, presets, networks, losses and the AE/VAE models (in-process, no training)."""
+"""Model configs, presets, networks, losses and the AE/VAE models (no training).
+
+In this process, except one small subprocess with two logical CPU replicas (they must be
+configured before TensorFlow makes its first tensor).
+"""
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,6 +23,7 @@ from modeling import training
 from modeling.autoencoder import Autoencoder
 from modeling.errors import ModelError
 from modeling.vae import VAE, Sampling
+from tests.toolrun import REPO_ROOT
 
 # Parameter counts at 96x96: a change here means the architecture changed (on purpose or not).
 PRESET_PARAMS = {
@@ -123,20 +132,84 @@ def test_options_change_the_layers():
   assert decoder(encoder(_images())).shape == (4, 16, 16, 3)
 
 
-def test_reconstruction_losses_match_numpy():
+def _bce_numpy(target, probs):
+  """Per-value BCE in float64, the textbook formula (no clipping: probs must be in (0, 1))."""
+  return -(target * np.log(probs) + (1 - target) * np.log(1 - probs))
+
+
+def test_reconstruction_losses_are_channel_means_summed_over_pixels():
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
   recon = rng.uniform(0.01, 0.99, (3, 4, 4, 3)).astype(np.float32)
   target = images.astype(np.float64) / 255.0
-  bce = -(target * np.log(recon) + (1 - target) * np.log(1 - recon)).sum(axis=(1, 2, 3))
-  mse = ((target - recon) ** 2).sum(axis=(1, 2, 3))
+  # The study's units: Keras' binary_crossentropy (the mean over the 3 channels) summed over
+  # the pixels; the same for the squared error.
+  bce = _bce_numpy(target, recon).mean(axis=-1).sum(axis=(1, 2))
+  mse = ((target - recon) ** 2).mean(axis=-1).sum(axis=(1, 2))
   scaled = losses.scale_images(images)
   np.testing.assert_allclose(losses.reconstruction_per_example(scaled, recon, "bce"), bce,
                              rtol=1e-5)
   np.testing.assert_allclose(losses.reconstruction_per_example(scaled, recon, "mse"), mse,
                              rtol=1e-5)
-  # A saturated output stays finite (clipped like Keras' own BCE).
+  keras_bce = keras.losses.binary_crossentropy(scaled, recon)  # [B, 4, 4], channel means
+  np.testing.assert_allclose(np.sum(keras_bce, axis=(1, 2)), bce, rtol=1e-5)
+  # From logits: the same values, also for logits far beyond float32's sigmoid range.
+  logits = np.log(recon / (1 - recon))
+  np.testing.assert_allclose(losses.reconstruction_from_logits(scaled, logits, "bce"), bce,
+                             rtol=1e-5)
+  np.testing.assert_allclose(losses.reconstruction_from_logits(scaled, logits, "mse"), mse,
+                             rtol=1e-4)
+  huge = np.full((1, 1, 1, 3), 200.0, np.float32)
+  targets = np.array([[[[0.0, 1.0, 0.5]]]], np.float32)
+  np.testing.assert_allclose(losses.reconstruction_from_logits(targets, huge, "bce"),
+                             [(200.0 + 0.0 + 100.0) / 3], rtol=1e-6)
+  # A saturated output stays finite in the probability form (clipped like Keras' own BCE).
   assert np.isfinite(losses.reconstruction_per_example(scaled, np.ones_like(recon), "bce")).all()
+  with pytest.raises(ValueError, match="unknown reconstruction loss"):
+    losses.reconstruction_from_logits(scaled, logits, "l1")
+
+
+def test_bce_from_logits_gives_saturated_wrong_pixels_a_gradient():
+  # A pixel whose target is 0 and whose output saturated at 1: clipped probabilities give it no
+  # gradient (the clip is flat there); logits give sigmoid(x) - t, about 1 per value.
+  targets = tf.zeros((1, 1, 1, 3))
+  logits = tf.Variable(tf.fill((1, 1, 1, 3), 30.0))
+  with tf.GradientTape(persistent=True) as tape:
+    from_logits = losses.reconstruction_from_logits(targets, logits, "bce")
+    from_probs = losses.reconstruction_per_example(targets, tf.sigmoid(logits), "bce")
+  np.testing.assert_allclose(tape.gradient(from_logits, logits), np.full((1, 1, 1, 3), 1 / 3),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(tape.gradient(from_probs, logits), np.zeros((1, 1, 1, 3)))
+
+
+def test_bce_floor_is_the_targets_entropy_and_a_perfect_reconstruction_reaches_it():
+  # One 1x2 image by hand: pixel 1 = (0, 255, 51), pixel 2 = (128, 128, 128).
+  image = np.array([[[0, 255, 51], [128, 128, 128]]], np.uint8)
+  h = lambda t: -(t * math.log(t) + (1 - t) * math.log(1 - t))  # pylint: disable=unnecessary-lambda-assignment
+  by_hand = (0 + 0 + h(0.2)) / 3 + h(128 / 255)
+  assert losses.bce_floor(image) == pytest.approx(by_hand, rel=1e-12)
+  assert by_hand == pytest.approx(0.500402 / 3 + 0.693145, rel=1e-5)
+  np.testing.assert_allclose(losses.bce_floor(np.stack([image, image[:, ::-1]])),
+                             [by_hand, by_hand], rtol=1e-12)
+  images = _images(3, size=8, seed=4)
+  images[0, :2] = 0  # Saturated pixels cost nothing: the entropy's 0 log 0 = 0.
+  images[1, :2] = 255
+  floor = losses.bce_floor(images)
+  target = images.astype(np.float64) / 255.0
+  inside = np.clip(target, 1e-12, 1 - 1e-12)
+  np.testing.assert_allclose(floor, _bce_numpy(target, inside).mean(-1).sum((1, 2)), rtol=1e-9)
+  # A perfect reconstruction's loss is the floor, through both of the loss's forms; anything
+  # else costs more (BCE = entropy + KL(targets || outputs)).
+  scaled = losses.scale_images(images)
+  logits = np.log(inside / (1 - inside)).astype(np.float32)
+  np.testing.assert_allclose(losses.reconstruction_from_logits(scaled, logits, "bce"), floor,
+                             rtol=1e-5)
+  np.testing.assert_allclose(losses.reconstruction_per_example(scaled, target, "bce"), floor,
+                             rtol=1e-5)
+  assert (np.asarray(losses.reconstruction_per_example(scaled, 0.9 * target + 0.05, "bce"))
+          > floor).all()
+  with pytest.raises(ValueError, match="uint8"):
+    losses.bce_floor(images.astype(np.float32))
 
 
 def test_kl_is_zero_for_the_prior_and_matches_the_closed_form():
@@ -147,9 +220,43 @@ def test_kl_is_zero_for_the_prior_and_matches_the_closed_form():
   expected = 0.5 * np.sum(np.exp(log_var) + mean ** 2 - 1 - log_var)
   np.testing.assert_allclose(losses.kl_per_example(mean, log_var), [expected], rtol=1e-6)
   np.testing.assert_allclose(np.sum(losses.kl_per_dimension(mean, log_var)), expected, rtol=1e-6)
+  # Outside LOG_VAR_RANGE the log-variance is clipped: finite in float32, even from float16.
+  low, high = losses.LOG_VAR_RANGE
+  wild = np.array([[200.0, -200.0]], np.float32)
+  clipped = 0.5 * (np.exp(high) - 1 - high) + 0.5 * (np.exp(low) - 1 - low)
+  np.testing.assert_allclose(losses.kl_per_example(np.zeros_like(wild), wild), [clipped],
+                             rtol=1e-6)
+  half = np.array([[30.0, 0.0]], np.float16)
+  kl = losses.kl_per_example(half, half)
+  assert kl.dtype == "float32" and np.isfinite(kl).all()
 
 
-def test_average_over_global_batch_divides_by_the_batch():
+_GLOBAL_BATCH_SCRIPT = """
+import json, tensorflow as tf
+from modeling import devices, losses
+devices.configure_devices(cpu_replicas=2)  # Before any tensor exists: hence this process.
+strategy = devices.make_strategy("mirrored")
+batch = tf.data.Dataset.from_tensors(tf.constant([1.0, 2.0, 6.0, 3.0]))
+per_example = next(iter(strategy.experimental_distribute_dataset(batch)))
+per_replica = tf.function(lambda x: strategy.run(losses.average_over_global_batch, (x,)))(
+    per_example)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "local": [float(v) for v in strategy.experimental_local_results(per_replica)],
+                  "sum": float(strategy.reduce("SUM", per_replica, axis=None))}))
+"""
+
+
+def test_average_over_global_batch_divides_by_the_global_batch_on_two_replicas():
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", _GLOBAL_BATCH_SCRIPT], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  # Each replica holds half of the global batch of 4 and divides its sum by 4, not by 2: the
+  # replicas' losses (and gradients) then add up to the mean over the global batch.
+  assert out["replicas"] == 2
+  np.testing.assert_allclose(out["local"], [(1 + 2) / 4, (6 + 3) / 4])
+  np.testing.assert_allclose(out["sum"], 3.0)
   np.testing.assert_allclose(losses.average_over_global_batch(tf.constant([1.0, 2.0, 6.0])), 3.0)
 
 
@@ -160,6 +267,37 @@ def test_sampling_is_seeded_and_has_the_right_moments():
   again = keras.ops.convert_to_numpy(Sampling(seed=5)([mean, log_var]))
   np.testing.assert_array_equal(first, again)
   assert abs(first.mean() - 3.0) < 0.1 and abs(first.std() - 2.0) < 0.1
+
+
+def test_sampling_computes_in_float32_under_float16_and_clips_the_log_variance():
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  layer = Sampling(seed=0)
+  assert layer.compute_dtype == "float32"
+  # log_var 30: exp(15) = 3.3e6 overflows float16 (max 65504); clipped to 20, the standard
+  # deviation is exp(10) = 22026.
+  mean = np.zeros((2000, 2), np.float32)
+  z = keras.ops.convert_to_numpy(layer([mean, np.full((2000, 2), 30.0, np.float32)]))
+  assert z.dtype == np.float32 and np.isfinite(z).all()
+  assert z.std() == pytest.approx(math.exp(losses.LOG_VAR_RANGE[1] / 2), rel=0.1)
+  restored = Sampling.from_config(layer.get_config())
+  assert restored.compute_dtype == "float32"
+
+
+def test_decoder_exposes_logits_whose_sigmoid_is_its_output():
+  config = config_lib.resolve_config("vae_fact5", TINY)
+  decoder = networks.build_decoder(config)
+  logits_model = networks.decoder_logits(decoder)
+  z = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32) * 30
+  logits = keras.ops.convert_to_numpy(logits_model(z))
+  images = keras.ops.convert_to_numpy(decoder(z))
+  assert logits.dtype == images.dtype == np.float32
+  np.testing.assert_allclose(images, 1 / (1 + np.exp(-logits.astype(np.float64))), atol=1e-6)
+  assert logits_model.count_params() == decoder.count_params()
+  assert {id(w) for w in logits_model.weights} <= {id(w) for w in decoder.weights}
+  # A decoder saved before the logits layer existed (the sigmoid inside its last Conv2D).
+  inputs = keras.Input((4,))
+  old = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(inputs))
+  assert networks.decoder_logits(old) is None
 
 
 def test_vae_encode_sample_and_step_metrics():
@@ -175,10 +313,37 @@ def test_vae_encode_sample_and_step_metrics():
   assert samples.shape == (3, 16, 16, 3)
   logs = model.test_step(tf.constant(images))
   assert set(logs) == {"loss", "reconstruction_loss", "kl_loss", "kl_share"}
-  logs = {k: float(v) for k, v in logs.items()}
-  assert logs["loss"] == pytest.approx(logs["reconstruction_loss"] + 5.0 * logs["kl_loss"],
-                                       rel=1e-5)
-  assert logs["kl_share"] == pytest.approx(5.0 * logs["kl_loss"] / logs["loss"], rel=1e-5)
+
+
+def test_vae_metrics_equal_a_numpy_computation_of_the_objective():
+  """loss, reconstruction_loss, kl_loss and kl_share against NumPy on fixed weights and batch."""
+  config = config_lib.resolve_config("vae_fact5", TINY)
+  keras.utils.set_random_seed(3)
+  model = training.build_model(config, sampling_seed=1)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  # A KL worth measuring: every z_mean near 2, every log-variance near -1.
+  model.encoder.get_layer("z_mean").bias.assign(np.full(4, 2.0, np.float32))
+  model.encoder.get_layer("z_log_var").bias.assign(np.full(4, -1.0, np.float32))
+  images = _images(8, seed=5)
+  state = keras.ops.convert_to_numpy(model.sampling.seed_generator.state)
+  logs = {k: float(v) for k, v in model.test_step(tf.constant(images)).items()}
+
+  # The same noise again (the sampling state as test_step found it), then NumPy from there.
+  model.sampling.seed_generator.state.assign(state)
+  z_mean, z_log_var = model.encode_with_log_var(images)
+  probs = np.asarray(model.decode(model.sampling([z_mean, z_log_var])), np.float64)
+  mu, log_var = np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64)
+  target = images / 255.0
+  reconstruction = _bce_numpy(target, probs).mean(axis=-1).sum(axis=(1, 2))
+  kl = 0.5 * (np.exp(log_var) + mu ** 2 - 1 - log_var).sum(axis=-1)
+  total = reconstruction + 5.0 * kl
+  assert logs["reconstruction_loss"] == pytest.approx(reconstruction.mean(), rel=1e-5)
+  assert logs["kl_loss"] == pytest.approx(kl.mean(), rel=1e-5)
+  assert logs["loss"] == pytest.approx(total.mean(), rel=1e-5)
+  assert logs["kl_share"] == pytest.approx(5.0 * kl.sum() / total.sum(), rel=1e-5)
+  assert 0.05 < logs["kl_share"] < 0.5  # The biases above made the KL count.
+  # Never below the floor: the images' own entropy.
+  assert logs["reconstruction_loss"] > losses.bce_floor(images).mean()
 
 
 def test_autoencoder_train_step_lowers_the_loss_on_one_batch():

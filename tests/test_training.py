@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from modeling import callbacks as callbacks_lib
 from modeling import config as config_lib
+from modeling import losses
 from modeling import run_dir
 from modeling import training
 from modeling.errors import ModelError
@@ -81,10 +82,19 @@ def test_vae_run_writes_the_run_dir_and_logs_the_kl_share(tmp_path):
   assert [row["epoch"] for row in result.history] == [0, 1]
   for row in result.history:
     for prefix in ("", "val_"):
-      share = row[f"{prefix}kl_share"]
-      assert 0 < share < 1
-      assert share == pytest.approx(5.0 * row[f"{prefix}kl_loss"] / row[f"{prefix}loss"],
-                                    rel=1e-4)
+      assert 0 < row[f"{prefix}kl_share"] < 1
+  # The last validation, against NumPy on the saved model (the weights that validation used).
+  # Its KL needs no sampling noise: the closed form on the encoder's outputs.
+  images = _colour_images()[:16]
+  z_mean, z_log_var = run_dir.load_run(str(tmp_path / "run")).model.encode_with_log_var(images)
+  mu, log_var = np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64)
+  kl = np.mean(0.5 * np.sum(np.exp(log_var) + mu ** 2 - 1 - log_var, axis=-1))
+  last = result.history[-1]
+  assert last["val_kl_loss"] == pytest.approx(kl, rel=1e-4)
+  assert last["val_reconstruction_loss"] == pytest.approx(last["val_loss"] - 5.0 * kl, rel=1e-4)
+  assert last["val_kl_share"] == pytest.approx(5.0 * kl / last["val_loss"], rel=1e-4)
+  # A BCE never goes below the images' own entropy.
+  assert last["val_reconstruction_loss"] > np.mean(losses.bce_floor(images))
   stored = json.load(open(run.config, encoding="utf-8"))
   assert stored["model"]["kind"] == "vae" and stored["train"]["epochs"] == 2
 
@@ -171,9 +181,12 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_state(tmp_path):
   assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
-def test_bf16_training_runs(tmp_path):
-  result = _train(tmp_path / "run", epochs=1, mixed_precision="bf16", steps_per_epoch=2)
-  assert np.isfinite(result.history[0]["loss"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_runs(tmp_path, precision):
+  # fp16: loss scaling (LossScaleOptimizer) and float32 sampling, KL and loss.
+  result = _train(tmp_path / "run", epochs=1, mixed_precision=precision, steps_per_epoch=2)
+  row = result.history[0]
+  assert all(np.isfinite(row[key]) for key in ("loss", "kl_loss", "val_loss")), row
 
 
 def test_history_trim_and_image_grid(tmp_path):
