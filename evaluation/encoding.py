@@ -7,15 +7,28 @@ streamed into a memory-mapped file (evaluation.zpoints), so RAM does not grow wi
 
 Beside Z.npy, Z.json records what produced it: the model and data files with their sha256, the
 split, the number of vectors, library versions and the command line.
+
+With a `projector_dir`, the same pass keeps the first N images as thumbnails (with their
+attributes) and writes TensorBoard's embedding projector for the first N z-points there
+(evaluation.projector): `tensorboard --logdir PROJECTOR_DIR` shows them as faces.
 """
 
 import dataclasses
 import os
+import shutil
+import tempfile
+
+from absl import logging
+import numpy as np
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
+from evaluation.errors import FlagValueError
+
+PROJECTOR_POINTS = 1000  # Default z-points in the projector.
+PROJECTOR_THUMBNAIL = 48  # Default side of a face in its sprite, in pixels.
 
 
 def provenance_path(output):
@@ -81,8 +94,90 @@ def traced(method):
   return call
 
 
+def projector_problem(points, thumbnail):
+  """Why `points` z-points with `thumbnail`-px faces cannot go into a projector, or None.
+
+  Shared by tools.encode's flag validator and encode_split, so both word it alike.
+  """
+  from evaluation import projector  # pylint: disable=g-import-not-at-top
+  if thumbnail < 1:
+    return f"--projector_thumbnail must be >= 1 pixel, got {thumbnail}"
+  limit = projector.max_points(thumbnail)
+  if not 1 <= points <= limit:
+    return (f"--projector_points must be 1..{limit} for {thumbnail} px thumbnails (all must "
+            f"fit into one sprite image), got {points}; pass fewer points or a smaller "
+            "--projector_thumbnail")
+  return None
+
+
+class _FirstImages:
+  """Keeps thumbnails and attributes of the first `count` images of batches passing through.
+
+  Only thumbnails are kept (not the images), so memory is count x thumbnail^2 x 3 bytes.
+  """
+
+  def __init__(self, count, thumbnail):
+    self.count, self.thumbnail = count, thumbnail
+    self.thumbnails, self.attributes = [], []
+
+  def watch(self, batches):
+    """Yields `batches` unchanged, keeping what the projector needs of the first images."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    for batch in batches:
+      wanted = self.count - len(self.thumbnails)
+      if wanted > 0:
+        for image in batch["image"][:wanted]:
+          face = Image.fromarray(image).resize((self.thumbnail, self.thumbnail),
+                                               Image.LANCZOS)
+          self.thumbnails.append(np.asarray(face, dtype=np.uint8))
+        if "attributes" in batch:
+          self.attributes.extend(np.asarray(batch["attributes"][:wanted], np.int8))
+      yield batch
+
+
+def _projector_metadata(data_dir, manifest, split, ids, attributes):
+  """({column: values}, {identity file: sha256} or {}): id, split, attributes, identity."""
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  metadata = {"id": list(ids), "split": [split] * len(ids)}
+  for column, name in enumerate(manifest.get("attribute_names") or ()):
+    metadata[name] = [int(row[column]) for row in attributes]
+  identity_file = manifest.get("identity_file")
+  if not identity_file:
+    return metadata, {}
+  path = os.path.join(data_dir, identity_file)
+  if not os.path.isfile(path):
+    logging.warning("%s names %s, which is missing: the projector gets no identity column",
+                    manifest_lib.MANIFEST, path)
+    return metadata, {}
+  identities = sources.parse_identities(path)
+  # An image without an identity gets an empty cell: the projector treats it as missing.
+  metadata["identity"] = [identities.get(i, "") for i in ids]
+  return metadata, {path: provenance.sha256_file(path)}
+
+
+def _write_projector(projector_dir, output, first, metadata):
+  """Writes the projector of Z.npy's first rows into projector_dir, all files or none."""
+  from evaluation import projector  # pylint: disable=g-import-not-at-top
+  count = len(first.thumbnails)
+  vectors = np.load(output, mmap_mode="r")[:count]
+  os.makedirs(projector_dir, exist_ok=True)
+  # Written into a hidden folder inside, then moved into place (microseconds): an interrupted
+  # write leaves no truncated file that TensorBoard would read.
+  staging = tempfile.mkdtemp(prefix=".projector-", dir=projector_dir)
+  try:
+    info = projector.write_projector(staging, vectors, np.stack(first.thumbnails), metadata)
+    for name in info["files"]:
+      os.replace(os.path.join(staging, name), os.path.join(projector_dir, name))
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return {"projector_dir": os.path.abspath(projector_dir), "num_points": info["num_points"],
+          "thumbnail": info["thumbnail"][0], "columns": info["columns"], "files": info["files"],
+          "points": "the first num_points rows of the z-point file"}
+
+
 def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=256,
-                 with_log_var=False, checkpoint="final"):
+                 with_log_var=False, checkpoint="final", projector_dir=None,
+                 projector_points=PROJECTOR_POINTS, projector_thumbnail=PROJECTOR_THUMBNAIL):
   """Writes Z.npy (+ Z.ids.npy, + Z.log_var.npy) and Z.json for a split of a data dir.
 
   Args:
@@ -94,9 +189,17 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
     batch_size: images per encoder call.
     with_log_var: also write the VAE's log-variances (an AE has none: EvaluationError).
     checkpoint: which model file of the run was loaded ("final" or "best"), for the record.
+    projector_dir: also write TensorBoard's embedding projector of the first
+      `projector_points` z-points here (default None: none); Z.json records it.
+    projector_points: at most this many points (fewer when the split is smaller).
+    projector_thumbnail: side of each face in the projector's sprite, in pixels.
 
   Returns:
-    The record written to Z.json (num_vectors, dim, files, inputs with sha256, ...).
+    The record written to Z.json (num_vectors, dim, files, inputs with sha256, projector...).
+
+  Raises:
+    FlagValueError: projector points that do not fit into one sprite.
+    EvaluationError: see above; DataError: an unreadable data dir.
   """
   # pylint: disable=g-import-not-at-top
   from data_pipeline import make_dataset
@@ -108,16 +211,32 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
   if with_log_var and run.config.kind != "vae":
     raise EvaluationError(f"--with_log_var needs a VAE run, but --model_dir {run.model_dir} "
                           f"holds an {run.config.kind.upper()}; drop --with_log_var")
+  problem = projector_dir is not None and projector_problem(projector_points,
+                                                            projector_thumbnail)
+  if problem:
+    raise FlagValueError(problem)
   manifest = manifest_lib.read_manifest(data_dir)
   check_image_size(run, data_dir, manifest)
   total = split_size(data_dir, manifest, split, max_images)
+  with_attributes = projector_dir is not None and bool(manifest.get("attribute_names"))
   dataset = make_dataset(data_dir, split, batch_size, shuffle=False, with_ids=True,
-                         max_images=total)
+                         with_attributes=with_attributes, max_images=total)
+  batches = dataset.as_numpy_iterator()
+  if projector_dir is not None:  # Collected in the encoding pass: the split is read once.
+    first = _FirstImages(min(projector_points, total), projector_thumbnail)
+    batches = first.watch(batches)
   method = run.model.encode_with_log_var if with_log_var else run.model.encode
   with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
-    written = zpoints.encode_to_npy(traced(method), dataset.as_numpy_iterator(), output, total,
+    written = zpoints.encode_to_npy(traced(method), batches, output, total,
                                     with_log_var=with_log_var, description=f"encoding {split}")
   inputs = {**run_files(run.model_dir, checkpoint), **data_files(data_dir)}
+  projector_record = None
+  if projector_dir is not None:
+    ids = zpoints.load_ids(output)[:len(first.thumbnails)]
+    metadata, identity_inputs = _projector_metadata(data_dir, manifest, split, ids,
+                                                    first.attributes)
+    inputs.update(identity_inputs)
+    projector_record = _write_projector(projector_dir, output, first, metadata)
   record = {"num_vectors": written["num_vectors"], "dim": written["dim"],
             "files": [os.path.basename(f) for f in written["files"]],
             "model": {"model_dir": os.path.abspath(run.model_dir), "kind": run.config.kind,
@@ -126,6 +245,7 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
             "data": {"data_dir": os.path.abspath(data_dir), "split": split,
                      "max_images": max_images, "order": "file order of the split"},
             "with_log_var": bool(with_log_var),
+            "projector": projector_record,
             "provenance": provenance.describe_run(None, inputs)}
   provenance.atomic_write_json(provenance_path(output), record)
   return record
@@ -143,6 +263,9 @@ class Options:
   batch_size: int = 256
   with_log_var: bool = False
   checkpoint: str = "final"
+  projector_dir: str | None = None
+  projector_points: int = PROJECTOR_POINTS
+  projector_thumbnail: int = PROJECTOR_THUMBNAIL
 
 
 def encode(options):
@@ -157,4 +280,7 @@ def encode(options):
   run = run_dir.load_run(options.model_dir, options.checkpoint)
   return encode_split(run, options.data_dir, options.split, options.output,
                       max_images=options.max_images, batch_size=options.batch_size,
-                      with_log_var=options.with_log_var, checkpoint=options.checkpoint)
+                      with_log_var=options.with_log_var, checkpoint=options.checkpoint,
+                      projector_dir=options.projector_dir,
+                      projector_points=options.projector_points,
+                      projector_thumbnail=options.projector_thumbnail)

@@ -9,8 +9,13 @@ Writes, all or nothing (an interrupted run leaves no file that looks finished):
   Z.ids.npy      [N] the CelebA file names of the rows.
   Z.log_var.npy  [N, z_dim] the VAE's log-variances (--with_log_var), for the KL per dimension.
   Z.json         the model and data files with sha256, split, count, versions, command line.
-An existing Z.npy is replaced. Z.npy's folder is locked while they are written (FOLDER/.lock,
-removed at the end): a second tool writing there is refused with one line naming this one.
+With --projector_dir=DIR, also TensorBoard's embedding projector of the split's first
+--projector_points z-points (`tensorboard --logdir DIR`: the cloud as faces under PCA, t-SNE or
+UMAP): DIR/projector_config.pbtxt, z_points.tsv, metadata.tsv (id, split, every attribute of
+the data, the identity when the data has identity_CelebA.txt) and sprite.png (the faces).
+An existing Z.npy is replaced. Z.npy's folder (and DIR) is locked while they are written
+(FOLDER/.lock, removed at the end): a second tool writing there is refused with one line naming
+this one.
 """
 
 from absl import flags
@@ -31,8 +36,27 @@ flags.DEFINE_integer("max_images", None, "Encode only the split's first N images
 flags_eval.define_batch_size(256, "Images per encoder call.")
 flags.DEFINE_bool("with_log_var", False, "VAE only: also write Z.log_var.npy.")
 flags_eval.define_checkpoint()
+flags.DEFINE_string("projector_dir", None, "Also write TensorBoard's embedding projector of the "
+                    "first --projector_points z-points here (tensorboard --logdir DIR).")
+flags.DEFINE_integer("projector_points", 1000, "Z-points in the projector: the split's first N "
+                     "(at most what one sprite holds at --projector_thumbnail).", lower_bound=1)
+flags.DEFINE_integer("projector_thumbnail", 48, "Side of each face in the projector's sprite, "
+                     "in pixels.", lower_bound=1)
 flags.register_validator("output", lambda path: path is None or path.endswith(".npy"),
                          message="--output must name a .npy file, e.g. --output=Z.npy")
+
+
+def _projector_fits(f):
+  # Imported when the flags are checked, not with the tool: numpy and PIL cost --help time.
+  from evaluation import encoding  # pylint: disable=g-import-not-at-top
+  problem = encoding.projector_problem(f["projector_points"], f["projector_thumbnail"])
+  if problem:
+    raise flags.ValidationError(problem)
+  return True
+
+
+flags.register_multi_flags_validator(["projector_points", "projector_thumbnail"],
+                                     _projector_fits)
 flags.adopt_module_key_flags(flags_data)
 flags.adopt_module_key_flags(flags_eval)
 
@@ -47,13 +71,21 @@ def main(argv):
   options = encoding.Options(
       model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, output=FLAGS.output, split=FLAGS.split,
       max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
-      with_log_var=FLAGS.with_log_var, checkpoint=FLAGS.checkpoint)
-  # The Z files' folder is locked while they are written: two encodes into one folder refuse
-  # each other instead of replacing each other's files.
-  with locking.output_dirs("encode", [locking.file_folder(FLAGS.output, "--output")]):
+      with_log_var=FLAGS.with_log_var, checkpoint=FLAGS.checkpoint,
+      projector_dir=FLAGS.projector_dir, projector_points=FLAGS.projector_points,
+      projector_thumbnail=FLAGS.projector_thumbnail)
+  # The Z files' folder (and the projector's) is locked while they are written: two encodes
+  # into one folder refuse each other instead of replacing each other's files.
+  folders = [locking.file_folder(FLAGS.output, "--output")]
+  if FLAGS.projector_dir:
+    folders.append((FLAGS.projector_dir, "--projector_dir", None))
+  with locking.output_dirs("encode", folders), flags_eval.flag_errors():
     record = encoding.encode(options)
   logging.info("wrote %d x %d z-points of %s's %s split to %s", record["num_vectors"],
                record["dim"], FLAGS.data_dir, FLAGS.split, FLAGS.output)
+  if record["projector"]:
+    logging.info("wrote the projector of the first %d z-points to %s: tensorboard --logdir %s",
+                 record["projector"]["num_points"], FLAGS.projector_dir, FLAGS.projector_dir)
 
 
 def run():
