@@ -27,22 +27,22 @@ class TrainingDiverged(RuntimeError):
     self.epoch, self.step, self.loss = epoch, step, loss
 
 
-class StopOnNaN(keras.callbacks.TerminateOnNaN):
-  """TerminateOnNaN that raises at once instead of finishing the epoch.
+class StopOnNaN(keras.callbacks.Callback):
+  """Raises TrainingDiverged at the first batch whose loss is NaN or infinite.
 
-  Keras' TerminateOnNaN sets stop_training, after which fit still ends the epoch and calls
-  every on_epoch_end, so BackupAndRestore would save the NaN weights over the last good
-  state. Raising from the first callback of the list stops before any later callback runs.
+  Not Keras' TerminateOnNaN: it sets stop_training, after which fit still ends the epoch and
+  calls every on_epoch_end, so the backup would save the NaN weights over the last good state.
+  Raising from the first callback of the list stops before any later callback runs.
   """
 
   def __init__(self):
-    super().__init__(raise_error=True)
+    super().__init__()
     self._epoch = 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
 
-  def on_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch, logs=None):
     loss = (logs or {}).get("loss")
     if loss is not None and not math.isfinite(float(loss)):
       raise TrainingDiverged(self._epoch, batch, float(loss))
