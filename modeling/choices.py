@@ -19,8 +19,9 @@ SOURCES = ("celeba_folder", "tfds")
 CHECKPOINTS = ("final", "best")
 # tf.distribute strategies of the trainers (modeling.devices.make_strategy).
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
-# Mixed precision of the trainers: off (float32), bf16 or fp16 (modeling.devices.set_precision).
-PRECISIONS = ("off", "bf16", "fp16")
+# Mixed precision of the trainers: auto (bf16 where the hardware runs it natively, else
+# float32; modeling.devices.resolve_precision), off (float32), bf16 or fp16.
+PRECISIONS = ("auto", "off", "bf16", "fp16")
 # tools.generate's samplers, in the order they run (evaluation.generation).
 SAMPLERS = ("normal", "uniform", "gaussian", "gmm", "interpolate", "attribute")
 # Samplers fitted to real z-points (--z_points, or encoded from --data_dir) ...

@@ -21,6 +21,12 @@ from modeling.errors import ModelError
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 PRECISIONS = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4
+# and later) and AMX (Sapphire Rapids and later). Without them TensorFlow emulates bf16, which
+# is slower than float32.
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# NVIDIA GPUs run bf16 natively from compute capability 8.0 (Ampere) on.
+_GPU_BF16_CAPABILITY = (8, 0)
 
 # A process can join one cluster only once (one gRPC server, collective ops configured at
 # startup), so the multi-worker strategy is made once and handed out again.
@@ -57,11 +63,67 @@ def configure_devices(*, memory_growth=True, gpu_memory_limit_mb=None, cpu_repli
                      "configure devices before creating datasets or models") from None
 
 
+def _cpu_flags(cpuinfo="/proc/cpuinfo"):
+  try:
+    with open(cpuinfo, encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return set()  # Not Linux, or unreadable: no native bf16 is assumed.
+
+
+def resolve_precision(mode, gpus=None, cpu_flags=None):
+  """The precision "auto" stands for on this machine, and why; other modes unchanged.
+
+  auto -> "bf16" where the devices that train run bfloat16 natively: every visible GPU has
+  compute capability >= 8.0, or (no GPU) the CPU has AVX512_BF16 or AMX; else "off" (float32).
+  Loss math and metrics stay float32 either way (losses.py).
+
+  Args:
+    mode: "auto", "off", "bf16" or "fp16".
+    gpus: [(name, (major, minor) or None)] of the visible GPUs; None reads them from TensorFlow.
+    cpu_flags: the CPU's feature flags; None reads /proc/cpuinfo.
+
+  Returns:
+    (resolved mode: "off", "bf16" or "fp16", a one-line reason).
+
+  Raises:
+    ModelError: an unknown mode.
+  """
+  if mode != "auto":
+    if mode not in PRECISIONS:
+      raise ModelError(f"mixed precision must be auto or one of {sorted(PRECISIONS)}, got "
+                       f"{mode!r}")
+    return mode, f"--mixed_precision {mode}"
+  if gpus is None:
+    gpus = [(d.name, tf.config.experimental.get_device_details(d).get("compute_capability"))
+            for d in tf.config.list_physical_devices("GPU")]
+  if gpus:
+    slow = [name for name, capability in gpus
+            if capability is None or tuple(capability) < _GPU_BF16_CAPABILITY]
+    if slow:
+      return "off", (f"auto: float32, {slow[0]} has no native bfloat16 (compute capability "
+                     "below 8.0)")
+    return "bf16", "auto: bf16, every GPU has compute capability >= 8.0"
+  flags = _cpu_flags() if cpu_flags is None else set(cpu_flags)
+  native = sorted(flags & set(_CPU_BF16_FLAGS))
+  if native:
+    return "bf16", f"auto: bf16, the CPU has {' and '.join(native)}"
+  return "off", "auto: float32, the CPU has neither AVX512_BF16 nor AMX (bf16 would be emulated)"
+
+
 def set_precision(mode):
-  """Sets Keras' global dtype policy: "off" (float32), "bf16" or "fp16" (mixed precision)."""
-  if mode not in PRECISIONS:
-    raise ModelError(f"mixed precision must be one of {sorted(PRECISIONS)}, got {mode!r}")
-  keras.mixed_precision.set_global_policy(PRECISIONS[mode])
+  """Sets Keras' global dtype policy for `mode` ("auto" resolved first); returns the mode set.
+
+  "off" is float32; "bf16" and "fp16" are Keras' mixed precision (float32 variables).
+  """
+  resolved, reason = resolve_precision(mode)
+  keras.mixed_precision.set_global_policy(PRECISIONS[resolved])
+  if mode == "auto":
+    logging.info("mixed precision %s", reason)
+  return resolved
 
 
 def set_seed(seed, deterministic=False):

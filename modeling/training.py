@@ -33,7 +33,9 @@ class TrainConfig:
     seed: seeds weight initialization, the VAE's sampling noise and the data order.
     deterministic: enable TensorFlow's deterministic ops (slower; bitwise-repeatable runs).
     jit_compile: compile the train step with XLA.
-    mixed_precision: "off", "bf16" or "fp16" (with dynamic loss scaling).
+    mixed_precision: "auto" (bf16 where the hardware runs it natively, else float32;
+      devices.resolve_precision), "off" (float32), "bf16" or "fp16" (with dynamic loss
+      scaling). `train` records the resolved mode in config.json.
     strategy: "default", "one_device", "mirrored" or "multi_worker_mirrored".
     backup_every_steps: also back up every N batches (None: at epoch ends only).
   """
@@ -46,7 +48,7 @@ class TrainConfig:
   seed: int = 0
   deterministic: bool = False
   jit_compile: bool = False
-  mixed_precision: str = "off"
+  mixed_precision: str = "auto"
   strategy: str = "default"
   backup_every_steps: int | None = None
 
@@ -61,8 +63,9 @@ class TrainConfig:
         raise ModelError(f"{name} must be >= 1, got {value}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
-    if self.mixed_precision not in ("off", "bf16", "fp16"):
-      raise ModelError(f"mixed_precision must be off, bf16 or fp16, got {self.mixed_precision!r}")
+    if self.mixed_precision not in ("auto", "off", "bf16", "fp16"):
+      raise ModelError(f"mixed_precision must be auto, off, bf16 or fp16, got "
+                       f"{self.mixed_precision!r}")
     strategies = ("default", "one_device", "mirrored", "multi_worker_mirrored")
     if self.strategy not in strategies:
       raise ModelError(f"strategy must be one of {strategies}, got {self.strategy!r}")
@@ -152,6 +155,10 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
 
   model_config.validate()
   train_config.validate()
+  # config.json records what ran: "auto" resolved for this machine (a resume elsewhere that
+  # resolves differently is refused like any other change of precision).
+  train_config = dataclasses.replace(
+      train_config, mixed_precision=devices.resolve_precision(train_config.mixed_precision)[0])
   run = run_dir.paths(model_dir)
   run_dir.prepare_run_dir(run.root, make_run_config(model_config, train_config, extra_config),
                           ignored=ignored_config_keys())

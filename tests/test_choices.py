@@ -32,7 +32,9 @@ def test_training_accepts_every_strategy_and_precision():
     training.TrainConfig(mixed_precision=precision).validate()
   from modeling import devices  # pylint: disable=g-import-not-at-top  (loads TensorFlow)
   assert devices.STRATEGIES == choices.STRATEGIES
-  assert tuple(devices.PRECISIONS) == choices.PRECISIONS
+  # "auto" is no policy of its own: it resolves to one of the others.
+  assert ("auto", *devices.PRECISIONS) == choices.PRECISIONS
+  assert devices.resolve_precision("auto")[0] in devices.PRECISIONS
 
 
 def test_checkpoint_path_names_each_checkpoints_file(tmp_path):

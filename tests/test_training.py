@@ -286,3 +286,26 @@ print("same", loss1, loss2)
 
 def test_one_and_two_replicas_give_the_same_loss_and_update():
   assert "same" in _run_python(_REPLICA_SCRIPT).stdout
+
+
+@pytest.mark.parametrize("gpus, cpu_flags, expected", [
+    ([], {"avx2", "avx512f"}, "off"),                            # This project's AVX2 CPUs.
+    ([], {"avx512f", "avx512_bf16"}, "bf16"),                    # Zen 4, Cooper Lake.
+    ([], {"amx_bf16", "amx_tile"}, "bf16"),                      # Sapphire Rapids.
+    ([("GPU:0", (8, 6))], set(), "bf16"),                        # Ampere.
+    ([("GPU:0", (9, 0)), ("GPU:1", (7, 5))], {"amx_bf16"}, "off"),  # One Turing GPU: float32.
+])
+def test_auto_precision_picks_bf16_only_where_it_is_native(gpus, cpu_flags, expected):
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+  resolved, reason = devices.resolve_precision("auto", gpus=gpus, cpu_flags=cpu_flags)
+  assert resolved == expected and reason.startswith("auto: ")
+  assert devices.resolve_precision("fp16", gpus=gpus, cpu_flags=cpu_flags)[0] == "fp16"
+
+
+def test_auto_precision_is_recorded_resolved_in_config_json(tmp_path):
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+  _train(tmp_path / "run", epochs=1, steps_per_epoch=1, mixed_precision="auto")
+  with open(tmp_path / "run" / "config.json", encoding="utf-8") as f:
+    recorded = json.load(f)["train"]["mixed_precision"]
+  assert recorded == devices.resolve_precision("auto")[0] and recorded != "auto"
+  assert keras.mixed_precision.global_policy().name == devices.PRECISIONS[recorded]

@@ -98,7 +98,12 @@ def _training_lines(runs_dir):
     shown = [f"{key} {float(row[key]):.4g}" for key in
              ("loss", "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_kl_share")
              if row.get(key)]
-    lines.append(f"- {kind.upper()} after {int(row['epoch']) + 1} epochs: " + ", ".join(shown))
+    config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
+    precision = {"off": "float32", "bf16": "bf16 mixed precision",
+                 "fp16": "fp16 mixed precision"}.get(
+                     config.get("train", {}).get("mixed_precision"), "precision unknown")
+    lines.append(f"- {kind.upper()} ({precision}) after {int(row['epoch']) + 1} epochs: "
+                 + ", ".join(shown))
   if not lines:
     return []
   return ["## Training", "", "Losses per image in the study's units: reconstruction = the "

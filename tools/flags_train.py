@@ -125,8 +125,11 @@ def define_train_flags(kind):
                        lower_bound=0, upper_bound=64)
 
   # Devices.
-  flags.DEFINE_enum("mixed_precision", "off", choices.PRECISIONS, "Mixed precision: bf16 "
-                    "(Ampere+ GPUs, recent CPUs) or fp16 (with dynamic loss scaling).")
+  flags.DEFINE_enum("mixed_precision", "auto", choices.PRECISIONS, "Mixed precision: auto "
+                    "(bf16 where the hardware runs it natively: GPUs of compute capability "
+                    ">= 8.0, CPUs with AVX512_BF16 or AMX; else float32), off (float32), bf16 "
+                    "or fp16 (with dynamic loss scaling). config.json records the resolved "
+                    "choice.")
   flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
   flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
                     "tf.distribute strategy; mirrored uses every GPU (or --cpu_replicas "

@@ -60,12 +60,13 @@ def _model_config(kind, manifest):
 
 
 def _train_config():
+  """The TrainConfig of the flags, with --mixed_precision auto resolved for this machine."""
   return training.TrainConfig(
       epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
       steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
       seed=FLAGS.seed, deterministic=FLAGS.deterministic, jit_compile=FLAGS.jit_compile,
-      mixed_precision=FLAGS.mixed_precision, strategy=FLAGS.strategy,
-      backup_every_steps=FLAGS.backup_every_steps).validate()
+      mixed_precision=devices.resolve_precision(FLAGS.mixed_precision)[0],
+      strategy=FLAGS.strategy, backup_every_steps=FLAGS.backup_every_steps).validate()
 
 
 def _check_sizes(manifest):
@@ -177,6 +178,9 @@ def _run_training_locked(kind):
       overwrite=FLAGS.overwrite, ignored=training.ignored_config_keys())
   _cli.write_flagfile(run.flags)
   record = provenance.describe_run(FLAGS.seed, {manifest_path: manifest_sha256})
+  resolved, reason = devices.resolve_precision(FLAGS.mixed_precision)
+  record.update(mixed_precision={"requested": FLAGS.mixed_precision, "resolved": resolved,
+                                 "reason": reason})
   record.update(data_dir=os.path.abspath(FLAGS.data_dir), kind=kind, resumed=resuming,
                 training_images=used, skip_corrupt=skip_corrupt,
                 data_service=FLAGS.data_service,
