@@ -8,8 +8,16 @@ generation.json. Per setting:
 - `radius`: statistics of |z| of the z-points used (evaluation.geometry.radius_stats);
 - `inside_data_cloud`: the fraction of them inside the real data's Gaussian cloud at the
   chosen chi-square quantile (evaluation.geometry.GaussianCloud, the latent-analysis test);
+- `face_rate`: the fraction of the decoded images in which an independent judge (OpenCV's
+  Haar cascade, evaluation.face_judge) finds a face;
 - `frechet_distance_encoder_space`: per sharpening factor, the Frechet distance between the
-  model's encodings of real test images and of the generated (sharpened) images.
+  model's encodings of real test images and of the generated (sharpened) images. It is
+  measured with the model's own encoder, so it is not an independent judge; the face rate is.
+
+Besides the settings, generation.json gets the judge's calibration (its rate on the real test
+images and on uniform noise, `face_judge`), every face rate in one compact table
+(`face_rates`), and the sharpness and grid-artefact measures of the normal sampler's images
+per sharpening factor (`sharpening`, evaluation.image_measures).
 
 The model enters only as two functions, `decode_fn` (z -> float images in [0, 1]) and
 `encode_fn` (uint8 images -> z), so this module is testable with any small Keras model.
@@ -17,10 +25,13 @@ The model enters only as two functions, `decode_fn` (z -> float images in [0, 1]
 
 import dataclasses
 import os
+import typing
 
 import numpy as np
 
+from evaluation import face_judge as face_judge_lib
 from evaluation import geometry
+from evaluation import image_measures
 from evaluation import images as images_lib
 from evaluation import metrics
 from evaluation import samplers
@@ -50,10 +61,35 @@ DEFINITIONS = {
                                       "outputs (z, the mean for a VAE) of real images and of "
                                       "the generated images (decoded, rounded to uint8, "
                                       "sharpened). Lower means the generated images encode "
-                                      "more like real ones. This is NOT the FID (which uses "
+                                      "more like real ones. It is measured in the model's own "
+                                      "encoder space, hence NOT independent of the model (a "
+                                      "model is judged by its own encoder; face_rate is the "
+                                      "independent measure). This is NOT the FID (which uses "
                                       "Inception-v3 features): values are comparable only "
                                       "between settings of the same model and real set, and "
                                       "are biased upwards when few images are used.",
+    "face_rate": "Fraction in [0, 1] of the setting's decoded images (rounded to uint8, not "
+                 "sharpened) in which the independent face judge (face_judge) finds at least "
+                 "one face; judged on the setting's first min(num_points, "
+                 "face_judge.max_images_per_setting) images. Read it against "
+                 "face_judge.calibration. null when the judge is off (--noface_judge).",
+    "face_judge": "The judge (OpenCV Haar cascade, evaluation.face_judge: detector, cascade "
+                  "file, OpenCV version, settings) and its calibration: `real`, its face rate "
+                  "on the real test images themselves (uint8 crops as stored in the data dir, "
+                  "the first min(num_metric_images, max_images_per_setting) of the test split; "
+                  "null without --data_dir), `noise`, its rate on uniform noise images of the "
+                  "same shape (seeded by the run's seed), and `num_images`. null when the "
+                  "judge is off.",
+    "face_rates": "Every face rate of the run in one table: real, noise (the calibration), "
+                  "normal, gaussian, gmm (their one setting) and uniform {r: rate}, for the "
+                  "samplers that ran. null when the judge is off.",
+    "sharpening": "Per sharpening factor (--sharpen, keys as strings): the mean over the "
+                  "normal sampler's decoded images (its num_points), sharpened with PIL "
+                  "ImageEnhance.Sharpness(factor), of laplacian_variance (variance of the "
+                  "4-neighbour Laplacian of the grey image, 0..255 units: higher = sharper) "
+                  "and checkerboard_energy (share of the non-constant spectral energy at period "
+                  "2 pixels: grid artefacts of stride-2 transposed convolutions); "
+                  "evaluation.image_measures. null when the normal sampler did not run.",
     "reference": "The same Frechet distance for the reconstructions of the real images "
                  "themselves: what a perfect generator of this model's reconstructions would "
                  "score.",
@@ -218,7 +254,7 @@ def reconstruction_reference(decode_fn, encode_fn, real_z, factors, reference, b
                                                               reference, batch_size)}
 
 
-def encode_dataset(encode_fn, batches, total=None, description="encoding"):
+def encode_dataset(encode_fn, batches, total=None, description="encoding", keep_images=False):
   """Encodes what a data_pipeline.make_dataset(..., with_ids=True) iterator yields.
 
   Args:
@@ -226,27 +262,44 @@ def encode_dataset(encode_fn, batches, total=None, description="encoding"):
     batches: iterable of dicts with "image" and optionally "attributes" (NumPy or tensors).
     total: number of images expected, for the progress bar.
     description: progress bar text.
+    keep_images: also return the images (uint8; the caller caps how many are read).
 
   Returns:
-    {"z": [N, dim] float64, "attributes": [N, A] int32 or None}.
+    {"z": [N, dim] float64, "attributes": [N, A] int32 or None, "images": uint8
+    [N, S, S, 3] or None (without keep_images)}.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  zs, attributes = [], []
+  zs, attributes, images = [], [], []
   with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
     for batch in batches:
       zs.append(np.asarray(encode_fn(batch["image"]), np.float64))
       if "attributes" in batch:
         attributes.append(np.asarray(batch["attributes"], np.int32))
+      if keep_images:
+        images.append(np.asarray(batch["image"], np.uint8))
       progress.update(len(zs[-1]))
   if not zs:
     raise EvaluationError("the data split yielded no images")
   return {"z": np.concatenate(zs),
-          "attributes": np.concatenate(attributes) if attributes else None}
+          "attributes": np.concatenate(attributes) if attributes else None,
+          "images": np.concatenate(images) if keep_images else None}
 
 
-def evaluate_group(group, decode_fn, encode_fn, factors, reference, batch_size, header=""):
-  """Decodes a group; returns (grid PIL image, {setting label: record})."""
-  images = decode_to_uint8(decode_fn, group.z, batch_size)
+def evaluate_group(group, images, encode_fn, factors, reference, batch_size, header="",
+                   judge=None, judge_images=500):
+  """Measures a decoded group; returns (grid PIL image, {setting label: record}).
+
+  Args:
+    group: the Group.
+    images: uint8 [M, S, S, 3], the decoding of every z of the group (`decode_to_uint8`).
+    encode_fn: uint8 images -> z, for the Frechet distance.
+    factors: sharpening factors of the grid panels and the Frechet distance.
+    reference: the Reference.
+    batch_size: images per encoder call.
+    header: text appended to the grid's title.
+    judge: a face_judge.FaceJudge, or None (face_rate null).
+    judge_images: most images judged per setting (its first ones).
+  """
   shown = images[group.grid_rows]
   panels = [(f"sharpness {images_lib.factor_label(f)}" + (" (unchanged)" if f == 1 else ""),
              images_lib.sharpen(shown, f)) for f in factors]
@@ -264,8 +317,95 @@ def evaluate_group(group, decode_fn, encode_fn, factors, reference, batch_size, 
         "inside_data_cloud": inside,
         "frechet_distance_encoder_space": frechet_by_factor(encode_fn, images[rows], factors,
                                                             reference, batch_size),
+        "face_rate": (judge.face_rate(images[rows[:judge_images]]) if judge is not None
+                      else None),
     }
   return grid, records
+
+
+def make_judge(enabled, flag="--noface_judge"):
+  """The face judge, or None when `enabled` is false.
+
+  Raises:
+    EvaluationError: OpenCV (or its cascade file) is missing; the message names `flag`, which
+      turns the judge off.
+  """
+  if not enabled:
+    return None
+  try:
+    return face_judge_lib.FaceJudge()
+  except EvaluationError as error:
+    raise EvaluationError(f"{error}; or pass {flag} to leave the face rates out") from None
+
+
+def judge_block(judge, real_images, image_shape, max_images, seed, num_noise):
+  """generation.json's "face_judge": the judge's description and calibration.
+
+  Args:
+    judge: a FaceJudge.
+    real_images: uint8 [T, S, S, 3] real test images, or None (calibration.real is null).
+    image_shape: (S, S, 3) of the generated images, for the noise when real_images is None.
+    max_images: most images judged per set (the real images' first ones; as many noise).
+    seed: the run's seed (the noise's).
+    num_noise: noise images judged when there are no real images (as many as a setting's).
+
+  Returns:
+    {**judge.describe(), "max_images_per_setting", "calibration": {"real", "noise",
+    "num_images"[, "note"]}}.
+  """
+  if real_images is not None and len(real_images):
+    calibration = face_judge_lib.calibration(judge, real_images[:max_images], seed)
+  else:
+    # Noise as face_judge.calibration draws it, in the shape of as many generated images.
+    noise = np.random.default_rng(seed).integers(0, 256, (num_noise, *image_shape),
+                                                 dtype=np.uint8)
+    calibration = {"real": None, "noise": judge.face_rate(noise), "num_images": int(num_noise),
+                   "note": "no real test images (--data_dir): calibration.real is null"}
+  return {**judge.describe(), "max_images_per_setting": int(max_images),
+          "calibration": calibration}
+
+
+def sharpening_block(images, factors):
+  """{factor label: {"laplacian_variance", "checkerboard_energy"}} of uint8 images sharpened.
+
+  Args:
+    images: uint8 [N, S, S, 3] (S even), e.g. the normal sampler's metric images.
+    factors: PIL sharpness factors (1 = unchanged).
+
+  Returns:
+    The means over the images per factor (evaluation.image_measures.summarize_by_factor),
+    keyed by images.factor_label ("0", "3", "7") so that the JSON is stable.
+  """
+  summary = image_measures.summarize_by_factor(
+      {float(f): images_lib.sharpen(images, f) for f in factors})
+  return {images_lib.factor_label(f): values for f, values in summary.items()}
+
+
+def face_rate_summary(groups, records, face_judge):
+  """generation.json's "face_rates": the calibration and the drawn samplers' rates, or None.
+
+  Args:
+    groups: the evaluated Groups.
+    records: group name -> {setting label: record}.
+    face_judge: the "face_judge" block, or None (judge off: the summary is None).
+
+  Returns:
+    {"real", "noise", "normal", "gaussian", "gmm", "uniform": {r label: rate}}, with only the
+    samplers that ran.
+  """
+  if face_judge is None:
+    return None
+  summary = {"real": face_judge["calibration"]["real"],
+             "noise": face_judge["calibration"]["noise"]}
+  for group in groups:
+    if group.sampler in ("normal", "gaussian", "gmm"):
+      (record,) = records[group.name].values()  # Drawn samplers have one setting.
+      summary[group.sampler] = record["face_rate"]
+    elif group.sampler == "uniform":
+      for label, record in records[group.name].items():
+        r = group.setting_params[label]["r"]
+        summary.setdefault("uniform", {})[images_lib.factor_label(r)] = record["face_rate"]
+  return summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +416,8 @@ class Options:
   `attribute_index` for the attribute sampler); `run` first decides them from the inputs
   (`resolve`): samplers None means every one they allow, attribute "auto" the first of
   ATTRIBUTE_PREFERENCE that the data has. model_dir, checkpoint, z_points, data_dir, fit_split
-  and max_fit_images are the inputs that `run` reads.
+  and max_fit_images are the inputs that `run` reads. face_judge False leaves the face rates
+  out (null); face_judge_images caps the images judged per setting (and per calibration set).
   """
 
   samplers: tuple | None = None
@@ -294,6 +435,8 @@ class Options:
   attribute_faces: int = 6
   cloud_quantile: float = 0.99
   batch_size: int = 64
+  face_judge: bool = True
+  face_judge_images: int = 500
   model_dir: str | None = None
   checkpoint: str = "final"
   z_points: str | None = None
@@ -398,6 +541,7 @@ class Inputs:
     attribute_z: [N', dim] z-points with `attribute_values` [N', 40] (+-1), for the vector.
     test_z: [T, dim] encodings of real test images: the faces that are interpolated and
       shifted, and the real set of the Frechet distance.
+    test_images: uint8 [T, S, S, 3] those test images themselves: the face judge's real set.
     notes: remarks about where these came from.
   """
 
@@ -405,10 +549,12 @@ class Inputs:
   attribute_z: np.ndarray = None
   attribute_values: np.ndarray = None
   test_z: np.ndarray = None
+  test_images: np.ndarray = None
   notes: list = dataclasses.field(default_factory=list)
 
 
-def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attributes):
+def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attributes,
+                  keep_images=False):
   # pylint: disable=g-import-not-at-top  (loads TF)
   from data_pipeline import make_dataset
   from data_pipeline import reader
@@ -420,7 +566,7 @@ def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attri
                          with_attributes=with_attributes, max_images=max_images)
   with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
     return encode_dataset(encode_fn, dataset.as_numpy_iterator(), total,
-                          f"encoding {split} images")
+                          f"encoding {split} images", keep_images=keep_images)
 
 
 def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit_split="train",
@@ -474,8 +620,11 @@ def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit
         inputs.attribute_z, inputs.attribute_values = encoded["z"], encoded["attributes"]
         info["attribute"] = {"source": "data_dir", "path": data_dir, "split": fit_split,
                              "num_points": int(len(encoded["z"]))}
-    inputs.test_z = _encode_split(encode_fn, data_dir, "test", options.num_metric_images,
-                                  options.batch_size, with_attributes=False)["z"]
+    # The real test images stay (uint8, at most num_metric_images): the face judge's
+    # calibration needs the images themselves, not their encodings.
+    test = _encode_split(encode_fn, data_dir, "test", options.num_metric_images,
+                         options.batch_size, with_attributes=False, keep_images=True)
+    inputs.test_z, inputs.test_images = test["z"], test["images"]
     info["real"] = {"source": "data_dir", "path": data_dir, "split": "test",
                     "num_images": int(len(inputs.test_z))}
   return inputs, files, info
@@ -533,36 +682,94 @@ def make_reference(options, inputs):
   return Reference(cloud, options.cloud_quantile, moments), real, notes
 
 
-def generate(options, decode_fn, encode_fn, dim, inputs, header=""):
-  """Runs every requested sampler: returns (groups, records, grids, notes, reference block).
+class Generated(typing.NamedTuple):
+  """What `generate` returns; `assemble` turns it into generation.json.
 
-  `grids` maps a group name to its PIL image; `records` a group name to its settings'
-  records. The caller writes the files and assembles generation.json (see `assemble`).
+  Attributes:
+    groups: the evaluated Groups, in SAMPLERS order.
+    records: group name -> {setting label: record}.
+    grids: group name -> grid (PIL image).
+    notes: remarks (regularisation, fallbacks, what is null and why).
+    reference: the reconstructions' Frechet block (`reconstruction_reference`), or None.
+    face_judge: the judge's description and calibration (`judge_block`), or None (judge off).
+    sharpening: `sharpening_block` of the normal sampler's images, or None (it did not run).
+  """
+
+  groups: list
+  records: dict
+  grids: dict
+  notes: list
+  reference: dict | None
+  face_judge: dict | None
+  sharpening: dict | None
+
+
+def generate(options, decode_fn, encode_fn, dim, inputs, header="", judge=None):
+  """Runs every requested sampler and measures every setting.
+
+  Args:
+    options: the Options (samplers resolved).
+    decode_fn: z float32 [B, dim] -> float images [B, S, S, 3] in [0, 1].
+    encode_fn: uint8 images [B, S, S, 3] -> z [B, dim].
+    dim: z_dim.
+    inputs: the Inputs (real z-points and test images; any may be None).
+    header: text appended to every grid's title.
+    judge: a FaceJudge to use; None: one is made when options.face_judge (`make_judge`).
+      Ignored when options.face_judge is false.
+
+  Returns:
+    A Generated. The caller writes the grids and assembles generation.json (`assemble`).
+
+  Raises:
+    EvaluationError: a sampler without the real z-points it needs, or options.face_judge
+      without OpenCV.
   """
   from absl import logging  # pylint: disable=g-import-not-at-top
+  if judge is None:
+    judge = make_judge(options.face_judge)  # Before any decoding: a missing OpenCV fails fast.
+  elif not options.face_judge:
+    judge = None
   reference, real, notes = make_reference(options, inputs)
   notes = list(inputs.notes) + notes
   groups, fit_notes = build_groups(options, dim, inputs)
   notes.extend(fit_notes)
+  if judge is None:
+    notes.append("face judge off (--noface_judge): face_rate, face_judge and face_rates are "
+                 "null")
+  if "normal" not in options.samplers:
+    notes.append("sharpening is null: it measures the normal sampler's images")
   for note in notes:
     logging.info("note: %s", note)
-  records, grids = {}, {}
+  records, grids, sharpening, image_shape = {}, {}, None, None
   for group in groups:
     logging.info("sampler %s: decoding %d z-points for %s.png", group.sampler, len(group.z),
                  group.name)
+    # Decoded once: the grid, the Frechet distance, the judge and the sharpening measures
+    # all read these images.
+    images = decode_to_uint8(decode_fn, group.z, options.batch_size)
+    image_shape = image_shape or images.shape[1:]
     grids[group.name], records[group.name] = evaluate_group(
-        group, decode_fn, encode_fn, options.sharpen, reference, options.batch_size, header)
+        group, images, encode_fn, options.sharpen, reference, options.batch_size, header,
+        judge, options.face_judge_images)
+    if group.sampler == "normal":
+      (rows,) = group.settings.values()
+      sharpening = sharpening_block(images[rows], options.sharpen)
+  judged = None
+  if judge is not None and image_shape is not None:
+    judged = judge_block(judge, inputs.test_images, image_shape, options.face_judge_images,
+                         options.seed,
+                         num_noise=min(options.face_judge_images, options.num_metric_images))
   reference_block = None
   if real is not None:
     # Capped like the generated sets, so that both sides of the comparison have similar sizes.
     reference_block = reconstruction_reference(decode_fn, encode_fn,
                                                real[:options.num_metric_images],
                                                options.sharpen, reference, options.batch_size)
-  return groups, records, grids, notes, reference_block
+  return Generated(groups, records, grids, notes, reference_block, judged, sharpening)
 
 
 def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, provenance,
-             reference_info):
+             reference_info, face_judge=None, sharpening=None):
   """The generation.json dict.
 
   Args:
@@ -576,6 +783,8 @@ def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, 
     seed: the seed.
     provenance: data_pipeline.provenance.describe_run(...).
     reference_info: the reference block (reconstructions' Frechet distance), or None.
+    face_judge: the judge block (`judge_block`), or None (judge off).
+    sharpening: the sharpening block (`sharpening_block`), or None.
   """
   by_sampler = {}
   for group in groups:
@@ -589,6 +798,9 @@ def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, 
       "seed": int(seed),
       "samplers": by_sampler,
       "reference": reference_info,
+      "face_judge": face_judge,
+      "face_rates": face_rate_summary(groups, records, face_judge),
+      "sharpening": sharpening,
       "data": inputs_info,
       "notes": list(notes),
       "definitions": DEFINITIONS,
@@ -632,24 +844,27 @@ def run(options, flags=None):
   if manifest is not None:
     encoding.check_image_size(run, options.data_dir, manifest)
   encode, decode = encoding.traced(run.model.encode), encoding.traced(run.model.decode)
+  judge = make_judge(options.face_judge)  # Before the data is encoded: fails fast.
   inputs, input_files, data_info = collect_inputs(
       options, encode, config.z_dim, z_points=options.z_points, data_dir=options.data_dir,
       fit_split=options.fit_split, max_fit_images=options.max_fit_images)
   name = os.path.basename(run.model_dir.rstrip(os.sep))
   header = f" | model {name} ({config.kind}, z_dim {config.z_dim}) | seed {options.seed}"
-  groups, records, grids, notes, reference = generate(options, decode, encode, config.z_dim,
-                                                      inputs, header)
+  result = generate(options, decode, encode, config.z_dim, inputs, header, judge)
   used = dict(flags or {}, samplers_run=list(options.samplers),
               attribute_used=options.attribute if "attribute" in options.samplers else None,
               r_limits=list(options.r_limits), sharpen=list(options.sharpen),
               attribute_scales=list(options.attribute_scales))
   report = assemble(
-      groups, records, {group: f"{group}.png" for group in grids}, attribute_notes + notes,
+      result.groups, result.records, {group: f"{group}.png" for group in result.grids},
+      attribute_notes + result.notes,
       model={"model_dir": run.model_dir, "name": name, "kind": config.kind,
              "z_dim": config.z_dim, "image_size": config.image_size,
              "checkpoint": options.checkpoint},
       inputs_info=data_info, flags=used, seed=options.seed,
       provenance=provenance.describe_run(options.seed, {
           **encoding.run_files(run.model_dir, options.checkpoint), **input_files}),
-      reference_info=reference)
-  return report, {f"{group}.png": images_lib.png_bytes(image) for group, image in grids.items()}
+      reference_info=result.reference, face_judge=result.face_judge,
+      sharpening=result.sharpening)
+  return report, {f"{group}.png": images_lib.png_bytes(image)
+                  for group, image in result.grids.items()}

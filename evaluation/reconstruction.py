@@ -5,14 +5,20 @@ PSNR and SSIM (tf.image, max_val 1.0, on the decoder's float output against the 
 original / 255) and the reconstruction loss in the training units of modeling.losses (summed
 over the S*S*3 pixel values, per image), and summarises them over the split (mean, std,
 percentiles). With sharpening factors other than 1 it also measures the sharpened, uint8
-reconstructions, which is what the grids show.
+reconstructions, which is what the grids show. With a face judge (evaluation.face_judge,
+OpenCV's Haar cascade, independent of the models) it also counts the reconstructions (rounded
+to uint8, not sharpened) in which the judge finds a face, on all images or a seeded subset of
+them, and calibrates the judge on the originals of the same images and on noise.
 """
 
 import dataclasses
 import os
+import typing
 
 import numpy as np
 
+from evaluation import face_judge as face_judge_lib
+from evaluation import generation
 from evaluation import images as images_lib
 from evaluation import metrics
 from evaluation.errors import EvaluationError
@@ -60,13 +66,21 @@ def _loss_per_image(targets, reconstructions, kind):
 
 
 class _Accumulator:
-  """Per-image values of one subject, concatenated at the end."""
+  """Per-image values of one subject, concatenated at the end; face counts when judged."""
 
-  def __init__(self, factors):
+  def __init__(self, factors, judged):
     self.values = {"psnr": [], "ssim": [], "reconstruction_loss": []}
     self.sharpened = {images_lib.factor_label(f): {"psnr": [], "ssim": []}
                       for f in factors if f != 1}
     self.factors = [f for f in factors if f != 1]
+    self.judged = judged
+    self.faces = 0
+    self.looked_at = 0
+
+  def add_faces(self, found):
+    """found: bool [k], the judge's verdicts on k reconstructions."""
+    self.faces += int(np.sum(found))
+    self.looked_at += len(found)
 
   def add(self, targets, reconstructions, loss_kind):
     self.values["psnr"].append(metrics.psnr(targets, reconstructions))
@@ -84,11 +98,48 @@ class _Accumulator:
     out = {name: metrics.summarize(np.concatenate(v)) for name, v in self.values.items()}
     out["sharpened"] = {f: {name: metrics.summarize(np.concatenate(v)) for name, v in d.items()}
                         for f, d in self.sharpened.items()}
+    out["face_rate"] = (self.faces / self.looked_at if self.judged and self.looked_at
+                        else None)
     return out
 
 
+class SplitResult(typing.NamedTuple):
+  """What `split_statistics` returns.
+
+  Attributes:
+    stats: subject name -> {"psnr", "ssim", "reconstruction_loss", "sharpened", "face_rate",
+      "kind", "loss", "loss_units"}; face_rate is None without a judge.
+    grid: {"originals": uint8 [n, S, S, 3], subject name: float reconstructions [n, S, S, 3]}.
+    judged: uint8 [k, S, S, 3] the originals whose reconstructions were judged (the judge's
+      real set), or None without a judge.
+  """
+
+  stats: dict
+  grid: dict
+  judged: np.ndarray | None
+
+
+def judged_rows(num_images, max_images, seed):
+  """Which of the split's first num_images images the face judge looks at.
+
+  Args:
+    num_images: images measured.
+    max_images: most images judged.
+    seed: seed of the subset (numpy.random.default_rng((seed, 1))).
+
+  Returns:
+    (sorted int64 indices, or None for all of them; a description of the choice).
+  """
+  if max_images >= num_images:
+    return None, f"all {num_images} images"
+  rows = np.random.default_rng((int(seed), 1)).choice(num_images, size=max_images,
+                                                      replace=False)
+  return np.sort(rows), (f"a seeded random subset of {max_images} of the {num_images} images "
+                         "(--face_judge_images, --seed)")
+
+
 def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
-                     description="reconstructing"):
+                     description="reconstructing", judge=None, judge_rows=None):
   """Reconstructs every batch with every subject; returns statistics and grid material.
 
   Args:
@@ -98,17 +149,21 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
     num_grid: how many of the first images to keep for the grid.
     total: number of images expected, for the progress bar.
     description: progress bar text.
+    judge: a face_judge.FaceJudge, or None (no face rates).
+    judge_rows: sorted indices (in batch order) of the images judged; None: all of them.
 
   Returns:
-    (stats, grid) where stats maps subject name -> {"psnr", "ssim", "reconstruction_loss",
-    "sharpened"} summaries, and grid is {"originals": uint8 [n, S, S, 3], subject name:
-    float reconstructions [n, S, S, 3]}.
+    A SplitResult.
+
+  Raises:
+    EvaluationError: subjects with the same name, or no images.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if len({s.name for s in subjects}) != len(subjects):
     raise EvaluationError(f"models need distinct names, got {[s.name for s in subjects]}")
-  accumulators = {s.name: _Accumulator(factors) for s in subjects}
+  accumulators = {s.name: _Accumulator(factors, judge is not None) for s in subjects}
   grid = {"originals": [], **{s.name: [] for s in subjects}}
+  judged = []
   kept = 0
   count = 0
   with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
@@ -118,9 +173,18 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
       take = max(0, min(num_grid - kept, len(originals)))
       if take:
         grid["originals"].append(originals[:take])
+      look = None
+      if judge is not None:
+        look = (np.arange(len(originals)) if judge_rows is None else
+                judge_rows[(judge_rows >= count) & (judge_rows < count + len(originals))] - count)
+        judged.append(originals[look])
       for subject in subjects:
         reconstructions = subject.reconstruct(originals)
         accumulators[subject.name].add(targets, reconstructions, subject.loss)
+        if look is not None and len(look):
+          # Judged as the grids show them: rounded to uint8, unsharpened.
+          accumulators[subject.name].add_faces(
+              judge.detect(images_lib.to_uint8(reconstructions[look])))
         if take:
           grid[subject.name].append(reconstructions[:take])
       kept += take
@@ -132,7 +196,8 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
   for subject in subjects:
     stats[subject.name] = dict(accumulators[subject.name].summary(), kind=subject.kind,
                                loss=subject.loss, loss_units=LOSS_UNITS[subject.loss])
-  return stats, {name: np.concatenate(parts) for name, parts in grid.items()}
+  return SplitResult(stats, {name: np.concatenate(parts) for name, parts in grid.items()},
+                     np.concatenate(judged) if judge is not None else None)
 
 
 def comparison_grid(originals, reconstructions, subjects, factors, title=""):
@@ -164,6 +229,17 @@ DEFINITIONS = {
                            "loss_units); a VAE is evaluated at its mean z",
     "sharpened": "PSNR and SSIM of the reconstructions rounded to uint8 and sharpened "
                  "with PIL ImageEnhance.Sharpness(factor)",
+    "face_rate": "fraction in [0, 1] of the model's reconstructions (rounded to uint8, not "
+                 "sharpened) in which the independent face judge (face_judge) finds at least "
+                 "one face, over the images named in face_judge.images_judged; read it "
+                 "against face_judge.calibration.real. null when the judge is off "
+                 "(--noface_judge)",
+    "face_judge": "the judge (OpenCV Haar cascade, evaluation.face_judge: detector, cascade "
+                  "file, OpenCV version, settings), which images it looked at "
+                  "(images_judged), and its calibration: real, its face rate on the original "
+                  "images of the same split (the same images whose reconstructions are "
+                  "judged), noise, its rate on uniform noise images of the same shape (seeded "
+                  "by --seed), num_images. null when the judge is off",
 }
 GRID_FILE = "reconstructions.png"
 OWN_IMAGES_FILE = "own_images.png"
@@ -182,8 +258,11 @@ class Options:
     sharpen: PIL sharpness factors shown and measured (1 = unchanged).
     images: the user's own photos (any size), cropped and resized like the data.
     checkpoint: the model file of each run ("final" or "best").
-    seed: Keras' seed (the reconstructions use no randomness: a VAE at its mean).
+    seed: Keras' seed (the reconstructions use no randomness: a VAE at its mean), and the
+      seed of the face judge's subset and noise.
     batch_size: images per model call.
+    face_judge: measure face rates with the independent judge (needs OpenCV).
+    face_judge_images: most images judged per model (a seeded subset of the measured ones).
   """
 
   model_dirs: tuple
@@ -196,6 +275,8 @@ class Options:
   checkpoint: str = "final"
   seed: int = 0
   batch_size: int = 64
+  face_judge: bool = True
+  face_judge_images: int = 1000
 
 
 def run_names(model_dirs):
@@ -247,13 +328,14 @@ def compare(options):
 
   Returns:
     (report, files): reconstruction.json's dict (per model the PSNR, SSIM and loss summaries
-    over the split, definitions, data, provenance with every input's sha256) and
+    over the split and the face rate; the face judge's description and calibration;
+    definitions, data, provenance with every input's sha256) and
     {file name: PNG bytes} of the grid (GRID_FILE) and, with own images, OWN_IMAGES_FILE.
 
   Raises:
     FlagValueError: a split the data dir does not have.
-    DataError, ModelError, EvaluationError: an unreadable photo, data dir or run dir, or runs
-      of another image size than the data.
+    DataError, ModelError, EvaluationError: an unreadable photo, data dir or run dir, runs
+      of another image size than the data, or options.face_judge without OpenCV.
   """
   # Imported here so that importing this module loads no TensorFlow.
   # pylint: disable=g-import-not-at-top
@@ -272,17 +354,26 @@ def compare(options):
     raise FlagValueError(f"--split {options.split}: {options.data_dir} has only the splits "
                          f"{', '.join(manifest['splits'])}")
   own = _own_images(options, manifest)  # A bad --image fails before any model is loaded.
+  judge = generation.make_judge(options.face_judge)
   subjects, input_files = _subjects(options, manifest)
   input_files.update(encoding.data_files(options.data_dir))
   input_files.update({path: provenance.sha256_file(path) for path in options.images})
 
   split_size = manifest["splits"][options.split]["num_examples"]
   max_images = min(options.max_images or split_size, split_size)
+  look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
   dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
                          max_images=max_images)
   with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
-    stats, grid = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
-                                   options.num_images, total=max_images)
+    stats, grid, judged = split_statistics(subjects, dataset.as_numpy_iterator(),
+                                           options.sharpen, options.num_images,
+                                           total=max_images, judge=judge, judge_rows=look_at)
+  judge_info, notes = None, []
+  if judge is None:
+    notes.append("face judge off (--noface_judge): face_rate and face_judge are null")
+  else:
+    judge_info = {**judge.describe(), "images_judged": chosen,
+                  "calibration": face_judge_lib.calibration(judge, judged, options.seed)}
 
   columns = ", ".join(s.label for s in subjects)
   title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
@@ -304,6 +395,8 @@ def compare(options):
       "own_images": list(options.images),
       "files": {"grid": GRID_FILE, **({"own_images": OWN_IMAGES_FILE} if own is not None
                                       else {})},
+      "face_judge": judge_info,
+      "notes": notes,
       "definitions": DEFINITIONS,
       "data": {"data_dir": os.path.abspath(options.data_dir),
                "image_size": manifest["image_size"]},

@@ -58,7 +58,7 @@ def test_every_sampler_gives_grids_and_records_deterministically(ae):
                                interpolation_steps=4, interpolation_pairs=2, attribute_faces=3,
                                batch_size=16)
   result = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
-  groups, records, grids, notes, reference = result
+  groups, records, grids, notes, reference = result[:5]
   names = [g.name for g in groups]
   assert names == ["normal", "uniform_r0.5", "uniform_r8", "gaussian", "gmm", "interpolate",
                    "attribute_Smiling"]
@@ -76,6 +76,7 @@ def test_every_sampler_gives_grids_and_records_deterministically(ae):
       assert set(record["frechet_distance_encoder_space"]) == {"1", "7"}
       assert all(np.isfinite(v) and v >= 0
                  for v in record["frechet_distance_encoder_space"].values())
+      assert 0.0 <= record["face_rate"] <= 1.0, (group.name, label)
   assert len(groups[0].z) == 40 and len(groups[0].grid_rows) == 5
   assert list(records["attribute_Smiling"]) == ["scale=-1", "scale=0", "scale=1"]
   assert records["interpolate"]["steps=4"]["num_points"] == 6 * 4  # 12 test faces = 6 pairs.
@@ -86,17 +87,26 @@ def test_every_sampler_gives_grids_and_records_deterministically(ae):
   assert reference["num_images"] == 12
   report = generation.assemble(groups, records, {n: f"{n}.png" for n in names}, notes,
                                model={"kind": "ae"}, inputs_info={}, flags={}, seed=0,
-                               provenance={}, reference_info=reference)
+                               provenance={}, reference_info=reference,
+                               face_judge=result.face_judge, sharpening=result.sharpening)
   assert report["samplers"]["uniform"]["settings"]["r=8"]["r"] == 8.0
   assert report["samplers"]["attribute"]["settings"]["scale=1"]["grid"] == (
       "attribute_Smiling.png")
   assert report["samplers"]["attribute"]["params"]["vector"]["num_with"] > 0
   assert "NOT the FID" in report["definitions"]["frechet_distance_encoder_space"]
+  assert "own encoder space" in report["definitions"]["frechet_distance_encoder_space"]
+  assert {"face_rate", "face_judge", "face_rates", "sharpening"} <= set(report["definitions"])
+  # No test images here: the judge's real rate is null, its noise rate a number.
+  assert report["face_rates"]["real"] is None and 0.0 <= report["face_rates"]["noise"] <= 1.0
+  assert set(report["face_rates"]) == {"real", "noise", "normal", "uniform", "gaussian", "gmm"}
+  assert set(report["face_rates"]["uniform"]) == {"0.5", "8"}
+  assert set(report["sharpening"]) == {"1", "7"}
   json.dumps(report, allow_nan=False)
   again = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
   for name in names:
     assert images_lib.png_bytes(grids[name]) == images_lib.png_bytes(again[2][name])
-  assert again[1] == records
+  assert again.records == records
+  assert (again.face_judge, again.sharpening) == (result.face_judge, result.sharpening)
 
 
 def test_without_real_points_the_data_comparisons_are_null(ae):
@@ -104,14 +114,15 @@ def test_without_real_points_the_data_comparisons_are_null(ae):
   options = generation.Options(samplers=("normal",), num_images=3, num_metric_images=4,
                                sharpen=(1.0,), batch_size=8)
   _, records, _, notes, reference = generation.generate(options, decode, encode, Z_DIM,
-                                                        generation.Inputs())
+                                                        generation.Inputs())[:5]
   record = records["normal"]["N(0,I)"]
   assert record["inside_data_cloud"] is None
   assert record["frechet_distance_encoder_space"] is None and reference is None
   assert any("inside_data_cloud is null" in note for note in notes)
   # z-points alone: they are the data cloud and, lacking test images, the real set too.
   only_z = generation.Inputs(fit_z=_real_inputs().fit_z)
-  _, records, _, notes, reference = generation.generate(options, decode, encode, Z_DIM, only_z)
+  _, records, _, notes, reference = generation.generate(options, decode, encode, Z_DIM,
+                                                        only_z)[:5]
   assert set(records["normal"]["N(0,I)"]["frechet_distance_encoder_space"]) == {"1"}
   assert reference["num_images"] == 4  # Capped at num_metric_images.
   assert any("compares with the z-points" in note for note in notes)
@@ -145,8 +156,8 @@ def test_cloud_fraction_and_frechet_distance_on_known_clouds(shift):
   real[:, 0] += shift
   options = generation.Options(samplers=("normal",), num_images=3, num_metric_images=400,
                                sharpen=(1.0,), batch_size=100)
-  groups, records, _, _, _ = generation.generate(options, decode, encode, Z_DIM,
-                                                 generation.Inputs(fit_z=real))
+  result = generation.generate(options, decode, encode, Z_DIM, generation.Inputs(fit_z=real))
+  groups, records = result.groups, result.records
   record = records["normal"]["N(0,I)"]
   fraction = record["inside_data_cloud"]["fraction"]
   distance = record["frechet_distance_encoder_space"]["1"]
@@ -172,6 +183,7 @@ def test_collect_inputs_encodes_the_data_dir(ae, prepared_data_dir, tmp_path):
                                                   data_dir=prepared_data_dir, max_fit_images=30)
   assert inputs.fit_z.shape == (30, Z_DIM) and inputs.attribute_values.shape == (30, 40)
   assert inputs.test_z.shape == (4, Z_DIM)
+  assert inputs.test_images.shape == (4, SIZE, SIZE, 3) and inputs.test_images.dtype == np.uint8
   assert info["fit"]["split"] == "train" and info["real"]["num_images"] == 4
   assert list(files) == [os.path.join(prepared_data_dir, "manifest.json")]
   z_path = str(tmp_path / "z.npy")
@@ -196,8 +208,9 @@ def test_reconstruction_statistics_of_identity_noise_and_a_model(ae, runs):
       lambda z: np.random.default_rng(1).random(np.shape(z)).astype(np.float32))
   decode, encode = _fns(ae)
   model = reconstruction.Subject("tiny_ae", "ae", "bce", encode, decode)
-  stats, grid = reconstruction.split_statistics([identity, noise, model], batches,
-                                                factors=(1.0, 7.0), num_grid=7)
+  stats, grid, judged = reconstruction.split_statistics([identity, noise, model], batches,
+                                                        factors=(1.0, 7.0), num_grid=7)
+  assert judged is None and stats["identity"]["face_rate"] is None  # No judge given.
   assert stats["identity"]["psnr"]["num_infinite"] == 15
   assert stats["identity"]["ssim"]["mean"] == pytest.approx(1.0)
   assert stats["identity"]["reconstruction_loss"]["max"] == pytest.approx(0.0, abs=1e-6)
@@ -230,7 +243,8 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
     assert min(Image.open(io.BytesIO(data)).size) >= 96
   report = json.loads((tmp_path / "a" / "generation.json").read_text())
   other = json.loads((tmp_path / "b" / "generation.json").read_text())
-  assert report["samplers"] == other["samplers"] and report["reference"] == other["reference"]
+  for key in ("samplers", "reference", "face_judge", "face_rates", "sharpening"):
+    assert report[key] == other[key], key
   assert report["seed"] == 3 and report["model"]["kind"] == "vae"
   # 40 training z-points in 8 dims: the mixture was reduced, and the JSON says so.
   assert report["samplers"]["gmm"]["params"]["fit"]["components"] == 4
@@ -242,6 +256,13 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
   assert normal["num_points"] == 12 and set(normal["frechet_distance_encoder_space"]) == {"1",
                                                                                           "7"}
   assert report["data"]["real"]["num_images"] == 6  # The fixture's whole test split.
+  assert 0.0 <= normal["face_rate"] <= 1.0
+  calibration = report["face_judge"]["calibration"]
+  assert calibration["num_images"] == 6 and 0.0 <= calibration["real"] <= 1.0
+  assert report["face_judge"]["cascade"] == "haarcascade_frontalface_default.xml"
+  assert report["face_rates"]["real"] == calibration["real"]
+  assert set(report["face_rates"]["uniform"]) == {"1", "8"}
+  assert set(report["sharpening"]) == {"1", "7"}
   assert (tmp_path / "a" / "flags.txt").exists()
 
 
@@ -264,7 +285,7 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
   out = tmp_path / "rec"
   result = run_tool("compare_reconstructions", "--model_dirs", f"{runs['ae']},{runs['vae']}",
                     "--data_dir", prepared_data_dir, "--output_dir", out, "--num_images", "3",
-                    "--sharpen", "1,7", "--image", photo)
+                    "--sharpen", "1,7", "--image", photo, "--face_judge_images", "4")
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((out / "reconstruction.json").read_text())
   assert set(report["models"]) == {"tiny_ae", "tiny_vae"}
@@ -272,6 +293,9 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
     assert stats["psnr"]["count"] == 6 and stats["ssim"]["count"] == 6
     assert stats["reconstruction_loss"]["mean"] > 0 and "summed" in stats["loss_units"]
     assert set(stats["sharpened"]) == {"7"}
+    assert 0.0 <= stats["face_rate"] <= 1.0
+  assert report["face_judge"]["calibration"]["num_images"] == 4
+  assert "subset of 4 of the 6" in report["face_judge"]["images_judged"]
   assert report["models"]["tiny_vae"]["kind"] == "vae"
   assert str(photo) in report["provenance"]["inputs"]
   grid = Image.open(out / "reconstructions.png")

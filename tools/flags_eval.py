@@ -42,6 +42,22 @@ def define_batch_size(default, help_text):
   flags.DEFINE_integer("batch_size", default, help_text, lower_bound=1)
 
 
+def define_face_judge(default_images, images_help):
+  """--face_judge (bool) and --face_judge_images: the independent face judge and its cap.
+
+  The judge is OpenCV's Haar cascade (evaluation.face_judge); --noface_judge leaves the face
+  rates out (null in the report), for a user without OpenCV.
+
+  Args:
+    default_images: the default of --face_judge_images.
+    images_help: what --face_judge_images caps, for its help.
+  """
+  flags.DEFINE_bool("face_judge", True, "Measure face rates with the independent face judge "
+                    "(OpenCV Haar cascade, opencv-python-headless<5), calibrated on the real "
+                    "images and on noise; --noface_judge leaves them out (null).")
+  flags.DEFINE_integer("face_judge_images", default_images, images_help, lower_bound=1)
+
+
 def parse_floats(values):
   """A DEFINE_list value (strings) as a tuple of floats; None when one is not a number."""
   try:

@@ -19,9 +19,12 @@ ImageEnhance.Sharpness; 1 = unchanged). The default 1,3,7 shows the raw output b
 and the study's strong sharpening (the study used 0, 3, 6 and 7).
 
 Writes <sampler>[_<setting>].png grids, generation.json (per setting: radius statistics,
-fraction inside the data cloud, Frechet distance in the model's encoder space, notes on
-regularisation; inputs with sha256, seed, versions) and flags.txt. The same inputs and --seed
-give byte-identical grids and the same numbers.
+fraction inside the data cloud, Frechet distance in the model's own encoder space, face rate
+by an independent judge (OpenCV's Haar cascade; --noface_judge turns it off); the judge's
+rates on the real test images and on noise, every face rate in one table, sharpness and
+grid-artefact measures per --sharpen factor; notes on regularisation; inputs with sha256,
+seed, versions) and flags.txt. The same inputs and --seed give byte-identical grids and the
+same numbers.
 """
 
 from absl import flags
@@ -80,6 +83,9 @@ flags.DEFINE_float("cloud_quantile", 0.99, "Chi-square quantile of the inside-th
                    "test.", lower_bound=0.5, upper_bound=0.999999)
 flags_eval.define_checkpoint()
 flags_eval.define_batch_size(64, "Images per decoder/encoder call.")
+flags_eval.define_face_judge(500, "Most images the face judge looks at per sampler setting "
+                             "(the setting's first ones) and per calibration set; the judge "
+                             "takes about 10-30 ms per 96x96 image on a CPU core.")
 flags.adopt_module_key_flags(flags_data)
 flags.adopt_module_key_flags(flags_eval)
 
@@ -122,11 +128,11 @@ _RECORDED = ("model_dir", "output_dir", "samplers", "num_images", "num_metric_im
              "r_limits", "gmm_components", "sharpen", "seed", "attribute", "attribute_scales",
              "interpolation_steps", "interpolation_pairs", "attribute_faces", "z_points",
              "data_dir", "fit_split", "max_fit_images", "cloud_quantile", "checkpoint",
-             "batch_size")
+             "batch_size", "face_judge", "face_judge_images")
 _OPTIONS = ("model_dir", "num_images", "num_metric_images", "gmm_components", "seed",
             "attribute", "interpolation_steps", "interpolation_pairs", "attribute_faces",
             "z_points", "data_dir", "fit_split", "max_fit_images", "cloud_quantile",
-            "checkpoint", "batch_size")
+            "checkpoint", "batch_size", "face_judge", "face_judge_images")
 
 
 def main(argv):
