@@ -156,7 +156,7 @@ def _completed_seconds(settings, step):
 def _run_logged(command, log_path):
   """Runs `command`, echoing its output live and keeping a copy in `log_path`."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
   with open(log_path, "wb") as log, subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
     for chunk in iter(lambda: process.stdout.read1(4096), b""):
