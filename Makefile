@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Demo knobs: point WORKSPACE/CELEBA_DIR elsewhere and scale IMAGES/EPOCHS up for real runs.
 WORKSPACE ?= workspace
-IMAGES ?= 3000
+IMAGES ?= 2000
 EPOCHS ?= 3
 CELEBA_DIR ?=
 

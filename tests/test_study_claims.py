@@ -43,6 +43,9 @@ def _verdict(claim, measurements):
      {"ae": _ae(uniform={"1.5": {"mean_radius": 10.0, "inside_fraction": 0.8}})}),
     (sc.claim_correlated_pairs, {"ae": _ae()},
      {"ae": _ae(pairs=[[30, 41, 0.9], [20, 21, 0.6]])}),        # Strong pairs not dominant.
+    (sc.claim_correlated_pairs, {"ae": _ae()},                  # Nearly every pair correlated.
+     {"ae": _ae(counts={"0.1": 2016, "0.2": 2016, "0.3": 2000, "0.4": 1990, "0.5": 1980,
+                        "0.6": 1900})}),
     (sc.claim_kl_share, {"vae": {"kl_share": 0.031, "kl_factor": 5.0}},
      {"vae": {"kl_share": 0.007, "kl_factor": 5.0}}),
     (sc.claim_vae_loss_above_ae, {"losses": {"ae": 4850.0, "vae": 5015.0}},

@@ -26,7 +26,7 @@ flags.DEFINE_string("celeba_dir", None,
                     "A real CelebA download, a folder or a zip in either site's layout (see "
                     "prepare_data --source_dir); when unset, synthetic faces are generated into "
                     "WORKSPACE/celeba_synthetic.")
-flags.DEFINE_integer("num_images", 3000,
+flags.DEFINE_integer("num_images", 2000,
                      "Synthetic faces to generate, or with --celeba_dir the images to prepare "
                      "(0 = all).", lower_bound=0)
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
