@@ -8,6 +8,8 @@ WORKSPACE ?= workspace
 IMAGES ?= 2000
 EPOCHS ?= 3
 CELEBA_DIR ?=
+# More tools.demo flags, e.g. DEMO_FLAGS=--upsampling_variant (claim 12 of the report).
+DEMO_FLAGS ?=
 
 .PHONY: install test demo clean
 
@@ -24,7 +26,7 @@ test: install
 
 demo: install
 	$(PY) -m tools.demo --workspace $(WORKSPACE) --num_images $(IMAGES) --epochs $(EPOCHS) \
-		$(if $(CELEBA_DIR),--celeba_dir $(CELEBA_DIR),)
+		$(if $(CELEBA_DIR),--celeba_dir $(CELEBA_DIR),) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE) *.egg-info

@@ -311,11 +311,13 @@ def claim_upsampling(m):
   claim = ("Beyond the study (its hint): upsampling layers instead of Conv2DTranspose reduce the "
            "crossing-line artefacts.")
   rule = ("holds when the decoder with upsampling layers has a lower period-2 spectral energy "
-          "share in its samples than the Conv2DTranspose decoder")
+          "share in its unsharpened N(0, I) samples than the Conv2DTranspose decoder (same "
+          "preset, data, epochs and seed)")
   study = "a hint from the literature, not tried in the study"
   pair = m.get("upsampling") or {}
   if pair.get("transpose") is None or pair.get("upsample") is None:
-    return _row(12, claim, study, rule, "needs a model trained with --upsampling upsample",
+    return _row(12, claim, study, rule, "not trained in this run (tools.demo "
+                "--upsampling_variant, or make demo DEMO_FLAGS=--upsampling_variant)",
                 NOT_COMPARABLE)
   measured = f"period-2 share: upsample {pair['upsample']:.4f} vs transpose {pair['transpose']:.4f}"
   return _row(12, claim, study, rule, measured,

@@ -4,6 +4,7 @@ The whole chain (training included) is what `make demo` runs; here the runner's 
 tested on the cheap prefix synthetic_faces -> prepare_data -> verify_data with real tools.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,7 +37,12 @@ def test_chain_names_every_tool_of_the_main_job(tmp_path):
   steps = {step.name: step for step in demo_steps.build_steps(_settings(tmp_path, 100))}
   assert steps["train_ae_z1600"].tool == "train_ae"
   assert "--preset=ae_z1600" in steps["train_ae_z1600"].args
-  assert "--sharpen=0,3,6,7" in steps["generate_vae"].args
+  assert "--sharpen=0,1,3,6,7" in steps["generate_vae"].args
+  assert "train_vae_upsample" not in steps
+  extras = dataclasses.replace(_settings(tmp_path, 100), upsampling_variant=True)
+  steps = {step.name: step for step in demo_steps.build_steps(extras)}
+  assert "--upsampling=upsample" in steps["train_vae_upsample"].args
+  assert "--samplers=normal" in steps["generate_vae_upsample"].args
   assert any(a.endswith("runs/ae_z1600") for a in
              steps["compare_reconstructions"].args[0].split(","))
   real = demo_steps.DemoSettings(str(tmp_path), "/data/celeba", 0, 1, 16, 96, 0)
@@ -137,7 +143,13 @@ def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
                                "uniform": {"0.5": 0.99, "1": 0.9, "2": 0.7, "5": 0.5}})):
     out = workspace / "eval" / kind / "generation"
     out.mkdir(parents=True)
-    (out / "generation.json").write_text(json.dumps({"face_rates": rates}))
+    (out / "generation.json").write_text(json.dumps({
+        "face_rates": rates, "sharpening": {"1": {"checkerboard_energy": 0.02,
+                                                  "laplacian_variance": 100.0}}}))
+  out = workspace / "eval" / "vae_upsample" / "generation"
+  out.mkdir(parents=True)
+  (out / "generation.json").write_text(json.dumps(
+      {"sharpening": {"1": {"checkerboard_energy": 0.005, "laplacian_variance": 90.0}}}))
   for kind, row in (("ae", "0,4850.5,4900.0,"), ("vae", "0,5015.0,5020.0,0.03")):
     run = workspace / "runs" / kind
     run.mkdir(parents=True)
@@ -155,4 +167,5 @@ def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
   assert verdicts[8] == "holds" and verdicts[11] == "holds"
   assert verdicts[10] == "holds"  # ae_z1600 22 dB / 0.7 > VAE 21 dB / 0.6 (_fake_workspace).
   assert verdicts[1] == "not comparable"  # No latent report in this workspace.
+  assert verdicts[12] == "holds"  # The upsampling VAE's period-2 share 0.005 < 0.02.
   assert study["measurements"]["face_rates"]["vae_uniform"]["5"] == 0.5

@@ -1,6 +1,6 @@
 """The main job end to end: synthetic (or real) faces -> shards -> AE + VAE -> evaluation -> report.
 
-    python -m tools.demo --workspace workspace --num_images 3000 --epochs 3
+    python -m tools.demo --workspace workspace --num_images 2000 --epochs 3
     python -m tools.demo --workspace ws_celeba --celeba_dir /data/celeba --epochs 24 --num_images 0
 
 Each step runs as its own tool process, exactly as a user would type it, and the report lists
@@ -34,6 +34,9 @@ flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_boun
 flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
 flags_data.define_seed("Seed of every step.")
 flags.DEFINE_bool("force", False, "Rerun every step even when its outputs are complete.")
+flags.DEFINE_bool("upsampling_variant", False, "Also train the VAE with upsampling layers "
+                  "instead of Conv2DTranspose and compare their checkerboard artefacts (claim 12 "
+                  "of the report; one more training run).")
 flags.DEFINE_string("stop_after", None, "Run the chain only up to this step (e.g. train_vae); "
                     "`--stop_after=list` prints the step names.")
 flags.adopt_module_key_flags(flags_data)
@@ -56,7 +59,8 @@ def main(argv):
   settings = demo_steps.DemoSettings(
       workspace=os.path.abspath(FLAGS.workspace), celeba_dir=FLAGS.celeba_dir,
       num_images=FLAGS.num_images, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-      image_size=FLAGS.image_size, seed=FLAGS.seed)
+      image_size=FLAGS.image_size, seed=FLAGS.seed,
+      upsampling_variant=FLAGS.upsampling_variant)
   if FLAGS.stop_after == "list":
     print("\n".join(step.name for step in demo_steps.build_steps(settings)))
     return

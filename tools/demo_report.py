@@ -169,6 +169,12 @@ def study_measurements(paths):
     if kind == "vae" and (generation or {}).get("sharpening"):
       measured["sharpening"] = {float(f): v for f, v in generation["sharpening"].items()}
   measured["face_rates"] = rates
+  measured["upsampling"] = {}
+  for kind, label in (("vae", "transpose"), ("vae_upsample", "upsample")):
+    generation = _load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
+    unchanged = ((generation or {}).get("sharpening") or {}).get("1")
+    if unchanged:
+      measured["upsampling"][label] = unchanged["checkerboard_energy"]
   reconstruction = _load_json(os.path.join(evaluation_dir, "reconstruction",
                                            "reconstruction.json"))
   if reconstruction is not None:
