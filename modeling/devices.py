@@ -16,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from modeling import choices
 from modeling import keras_compat
 from modeling.errors import ModelError
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+STRATEGIES = choices.STRATEGIES
 PRECISIONS = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4
 # and later) and AMX (Sapphire Rapids and later). Without them TensorFlow emulates bf16, which

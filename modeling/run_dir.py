@@ -320,10 +320,7 @@ def load_run(model_dir, checkpoint="final"):
     raise ModelError(f"--model_dir {run.root} does not exist; train a model there first")
   run_config = config_lib.load_config(run.config)
   model_config = config_lib.model_config_from_run(run_config, run.config)
-  files = {"final": run.model, "best": run.best}
-  if checkpoint not in files:
-    raise ModelError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
-  path = files[checkpoint]
+  path = checkpoint_path(run.root, checkpoint)
   if not os.path.exists(path):
     raise ModelError(f"{path} does not exist; the training run has not finished (rerun the "
                      "same training command to complete it)")

@@ -11,6 +11,7 @@ import sys
 
 from absl import logging
 
+from modeling import choices
 from modeling import config as config_lib
 from modeling import run_dir
 from modeling.errors import ModelError
@@ -63,12 +64,11 @@ class TrainConfig:
         raise ModelError(f"{name} must be >= 1, got {value}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
-    if self.mixed_precision not in ("auto", "off", "bf16", "fp16"):
-      raise ModelError(f"mixed_precision must be auto, off, bf16 or fp16, got "
+    if self.mixed_precision not in choices.PRECISIONS:
+      raise ModelError(f"mixed_precision must be one of {choices.PRECISIONS}, got "
                        f"{self.mixed_precision!r}")
-    strategies = ("default", "one_device", "mirrored", "multi_worker_mirrored")
-    if self.strategy not in strategies:
-      raise ModelError(f"strategy must be one of {strategies}, got {self.strategy!r}")
+    if self.strategy not in choices.STRATEGIES:
+      raise ModelError(f"strategy must be one of {choices.STRATEGIES}, got {self.strategy!r}")
     return self
 
   def to_dict(self):

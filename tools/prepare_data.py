@@ -24,12 +24,11 @@ from absl import flags
 from absl import logging
 
 from data_pipeline.errors import DataError
+from modeling import choices
 from tools import _cli
 
 FLAGS = flags.FLAGS
 
-SOURCES = ("celeba_folder", "tfds")
-ENCODINGS = ("raw", "png", "jpeg")
 _CROP_DEFAULT = "0,40,178,218"
 
 flags.DEFINE_string("source_dir", None, "A CelebA download: a folder or a zip file in either "
@@ -38,7 +37,7 @@ flags.DEFINE_string("source_dir", None, "A CelebA download: a folder or a zip fi
                     "archive.zip or its CSV files); optional list_attr_celeba and "
                     "identity_CelebA files. Required unless --source=tfds.")
 flags.DEFINE_string("output_dir", None, "Data dir to write the shards and manifest into.")
-flags.DEFINE_enum("source", "celeba_folder", SOURCES, "celeba_folder: --source_dir; tfds: a "
+flags.DEFINE_enum("source", "celeba_folder", choices.SOURCES, "celeba_folder: --source_dir; tfds: a "
                   "TFDS-prepared celeb_a in --tfds_data_dir.")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir holding celeb_a (--source=tfds); "
                     "default: TFDS' own default (~/tensorflow_datasets).")
@@ -47,7 +46,7 @@ flags.DEFINE_integer("image_size", 96, "Side of the square output images, in pix
 flags.DEFINE_string("crop", _CROP_DEFAULT, "Crop box left,top,right,bottom in CelebA's 178x218 "
                     "pixel coordinates, applied before resizing. Images of another size: the "
                     "box is scaled onto their largest centred 178:218 region.")
-flags.DEFINE_enum("encoding", "raw", ENCODINGS, "Image encoding in the records: raw (lossless, "
+flags.DEFINE_enum("encoding", "raw", choices.ENCODINGS, "Image encoding in the records: raw (lossless, "
                   "fastest to read), png (lossless, ~2x smaller), jpeg (lossy, smallest).")
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.", lower_bound=1,
                      upper_bound=100)
