@@ -3,15 +3,22 @@
 `run_benchmark(options)` feeds the same images (the first N training images of a prepared data
 dir) by each method of `benchmarks.pipeline_methods.METHODS`, each method and dataset size in a
 fresh child process so that its peak RSS is its own, for a fixed number of batches after a
-warm-up. It also times the preparation (`data_pipeline.writer.prepare`) with 1 and with all
-workers, and the trainers' target: train steps fed from the shards vs from a constant batch.
-The result is a JSON-safe dict (`report`) with the machine, the inputs, per-method results,
-the targets with pass/fail, and the Markdown tables (`report["table"]`).
+warm-up. The methods include the peers a user would pick instead of streaming (Keras'
+image_dataset_from_directory over the JPEG folder, TFDS-style full-size JPEG records), with
+streaming's ratio against each (`peer_ratios`). It also times the preparation
+(`data_pipeline.writer.prepare`) with 1 and with all workers, the trainers' target (train steps
+fed from the shards vs from a constant batch), and training throughput as a user sees it (a fit
+epoch with the trainer's callbacks vs bare train steps, per preset: benchmarks.training). The
+result is a JSON-safe dict (`report`) with the machine, the inputs, per-method results, the
+targets with pass/fail, `definitions` of the ratios, and the Markdown tables
+(`report["table"]`).
 
 Which shards: the given data dir serves its own encoding; the other encodings the methods need
 are prepared into `work_dir/<encoding>` from the data dir's source folder (recorded in its
 manifest, or `source_dir`, checked against the manifest's source fingerprint) with the same
 settings, so that every method reads the same images. A rerun reuses them (the writer resumes).
+The peers' inputs (a folder of links per size, JPEG records) go to `work_dir/peers` from the
+same source folder, and are reused too.
 
 This module starts no TensorFlow itself (the children do), so its peak RSS stays small and
 its own numbers never mix with the children's.
@@ -26,6 +33,7 @@ from absl import logging
 
 from benchmarks import child_tasks
 from benchmarks import pipeline_methods as methods_lib
+from benchmarks import training as training_lib
 from benchmarks.report import fmt
 from benchmarks.report import machine_description
 from data_pipeline import manifest as manifest_lib
@@ -42,6 +50,7 @@ JPEG_VS_CEILING = 0.85
 STREAM_PEAK_RSS_MB = 1500.0
 STREAM_RSS_GROWTH = 0.10
 TRAIN_RATIO = 0.95
+STREAM_VS_PEER = 1.0  # Streaming at least as fast as each peer (issue 14).
 CLASSIC_GROWTH_TOLERANCE = (0.8, 1.25)  # Measured MB/image over the float32 array's size.
 
 
@@ -64,7 +73,10 @@ class Options:
   prepare_workers: int | None = None
   train_preset: str = "vae_fact5"
   train_steps: int = 20
-  train_warmup_steps: int = 3
+  train_warmup_steps: int = 2
+  train_presets: tuple = training_lib.PRESETS
+  train_images: int | None = None  # None: training.PRESET_IMAGES, capped at the data's.
+  train_validation_steps: int = 1
   child_timeout_s: float = 3600.0
 
 
@@ -85,9 +97,9 @@ def default_work_dir(output_json):
 
 
 def needed_encodings(options):
-  """The shard encodings the chosen methods (and the training check) read."""
-  wanted = {methods_lib.METHOD_ENCODING[m] for m in options.methods}
-  if options.train_steps:
+  """The shard encodings the chosen methods (and the training checks) read."""
+  wanted = {methods_lib.METHOD_ENCODING.get(m) for m in options.methods}
+  if options.train_steps or options.train_presets:
     wanted.add("raw")
   return [e for e in ENCODINGS if e in wanted]
 
@@ -129,6 +141,15 @@ def resolve_inputs(options):
         f"--sizes {','.join(map(str, too_big))} exceeds the {available} training images of "
         f"--data_dir {options.data_dir}; lower --sizes, or prepare a larger data dir (e.g. "
         "tools.make_synthetic_faces --num_images 50000 gives 40,000 training images)")
+  if options.train_presets and (options.train_images or 0) > available:
+    raise EvaluationError(
+        f"--train_images {options.train_images} exceeds the {available} training images of "
+        f"--data_dir {options.data_dir}; lower --train_images")
+  if options.train_presets and available < options.batch_size:
+    raise EvaluationError(
+        f"--data_dir {options.data_dir} holds {available} training images, fewer than one "
+        f"--batch_size {options.batch_size} for the training throughput; lower --batch_size "
+        "or pass an empty --train_presets")
   dirs, to_prepare = {}, []
   for encoding in needed_encodings(options):
     if encoding == manifest["encoding"]:
@@ -137,7 +158,9 @@ def resolve_inputs(options):
       dirs[encoding] = os.path.join(os.path.abspath(options.work_dir), encoding)
       to_prepare.append(encoding)
   prepare_timing = options.prepare_images and options.prepare_encodings
-  source_dir = _source_dir(options, manifest) if (to_prepare or prepare_timing) else None
+  peers = set(options.methods) & set(methods_lib.PEERS)
+  source_dir = (_source_dir(options, manifest) if (to_prepare or prepare_timing or peers)
+                else None)
   manifest_path = os.path.join(os.path.abspath(options.data_dir), manifest_lib.MANIFEST)
   return Inputs(manifest, provenance.sha256_file(manifest_path), source_dir, dirs, to_prepare)
 
@@ -185,6 +208,16 @@ def _prepare_spec(options, inputs):
           "shard_mb": settings["shard_mb"]}
 
 
+def _peer_inputs_spec(options, inputs):
+  """The `peer_inputs` task: the first max(sizes) training JPEGs as folders and records."""
+  settings = inputs.manifest["settings"]
+  return {"task": "peer_inputs", "source_dir": inputs.source_dir,
+          "root": os.path.join(os.path.abspath(options.work_dir), "peers"),
+          "sizes": list(options.sizes), "name": settings["name"],
+          "shard_mb": settings["shard_mb"], "crop": settings["crop"],
+          "fingerprint": settings["source_fingerprint"]}
+
+
 def run_benchmark(options):
   """Runs every measurement; returns the report dict (see the module docstring).
 
@@ -206,11 +239,19 @@ def run_benchmark(options):
                    "runs": [{k: j[k] for k in ("encoding", "workers", "images", "seconds",
                                                "images_per_s")} for j in timed]}
   common = _common_spec(options, inputs)
+  peers = None
+  if set(options.methods) & set(methods_lib.PEERS):
+    peers = run_child(_peer_inputs_spec(options, inputs), os.path.join(logs, "peer_inputs.log"),
+                      options.child_timeout_s)
+    logging.info("peer inputs: %d JPEGs in %d record shards and %d folders (%s)",
+                 peers["images"], len(peers["shards"]), len(peers["folders"]),
+                 "reused" if peers["reused"] else "written")
   results = []
   for size in options.sizes:
     for method in options.methods:
       spec = dict(common, task="feed", method=method, size=size,
-                  num_batches=options.num_batches, warmup_batches=options.warmup_batches)
+                  num_batches=options.num_batches, warmup_batches=options.warmup_batches,
+                  peers=peers if method in methods_lib.PEERS else None)
       result = run_child(spec, os.path.join(logs, f"{method}-{size}.log"),
                          options.child_timeout_s)
       logging.info("%s at %d images: %.0f images/s, peak RSS %.0f MB", method, size,
@@ -224,6 +265,18 @@ def run_benchmark(options):
     logging.info("training %s: streaming %.1f images/s, constant batch %.1f images/s",
                  options.train_preset, training["stream_images_per_s"],
                  training["constant_images_per_s"])
+  fit_rows = []
+  if options.train_presets:
+    run_root = os.path.join(os.path.abspath(options.work_dir), "fit_runs")
+    available = inputs.manifest["splits"]["train"]["num_examples"]
+    specs = [training_lib.fit_spec(p, inputs.dirs["raw"], options,
+                                   inputs.manifest["image_size"], available, run_root)
+             for p in options.train_presets]
+    fit_rows = training_lib.run(specs, logs, options.child_timeout_s)
+    for row in fit_rows:
+      logging.info("fit %s: %.1f images/s, bare steps %.1f images/s, ratio %.3f", row["preset"],
+                   row["fit_images_per_s"] or 0, row["bare_images_per_s"] or 0,
+                   row["ratio"] or 0)
 
   # The options first: the resolved paths (absolute data_dir, the source folder found in the
   # manifest) must not be overwritten by the flags as given.
@@ -234,16 +287,51 @@ def run_benchmark(options):
       "prepared_here": inputs.to_prepare}
   report["results"] = results
   report["memory_growth"] = memory_growth(results, options.sizes)
+  report["peer_ratios"] = peer_ratios(results, options.sizes)
   report["preparation"] = preparation
   report["training"] = training
-  report["targets"] = evaluate_targets(results, report["memory_growth"], training,
-                                       options.sizes, inputs.manifest["image_size"])
+  report["fit_throughput"] = fit_rows
+  report["targets"] = (evaluate_targets(results, report["memory_growth"], training,
+                                        options.sizes, inputs.manifest["image_size"])
+                       + training_lib.evaluate_targets(fit_rows))
+  report["definitions"] = DEFINITIONS
   report["elapsed_seconds"] = time.time() - started
   report["provenance"] = provenance.describe_run(
       options.seed, {os.path.join(os.path.abspath(options.data_dir), manifest_lib.MANIFEST):
                      inputs.manifest_sha256})
   report["table"] = markdown(report)
   return report
+
+
+DEFINITIONS = {
+    "images_per_s": "images of the timed batches / their wall-clock seconds, after the warm-up "
+                    "batches, in a fresh process per method and size",
+    "peak_rss_mb": "the process's own peak resident set size (VmHWM), MB of 10**6 bytes",
+    "keras_folder": "keras.utils.image_dataset_from_directory over a folder of the same "
+                    "images' original JPEG files (shuffled, at their own size), then per batch "
+                    "the study's crop and tf.image.resize(method='lanczos3') to the image size",
+    "tfds_jpeg": "TFRecords of the same images' original JPEG bytes (as TFDS' celeb_a stores "
+                 "them), read as TFDS does (shuffled shards, interleave, shuffle buffer), "
+                 "each image decoded, cropped and resized (lanczos3) in tf.data every pass",
+    "peer_ratios": "images/s of a streaming method (data_pipeline.make_dataset) / images/s of "
+                   "a peer, at the same size; the targets use stream_raw",
+    **{f"fit_throughput.{k}": v for k, v in training_lib.DEFINITIONS.items()},
+}
+
+
+def peer_ratios(results, sizes):
+  """Each streaming method's images/s over each peer's, per size (None when not measured)."""
+  by = _by(results)
+  ratios = []
+  for stream in methods_lib.STREAM_ENCODING:
+    for peer in methods_lib.PEERS:
+      for size in sizes:
+        a, b = by.get((stream, size)), by.get((peer, size))
+        if a and b:
+          ratio = (a["images_per_s"] / b["images_per_s"]
+                   if a["images_per_s"] and b["images_per_s"] else None)
+          ratios.append({"stream": stream, "peer": peer, "size": size, "ratio": ratio})
+  return ratios
 
 
 def _by(results):
@@ -292,6 +380,9 @@ def evaluate_targets(results, growth, training, sizes, image_size):
                            RAW_VS_CLASSIC, "stream_raw images/s / classic_flow images/s")
   targets += _ratio_targets(by, sizes, "jpeg_vs_ceiling", "stream_jpeg", "jpeg_ceiling",
                             JPEG_VS_CEILING, "stream_jpeg images/s / jpeg_ceiling images/s")
+  for peer in methods_lib.PEERS:
+    targets += _ratio_targets(by, sizes, f"raw_vs_{peer}", "stream_raw", peer, STREAM_VS_PEER,
+                              f"stream_raw images/s / {peer} images/s")
   for method in methods_lib.STREAM_ENCODING:
     peaks = [r["peak_rss_mb"] for r in results if r["method"] == method]
     if peaks:
@@ -352,6 +443,15 @@ def markdown(report):
       row += [fmt(g and g["mb_per_image"], 4),
               fmt(g and 100 * g["fraction"], 1)]
     lines.append("| " + " | ".join(row) + " |")
+  ratios = report.get("peer_ratios") or []
+  if ratios:
+    lines += ["", "Streaming over the peers (images/s of make_dataset / images/s of the peer):",
+              "", "| streaming / peer | " + " | ".join(f"@{size:,}" for size in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    by_pair = {(r["stream"], r["peer"], r["size"]): r["ratio"] for r in ratios}
+    for stream, peer in dict.fromkeys((r["stream"], r["peer"]) for r in ratios):
+      lines.append(f"| {stream} / {peer} | " + " | ".join(
+          fmt(by_pair.get((stream, peer, size)), 2) for size in sizes) + " |")
   lines += ["", "| target | value | threshold | result |", "|---|---|---|---|"]
   for t in report["targets"]:
     result = {True: "pass", False: "FAIL", None: "not measured"}[t["passed"]]
@@ -370,4 +470,5 @@ def markdown(report):
               f"fed from the shards {fmt(training['stream_images_per_s'], 1)} images/s, from a "
               f"constant batch {fmt(training['constant_images_per_s'], 1)} images/s, ratio "
               f"{fmt(training['ratio'], 3)}."]
+  lines += training_lib.markdown_lines(report.get("fit_throughput") or [])
   return "\n".join(lines) + "\n"

@@ -18,10 +18,23 @@ numbers. Tasks:
   - `jpeg_ceiling`: the jpeg records' image bytes held in memory, decoded by
     `tf.io.decode_jpeg` in a `map` with AUTOTUNE parallelism (every core) and batched; nothing
     else. The fastest this machine can turn those JPEG bytes into pixels.
-  The array (classic) or the bytes (ceiling) are built before the clock starts; their build
-  time is reported as `load_seconds`.
+  - `keras_folder` (a peer: what a Keras user picks instead): the same images as the original
+    178x218 JPEG files in a folder, read by `keras.utils.image_dataset_from_directory` (at
+    their own size, shuffled), then per batch the study's crop and a lanczos3 resize to the
+    image size (`tf.image.resize(..., method="lanczos3")`): float32 batches, 0-255.
+  - `tfds_jpeg` (a peer: what a TFDS user gets): the same images as full-size JPEG records,
+    the original file bytes in TFRecords as TFDS' celeb_a stores them, read as TFDS reads them
+    (shuffled shard order, interleave, shuffle buffer), each image decoded, cropped and
+    resized (lanczos3) in a tf.data `map` on every pass: float32 batches, 0-255.
+  The array (classic), the bytes (ceiling) or the file list (keras_folder) are built before the
+  clock starts; their build time is reported as `load_seconds`.
 - `prepare`: runs `data_pipeline.writer.prepare` for a list of jobs (encoding, output dir,
   workers, max_images) and times each one.
+- `peer_inputs`: writes the peers' inputs into a work folder once (a rerun reuses them): the
+  first training images of the source folder (the data dir's own, in its order) as one folder
+  per size (symbolic links to the source's files; copies when the source is a zip) and as
+  full-size JPEG TFRecords of the data dir's shard size, with `peer_inputs.json` describing
+  them (image size, crop box in pixels, shards and their record counts).
 - `train`: the trainers' target (issue 3): train steps of a model preset fed from the raw shards
   vs fed from one constant in-memory batch, in ABBA order (stream, constant, constant, stream)
   so that a drift in machine load cancels out.
@@ -31,6 +44,8 @@ end, in MB (10**6 bytes);
 `start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
 """
 
+import json
+import os
 import shutil
 import sys
 import time
@@ -38,12 +53,17 @@ import time
 from benchmarks import child_tasks
 from benchmarks.process_memory import peak_rss_mb
 
+# The feeding methods a user would pick instead of this project's streaming: they read the
+# source folder's original JPEGs (prepared by the `peer_inputs` task), not the data dir.
+PEERS = ("keras_folder", "tfds_jpeg")
 METHODS = ("classic_flow", "classic_tfdata", "stream_raw", "stream_png", "stream_jpeg",
-           "jpeg_ceiling")
+           "jpeg_ceiling") + PEERS
 STREAM_ENCODING = {"stream_raw": "raw", "stream_png": "png", "stream_jpeg": "jpeg"}
-# The encoding of the shards each method reads (the classic recipe loads its array from raw).
+# The encoding of the shards each method reads (the classic recipe loads its array from raw);
+# the peers read none.
 METHOD_ENCODING = {"classic_flow": "raw", "classic_tfdata": "raw", "jpeg_ceiling": "jpeg",
                    **STREAM_ENCODING}
+PEER_INPUTS = "peer_inputs.json"
 _MB = 1e6
 
 
@@ -94,6 +114,60 @@ def _imagedatagenerator():
   return ImageDataGenerator
 
 
+def _first_shards(shards, size):
+  """[(path, records to read)] covering the first `size` records of `shards` in file order."""
+  selected, remaining = [], size
+  for shard in shards:
+    if remaining <= 0:
+      break
+    take = min(shard["records"], remaining)
+    selected.append((shard["path"], take))
+    remaining -= take
+  return selected
+
+
+def _crop_and_resize(peers, image_size):
+  """Crops the study's box (in the source's pixels) and resizes with lanczos3, as float32."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  left, top, right, bottom = peers["crop_box"]
+
+  def crop_and_resize(images):  # One image [H,W,C] or a batch [B,H,W,C].
+    return tf.image.resize(images[..., top:bottom, left:right, :], (image_size, image_size),
+                           method="lanczos3")
+  return crop_and_resize
+
+
+def _peer_dataset(spec, method):
+  """The peer's dataset of float32 batches (see the module docstring), repeating."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  peers, size, batch_size, seed = spec["peers"], spec["size"], spec["batch_size"], spec["seed"]
+  crop_and_resize = _crop_and_resize(peers, spec["image_size"])
+  if method == "keras_folder":
+    width, height = peers["source_size"]
+    ds = keras.utils.image_dataset_from_directory(
+        peers["folders"][str(size)], labels=None, batch_size=batch_size,
+        image_size=(height, width), shuffle=True, seed=seed, verbose=False)
+    return (ds.map(crop_and_resize, num_parallel_calls=tf.data.AUTOTUNE).repeat()
+            .prefetch(tf.data.AUTOTUNE))
+  paths, takes = zip(*_first_shards(peers["shards"], size))
+  spec_image = {"image": tf.io.FixedLenFeature([], tf.string)}
+
+  def decode(record):
+    data = tf.io.parse_single_example(record, spec_image)["image"]
+    return crop_and_resize(tf.io.decode_jpeg(data, channels=3))
+
+  files = (tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(takes, tf.int64)))
+           .shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat())
+  # TFDS' default read settings: 16 files interleaved, 16 records from each in turn.
+  records = files.interleave(lambda path, take: tf.data.TFRecordDataset(path).take(take),
+                             cycle_length=min(16, len(paths)), block_length=16,
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  return (records.shuffle(spec["shuffle_buffer"], seed=seed)
+          .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
 def _feed_iterator(spec, method, loaded):
   """An iterator of batches for `method`; fills `loaded` with what was built before timing."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -125,6 +199,10 @@ def _feed_iterator(spec, method, loaded):
           .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
           .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
     return iter(ds)
+  if method in PEERS:
+    iterator = iter(_peer_dataset(spec, method))
+    loaded.update(load_seconds=time.perf_counter() - start, images_available=size)
+    return iterator
   raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -165,6 +243,109 @@ def prepare(spec):
                     "images": images, "seconds": seconds,
                     "images_per_s": images / seconds if seconds > 0 else None})
   return {"jobs": results}
+
+
+def _peer_inputs_reusable(index, spec):
+  """Whether an earlier run's peer inputs hold what `spec` asks for."""
+  return (index is not None and index.get("fingerprint") == spec["fingerprint"]
+          and index.get("shard_mb") == spec["shard_mb"]
+          and index.get("images", 0) >= max(spec["sizes"])
+          and all(os.path.isdir(index["folders"].get(str(n), "")) for n in spec["sizes"])
+          and all(os.path.isfile(s["path"]) for s in index["shards"]))
+
+
+class _RecordShards:
+  """Writes JPEG bytes as tf.train.Example records ("image"), a new shard every shard_mb MB."""
+
+  def __init__(self, output_dir, name, shard_mb):
+    self.output_dir, self.name, self.limit = output_dir, name, shard_mb * _MB
+    self.shards, self._writer, self._bytes = [], None, 0
+
+  def write(self, data):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if self._writer is None or self._bytes + len(data) > self.limit:
+      self._close()
+      path = os.path.join(self.output_dir, f"part-{len(self.shards):05d}")
+      self.shards.append({"path": path, "records": 0})
+      self._writer, self._bytes = tf.io.TFRecordWriter(path), 0
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}
+    self._writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                       .SerializeToString())
+    self.shards[-1]["records"] += 1
+    self._bytes += len(data)
+
+  def _close(self):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+  def finish(self):
+    """Closes the last shard and renames all to TFDS' NAME-train.tfrecord-I-of-N names."""
+    self._close()
+    for i, shard in enumerate(self.shards):
+      path = os.path.join(self.output_dir,
+                          f"{self.name}-train.tfrecord-{i:05d}-of-{len(self.shards):05d}")
+      os.replace(shard["path"], path)
+      shard["path"] = path
+    return self.shards
+
+
+def peer_inputs(spec):
+  """The `peer_inputs` task: the peers' folders and records (see the module docstring)."""
+  # pylint: disable=g-import-not-at-top
+  import io
+  from PIL import Image
+  from data_pipeline import sources
+  from data_pipeline import transform
+  # pylint: enable=g-import-not-at-top
+  root = spec["root"]
+  index_path = os.path.join(root, PEER_INPUTS)
+  try:
+    with open(index_path, "r", encoding="utf-8") as f:
+      index = json.load(f)
+  except (OSError, ValueError):
+    index = None
+  if _peer_inputs_reusable(index, spec):
+    return dict(index, reused=True)
+  if os.path.exists(root):
+    shutil.rmtree(root)
+  source = sources.CelebAFolderSource(spec["source_dir"])
+  linked = source.layout.images.kind == "folder"
+  # The folders link to the user's own files; a zip's images are written out once to link to.
+  files_dir = source.layout.images.path if linked else os.path.join(root, "files")
+  os.makedirs(os.path.join(root, "records"))
+  os.makedirs(files_dir, exist_ok=True)
+  records = _RecordShards(os.path.join(root, "records"), spec["name"], spec["shard_mb"])
+  names, source_size = [], None
+  for record in source.iter_split("train"):  # The writer's order, as the data dir has it.
+    if len(names) == max(spec["sizes"]):
+      break
+    try:
+      data = source.load(record)
+    except transform.BadImageError:
+      continue
+    if source_size is None:
+      with Image.open(io.BytesIO(data)) as first:
+        source_size = first.size
+    if not linked:
+      with open(os.path.join(files_dir, record.file_name), "wb") as f:
+        f.write(data)
+    records.write(data)
+    names.append(record.file_name)
+  folders = {}
+  for size in spec["sizes"]:
+    folder = folders[str(size)] = os.path.join(root, f"folder-{size}")
+    os.makedirs(folder)
+    for name in names[:size]:
+      os.symlink(os.path.join(files_dir, name), os.path.join(folder, name))
+  index = {"fingerprint": spec["fingerprint"], "shard_mb": spec["shard_mb"],
+           "images": len(names), "source_size": list(source_size),
+           "crop_box": list(transform.crop_box_for(source_size, tuple(spec["crop"]))),
+           "shards": records.finish(), "folders": folders, "linked": linked}
+  with open(index_path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(index, f, indent=2)
+  os.replace(index_path + ".tmp", index_path)  # Last: a folder without it is redone.
+  return dict(index, reused=False)
 
 
 def train(spec):
@@ -222,7 +403,7 @@ def train(spec):
           "peak_rss_mb": peak_rss_mb()}
 
 
-TASKS = {"feed": feed, "prepare": prepare, "train": train}
+TASKS = {"feed": feed, "prepare": prepare, "peer_inputs": peer_inputs, "train": train}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import pipeline as bench
 from benchmarks import pipeline_methods
+from benchmarks import training as fit_bench
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
 
@@ -65,6 +66,10 @@ def test_targets_pass_and_fail():
       "classic_flow@300": (1000.0, 500.0 + float_mb * (LARGE - SMALL)),
       # stream_png: too much memory at the large size.
       "stream_png@300": (1000.0, 1600.0),
+      # raw vs the peers (stream_raw 950 / 500): 950/900 and exactly 500/500 pass the 1.0
+      # target, 950/951 fails it, 500/100 passes.
+      "keras_folder@100": (900.0, 500.0), "keras_folder@300": (500.0, 500.0),
+      "tfds_jpeg@100": (951.0, 500.0), "tfds_jpeg@300": (100.0, 500.0),
   })
   training = {"preset": "vae_fact5", "ratio": 0.97}
   t = _targets_by_name(results, training)
@@ -83,6 +88,13 @@ def test_targets_pass_and_fail():
   assert t["classic_growth_mb_per_image"]["threshold"] == pytest.approx(float_mb)
   assert t["classic_growth_mb_per_image"]["passed"] is True
   assert t["train_stream_vs_constant"]["passed"] is True
+  assert t["raw_vs_keras_folder@100"]["value"] == pytest.approx(950 / 900)
+  assert t["raw_vs_keras_folder@100"]["passed"] is True
+  assert t["raw_vs_keras_folder@300"]["passed"] is True
+  assert t["raw_vs_tfds_jpeg@100"]["passed"] is False
+  assert t["raw_vs_tfds_jpeg@300"]["value"] == pytest.approx(5.0)
+  assert t["raw_vs_tfds_jpeg@300"]["passed"] is True
+  assert t["raw_vs_tfds_jpeg@300"]["threshold"] == bench.STREAM_VS_PEER == 1.0
   # The classic recipe's growth must be about one float32 image: 2x is out of tolerance.
   doubled = _results(**{"classic_flow@300": (1000.0, 500.0 + 2 * float_mb * (LARGE - SMALL))})
   assert _targets_by_name(doubled)["classic_growth_mb_per_image"]["passed"] is False
@@ -94,7 +106,8 @@ def test_targets_not_measured():
   # Only stream_raw, at one size, one rate unknown, training without a ratio.
   results = [_result("stream_raw", SMALL, None, 500.0)]
   t = _targets_by_name(results, {"preset": "vae_fact5", "ratio": None}, sizes=(SMALL,))
-  for name in ("raw_vs_classic@100", "jpeg_vs_ceiling@100", "train_stream_vs_constant"):
+  for name in ("raw_vs_classic@100", "jpeg_vs_ceiling@100", "raw_vs_keras_folder@100",
+               "raw_vs_tfds_jpeg@100", "train_stream_vs_constant"):
     assert t[name]["value"] is None and t[name]["passed"] is None, name
   assert t["peak_rss_mb:stream_raw"]["passed"] is True
   # One size: no growth targets; methods not run: no memory targets; no training: no target.
@@ -106,6 +119,77 @@ def test_targets_not_measured():
   assert _targets_by_name(zero, sizes=(SMALL,))["raw_vs_classic@100"]["passed"] is None
 
 
+def test_peer_ratios():
+  results = [_result("stream_raw", SMALL, 2000.0, 1.0), _result("stream_jpeg", SMALL, 500.0, 1.0),
+             _result("keras_folder", SMALL, 1000.0, 1.0), _result("tfds_jpeg", SMALL, 0.0, 1.0),
+             _result("stream_raw", LARGE, 3000.0, 1.0)]  # No peer at the large size.
+  ratios = {(r["stream"], r["peer"], r["size"]): r["ratio"]
+            for r in bench.peer_ratios(results, (SMALL, LARGE))}
+  assert ratios == {("stream_raw", "keras_folder", SMALL): 2.0,
+                    ("stream_raw", "tfds_jpeg", SMALL): None,  # A zero rate is no ratio.
+                    ("stream_jpeg", "keras_folder", SMALL): 0.5,
+                    ("stream_jpeg", "tfds_jpeg", SMALL): None}
+
+
+def _fit_row(preset, ratio, **overrides):
+  row = {"preset": preset, "images": 1024, "batch_size": 128, "fit_images_per_s": 95.0,
+         "bare_images_per_s": 100.0, "ratio": ratio, "ratio_with_validation": 0.9,
+         "steps_ratio": 0.99, "first_batch_seconds": 1.3, "per_epoch_seconds": 0.4,
+         "peak_rss_mb": 2100.0}
+  row.update(overrides)
+  return row
+
+
+def test_fit_ratios():
+  # 10 batches of 100 images at a steady 0.95 s; the epoch's start adds 0.3 s to the first
+  # batch, its end 0.2 s of callbacks; then 1 s of validation.
+  seconds = {"epoch": 11.0, "validation": 1.0, "first_batch": 1.25, "steps": 9.8}
+  r = fit_bench.ratios(1000, 10, seconds, 100.0)
+  assert r["fit_images_per_s"] == pytest.approx(100.0)
+  assert r["ratio"] == pytest.approx(1.0)
+  assert r["ratio_with_validation"] == pytest.approx(1000 / 11 / 100)
+  assert r["steps_ratio"] == pytest.approx(100 / 0.95 / 100)
+  assert r["per_epoch_seconds"] == pytest.approx(0.5)
+  # Bare steps 10 % faster: below the 0.95 target.
+  assert fit_bench.ratios(1000, 10, seconds, 110.0)["ratio"] == pytest.approx(100 / 110)
+  unknown = fit_bench.ratios(1000, 10, seconds, None)
+  assert unknown["ratio"] is None and unknown["steps_ratio"] is None
+  # One batch has no steady rate to project from.
+  one = fit_bench.ratios(100, 1, {"epoch": 2.0, "validation": 0.5, "first_batch": 1.25,
+                                  "steps": 1.25}, 100.0)
+  assert one["ratio"] == pytest.approx(100 / 1.5 / 100)
+  assert one["steps_ratio"] is None and one["per_epoch_seconds"] is None
+
+
+def test_epoch_images():
+  # The preset's default, capped at the data's training images, in whole batches.
+  assert fit_bench.epoch_images("ae_z256", None, 100000, 128) == fit_bench.PRESET_IMAGES["ae_z256"]
+  assert fit_bench.epoch_images("vae_fact5", None, 1000, 128) == 896
+  assert fit_bench.epoch_images("some_preset", None, 100000, 100) == 1000  # 1,024 in batches.
+  assert fit_bench.epoch_images("vae_fact5", 300, 3420, 128) == 256  # As asked, whole batches.
+  assert fit_bench.epoch_images("vae_fact5", None, 100, 128) == 0
+
+
+def test_fit_targets_and_table():
+  rows = [_fit_row("ae_z256", 0.95), _fit_row("ae_z1600", 0.949),
+          _fit_row("vae_fact5", None, fit_images_per_s=None)]
+  targets = {t["name"]: t for t in fit_bench.evaluate_targets(rows)}
+  assert set(targets) == {"fit_vs_steps:ae_z256", "fit_vs_steps:ae_z1600",
+                          "fit_vs_steps:vae_fact5"}
+  assert targets["fit_vs_steps:ae_z256"]["passed"] is True  # Exactly the threshold.
+  assert targets["fit_vs_steps:ae_z1600"]["passed"] is False
+  assert targets["fit_vs_steps:vae_fact5"]["passed"] is None
+  assert all(t["threshold"] == fit_bench.FIT_VS_STEPS == 0.95 for t in targets.values())
+  lines = fit_bench.markdown_lines(rows)
+  table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+  assert table["ae_z256"] == ("| ae_z256 | 1,024 | 95.0 | 100.0 | 0.950 | pass | 0.900 | 0.990 "
+                              "| 1.30 | 0.40 | 2,100 |")
+  assert "| 0.949 | FAIL |" in table["ae_z1600"]
+  assert table["vae_fact5"].startswith("| vae_fact5 | 1,024 | n/a | 100.0 | n/a | not measured |")
+  assert "(batch 128, validation time excluded)" in lines[1]
+  assert fit_bench.markdown_lines([]) == []
+
+
 def test_markdown_lists_every_method_and_target():
   # raw vs classic: 950/1000 = 0.95 passes the 0.9 target at the small size; 500/1000 fails it
   # at the large one, where stream_raw's row then reads 500 instead of 1,000.
@@ -113,13 +197,16 @@ def test_markdown_lists_every_method_and_target():
   growth = bench.memory_growth(results, (SMALL, LARGE))
   training = {"preset": "vae_fact5", "steps": 20, "batch_size": 128, "warmup_steps": 3,
               "stream_images_per_s": 400.0, "constant_images_per_s": 410.0, "ratio": 400 / 410}
+  fit_rows = [_fit_row("ae_z256", 0.97), _fit_row("vae_fact5", 0.5)]
   report = {
+      "peer_ratios": bench.peer_ratios(results, (SMALL, LARGE)), "fit_throughput": fit_rows,
       "machine": {"cpu_model": "Test CPU", "logical_cores": 2, "ram_gb": 8.0,
                   "tensorflow": "2.x", "keras": "3.x", "date": "2024-01-01T00:00:00+00:00"},
       "inputs": {"sizes": [SMALL, LARGE], "data_dir": "/data/d", "image_size": IMAGE_SIZE,
                  "num_batches": 50, "batch_size": 128, "warmup_batches": 5},
       "results": results, "memory_growth": growth, "training": training,
-      "targets": bench.evaluate_targets(results, growth, training, (SMALL, LARGE), IMAGE_SIZE),
+      "targets": (bench.evaluate_targets(results, growth, training, (SMALL, LARGE), IMAGE_SIZE)
+                  + fit_bench.evaluate_targets(fit_rows)),
       "preparation": {"images": 2000, "runs": [
           {"encoding": "jpeg", "workers": 2, "images_per_s": 123.0},
           {"encoding": "jpeg", "workers": 1, "images_per_s": 61.0}]},
@@ -140,12 +227,19 @@ def test_markdown_lists_every_method_and_target():
   assert rows["train_stream_vs_constant"].endswith("| 0.95 | pass |")
   assert "images/s @100" in text and "peak RSS MB @300" in text and "RSS growth %" in text
   assert "Test CPU" in text and "| jpeg | 2 | 123 |" in text and "ratio 0.976" in text
+  # Streaming over each peer: stream_raw 950 and 500 over the peers' 1,000.
+  assert rows["stream_raw / keras_folder"] == "| stream_raw / keras_folder | 0.95 | 0.50 |"
+  assert rows["stream_jpeg / tfds_jpeg"] == "| stream_jpeg / tfds_jpeg | 1.00 | 1.00 |"
+  assert rows["raw_vs_keras_folder@100"] == "| raw_vs_keras_folder@100 | 0.950 | 1 | FAIL |"
+  assert rows["fit_vs_steps:ae_z256"] == "| fit_vs_steps:ae_z256 | 0.970 | 0.95 | pass |"
+  assert rows["fit_vs_steps:vae_fact5"] == "| fit_vs_steps:vae_fact5 | 0.500 | 0.95 | FAIL |"
+  assert "| 0.970 | pass |" in rows["ae_z256"] and "| 0.500 | FAIL |" in rows["vae_fact5"]
   # A method missing at one size reads n/a, and without preparation or training no such block.
   report.update(results=[r for r in results if (r["method"], r["size"]) != ("stream_png", LARGE)],
-                preparation=None, training=None)
+                preparation=None, training=None, fit_throughput=[], peer_ratios=[])
   text = bench.markdown(report)
   assert "n/a" in next(line for line in text.splitlines() if line.startswith("| stream_png"))
-  assert "Preparation" not in text and "Training" not in text
+  assert "Preparation" not in text and "Training" not in text and "Streaming over" not in text
   # A target without a measurement is neither passed nor failed.
   report["targets"] = bench.evaluate_targets(results, growth, {"preset": "vae_fact5",
                                                                "ratio": None},
@@ -155,22 +249,66 @@ def test_markdown_lists_every_method_and_target():
 
 
 def test_needed_encodings():
-  def options(methods, train_steps=0):
-    return bench.Options(data_dir="d", work_dir="w", methods=methods, train_steps=train_steps)
+  def options(methods, train_steps=0, train_presets=()):
+    return bench.Options(data_dir="d", work_dir="w", methods=methods, train_steps=train_steps,
+                         train_presets=train_presets)
   assert bench.needed_encodings(options(pipeline_methods.METHODS, 20)) == ["raw", "png", "jpeg"]
   assert bench.needed_encodings(options(("jpeg_ceiling",))) == ["jpeg"]
   assert bench.needed_encodings(options(("jpeg_ceiling",), 5)) == ["raw", "jpeg"]
+  assert bench.needed_encodings(options(("jpeg_ceiling",), 0, ("ae_z256",))) == ["raw", "jpeg"]
   assert bench.needed_encodings(options(("stream_png", "classic_tfdata"))) == ["raw", "png"]
   assert bench.needed_encodings(options(("stream_png",))) == ["png"]
+  assert bench.needed_encodings(options(pipeline_methods.PEERS)) == []  # They read the source.
+
+
+def test_peer_inputs_same_images_in_order(synthetic_celeba_dir, tmp_path):
+  """The peers' folders and records hold the data dir's first training JPEGs, byte for byte.
+
+  A zip download gets the same records and folders (of copies); a rerun reuses them.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
+  source = sources.CelebAFolderSource(synthetic_celeba_dir)
+  names = [r.file_name for r in source.iter_split("train")][:20]
+  images = source.layout.images.path
+  zipped = shutil.make_archive(str(tmp_path / "celeba"), "zip", synthetic_celeba_dir)
+  for source_dir in (synthetic_celeba_dir, zipped):
+    spec = {"source_dir": source_dir, "root": str(tmp_path / f"peers-{len(source_dir)}"),
+            "sizes": [8, 20], "name": "celeba_stream", "shard_mb": 0.05,
+            "crop": [0, 40, 178, 218], "fingerprint": "f"}
+    index = pipeline_methods.peer_inputs(spec)
+    assert not index["reused"] and index["images"] == 20 and len(index["shards"]) > 1
+    assert index["source_size"] == [178, 218] and index["crop_box"] == [0, 40, 178, 218]
+    assert index["linked"] is (source_dir == synthetic_celeba_dir)
+    records = tf.data.TFRecordDataset([s["path"] for s in index["shards"]])
+    stored = [tf.io.parse_single_example(r, {"image": tf.io.FixedLenFeature([], tf.string)})
+              ["image"].numpy() for r in records]
+    originals = []
+    for name in names:
+      with open(os.path.join(images, name), "rb") as f:
+        originals.append(f.read())
+    assert stored == originals
+    assert sum(s["records"] for s in index["shards"]) == 20
+    for size in (8, 20):
+      folder = index["folders"][str(size)]
+      assert sorted(os.listdir(folder)) == names[:size]
+      with open(os.path.join(folder, names[0]), "rb") as f:
+        assert f.read() == originals[0]
+    assert pipeline_methods.peer_inputs(spec)["reused"] is True
+    # Another source (fingerprint) is written anew.
+    assert pipeline_methods.peer_inputs(dict(spec, fingerprint="g"))["reused"] is False
 
 
 @pytest.mark.slow
 def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   """The real tool on the 32x32 fixture: every method at 16 and 32 images, and all the rest.
 
-  14 child processes (preparation, 6 methods x 2 sizes, training), each loading TensorFlow:
-  65 to 80 s on 2 cores. All methods at two sizes are kept because the memory-growth columns and
-  targets need both sizes; the preparation is timed for jpeg only (1 and 2 workers) to save time.
+  20 child processes (preparation, the peers' inputs, 8 methods x 2 sizes, the training check,
+  one preset's fit epoch), each loading TensorFlow: 90 to 110 s on 2 cores. All methods at two
+  sizes are kept because the memory-growth columns and targets need both sizes; the
+  preparation is timed for jpeg only (1 and 2 workers) and the fit measured for one preset,
+  to save time.
   """
   output = tmp_path / "out" / "bench.json"
   markdown_path = tmp_path / "out" / "bench.md"
@@ -178,7 +316,9 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
                     f"--output_json={output}", f"--output_markdown={markdown_path}",
                     "--sizes=16,32", "--batch_size=8", "--num_batches=2", "--warmup_batches=1",
                     "--prepare_images=20", "--prepare_encodings=jpeg", "--prepare_workers=2",
-                    "--train_steps=2", "--train_warmup_steps=1", "--train_preset=ae_z256")
+                    "--train_steps=2", "--train_warmup_steps=1", "--train_preset=ae_z256",
+                    "--train_presets=vae_fact5", "--train_images=16",
+                    "--train_validation_steps=1")
   assert result.returncode == 0, result.stderr
   report = json.loads(output.read_text())
 
@@ -189,10 +329,16 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   assert results[("classic_flow", 32)]["array_dtype"] == "float32"
   assert results[("classic_flow", 32)]["images_available"] == 32
   assert set(report["memory_growth"]) == set(pipeline_methods.METHODS)
+  for peer in pipeline_methods.PEERS:
+    assert results[(peer, 32)]["images_available"] == 32 and results[(peer, 32)]["load_seconds"] > 0
+  ratios = {(r["stream"], r["peer"], r["size"]): r["ratio"] for r in report["peer_ratios"]}
+  assert len(ratios) == 3 * 2 * 2 and all(r > 0 for r in ratios.values())
 
   names = {t["name"] for t in report["targets"]}
   assert {"raw_vs_classic@16", "raw_vs_classic@32", "jpeg_vs_ceiling@16", "jpeg_vs_ceiling@32",
-          "classic_growth_mb_per_image", "train_stream_vs_constant"} <= names
+          "classic_growth_mb_per_image", "train_stream_vs_constant", "raw_vs_keras_folder@16",
+          "raw_vs_keras_folder@32", "raw_vs_tfds_jpeg@16", "raw_vs_tfds_jpeg@32",
+          "fit_vs_steps:vae_fact5"} <= names
   assert {f"rss_growth:{m}" for m in pipeline_methods.STREAM_ENCODING} <= names
   assert all(t["passed"] in (True, False) for t in report["targets"])  # All were measured.
 
@@ -202,6 +348,12 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   training = report["training"]
   assert training["preset"] == "ae_z256" and training["steps"] == 2
   assert training["stream_images_per_s"] > 0 and training["constant_images_per_s"] > 0
+  [fit] = report["fit_throughput"]
+  assert fit["preset"] == "vae_fact5" and fit["images"] == 16 and fit["steps"] == 2
+  assert fit["validation_steps"] == 1 and fit["peak_rss_mb"] > 0
+  assert fit["fit_images_per_s"] > 0 and fit["bare_images_per_s"] > 0 and fit["ratio"] > 0
+  assert fit["epoch_seconds"] > fit["validation_seconds"] > 0
+  assert "fit_throughput.fit_vs_steps" in report["definitions"]
 
   inputs = report["inputs"]
   work_dir = str(tmp_path / "out" / "bench_work")
@@ -210,10 +362,13 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   assert inputs["source_dir"] and inputs["image_size"] == 32
   assert os.path.isfile(os.path.join(work_dir, "logs", "stream_raw-32.log"))
   assert not os.listdir(os.path.join(work_dir, "prepare_timing"))  # Scratch output removed.
+  assert not os.listdir(os.path.join(work_dir, "fit_runs"))
+  assert os.path.isfile(os.path.join(work_dir, "peers", pipeline_methods.PEER_INPUTS))
 
   assert report["table"] in result.stdout  # The tables are printed...
   assert markdown_path.read_text() == report["table"]  # ...and written.
   assert "| stream_jpeg |" in result.stdout and "| train_stream_vs_constant |" in result.stdout
+  assert "| stream_raw / tfds_jpeg |" in result.stdout and "| vae_fact5 |" in result.stdout
   flags_text = (tmp_path / "out" / "bench.flags.txt").read_text()
   assert "--sizes=16,32" in flags_text and "--train_preset=ae_z256" in flags_text
 
@@ -227,6 +382,10 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
     (["--sizes=64", "--batch_size=128"], "--batch_size"),
     (["--prepare_encodings=webp"], "--prepare_encodings"),
     (["--train_preset=vae_big"], "train_preset"),
+    (["--train_presets=ae_z256,vae_big"], "--train_presets"),
+    (["--train_presets=ae_z256,ae_z256"], "--train_presets"),
+    (["--train_images=64", "--batch_size=128"], "--train_images"),
+    (["--train_validation_steps=0"], "train_validation_steps"),
     (["--child_timeout_s=0"], "--child_timeout_s"),
     (["--num_batches=0"], "num_batches"),
 ])
@@ -255,6 +414,10 @@ def test_bad_inputs_exit_1(prepared_data_dir, tmp_path):
   result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
                     f"--output_json={output}", "--sizes=16,500", "--batch_size=8")
   assert_clean_error(result, "--sizes 500", "52 training images", code=1)
+  result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
+                    f"--output_json={output}", "--sizes=16", "--batch_size=8",
+                    "--train_images=64")
+  assert_clean_error(result, "--train_images 64", "52 training images", code=1)
   missing = tmp_path / "nowhere"
   result = run_tool("benchmark_pipeline", f"--data_dir={missing}", f"--output_json={output}")
   assert_clean_error(result, str(missing), "does not exist", code=1)

@@ -12,9 +12,14 @@ method and size in a fresh child process so that each peak RSS is its own:
   stream_jpeg
   jpeg_ceiling    the JPEG bytes in RAM, only decoded and batched: the fastest this machine turns
                   them into pixels.
-It also times the preparation of --prepare_images images with 1 and with all workers, and
-train steps of --train_preset fed from the shards vs from one constant batch. The encodings that
-the data dir lacks are prepared into --work_dir from its source folder (a rerun reuses them).
+  keras_folder    peers a user would pick instead: keras.utils.image_dataset_from_directory over
+  tfds_jpeg       the 178x218 JPEG files, or TFDS-style records of them, each decoded, cropped
+                  and resized (lanczos3) on every pass; streaming's ratio against each.
+It also times the preparation of --prepare_images images with 1 and with all workers, train
+steps of --train_preset fed from the shards vs from one constant batch, and, per preset of
+--train_presets, a fit epoch of --train_images images with the trainer's callbacks vs bare
+train steps. The encodings that the data dir lacks are prepared into --work_dir from its source
+folder, and so are the peers' folders and records (a rerun reuses them).
 
 Writes --output_json (machine, inputs, images/s and peak RSS per method and size, the targets
 with pass/fail, provenance), <output_json stem>.flags.txt beside it and, with --output_markdown,
@@ -26,6 +31,7 @@ give them the RAM, or lower --sizes. --work_dir keeps each child's log.
 from absl import flags
 
 from benchmarks import pipeline_methods
+from benchmarks import training
 from modeling import choices
 from modeling import config as config_lib
 from tools import _cli
@@ -72,10 +78,14 @@ flags.DEFINE_enum("train_preset", "vae_fact5", sorted(config_lib.PRESETS), "Mode
                   "the training check (train steps fed from the shards vs a constant batch).")
 flags.DEFINE_integer("train_steps", 20, "Timed train steps per feeding mode; 0 skips the "
                      "training check.", lower_bound=0)
-flags.DEFINE_integer("train_warmup_steps", 3, "Train steps per mode before timing (the first "
-                     "one traces the step).", lower_bound=1)
+flags.DEFINE_integer("train_warmup_steps", 2, "Train steps per mode before timing (the first "
+                     "one traces the step); also the bare steps' warm-up of --train_presets.",
+                     lower_bound=1)
+flags_benchmark.define_fit_flags(
+    sorted(config_lib.PRESETS), training.PRESETS,
+    ", ".join(f"{k} {v}" for k, v in training.PRESET_IMAGES.items()))
 flags_benchmark.define_child_timeout(3600.0, "a child process (one method at one size, the "
-                                     "preparation, the training check)")
+                                     "preparation, a training check)")
 flags.DEFINE_string("output_markdown", None, "Also write the Markdown tables to this file.")
 flags_benchmark.register_file_path("output_markdown", "pipeline.md")
 flags.adopt_module_key_flags(flags_benchmark)
@@ -142,7 +152,8 @@ def main(argv):
       prepare_images=FLAGS.prepare_images, prepare_encodings=tuple(FLAGS.prepare_encodings),
       prepare_workers=FLAGS.prepare_workers, train_preset=FLAGS.train_preset,
       train_steps=FLAGS.train_steps, train_warmup_steps=FLAGS.train_warmup_steps,
-      child_timeout_s=FLAGS.child_timeout_s)
+      train_presets=tuple(FLAGS.train_presets), train_images=FLAGS.train_images,
+      train_validation_steps=FLAGS.train_validation_steps, child_timeout_s=FLAGS.child_timeout_s)
   # Every folder it writes into is locked from here to the end: a second benchmark writing
   # into one of them is refused at once, not after a long run.
   folders = [locking.file_folder(FLAGS.output_json, "--output_json"),

@@ -1,4 +1,5 @@
-"""Flags that the benchmark tools share (benchmark_pipeline, benchmark_latents), defined once.
+"""Flags that the benchmark tools share (benchmark_pipeline, benchmark_latents), defined once,
+and the pipeline benchmark's training-throughput flags (`define_fit_flags`).
 
 A tool calls the `define_*` functions it needs at import time and then
 `flags.adopt_module_key_flags` on this module so that --helpshort lists them. Names, defaults
@@ -39,3 +40,47 @@ def define_child_timeout(default_s, what):
                      "failed.")
   flags.register_validator("child_timeout_s", lambda value: value > 0,
                            message="--child_timeout_s must be > 0 seconds")
+
+
+def define_fit_flags(presets, default_presets, default_images):
+  """--train_presets, --train_images, --train_validation_steps (training throughput).
+
+  Training throughput as a user sees it: a fit epoch with the trainer's callbacks vs bare train
+  steps, per preset (benchmarks.training).
+
+  Args:
+    presets: every preset name (the choices).
+    default_presets: the presets measured by default.
+    default_images: the default epoch lengths, in words for --train_images' help.
+  """
+  flags.DEFINE_list("train_presets", list(default_presets), "Model presets whose training "
+                    "throughput is measured (comma list of " + ", ".join(presets) + "; empty "
+                    "skips it): images/s of epoch 2 of a 2-epoch fit with the trainer's "
+                    "callbacks over images/s of bare train steps on one fixed batch. One child "
+                    "process per preset; 'fit_vs_steps' in the report's definitions.")
+  flags.DEFINE_integer("train_images", None, "Training images per epoch of that measurement, "
+                       "for every preset (whole batches of --batch_size); default: per preset, "
+                       "15 to 20 s of steps on a 2-core CPU (" + default_images + "), capped "
+                       "at the data dir's training images. The ratio depends on the epoch's "
+                       "length: see per_epoch_seconds in the report's definitions.",
+                       lower_bound=1)
+  flags.DEFINE_integer("train_validation_steps", 1, "Validation batches per epoch of that "
+                       "measurement (timed apart from the ratio's epoch time).", lower_bound=1)
+
+  def check_presets(values):
+    unknown = [v for v in values or [] if v not in presets]
+    if unknown:
+      raise flags.ValidationError(f"--train_presets: unknown value(s) {', '.join(unknown)}; "
+                                  f"choose from {', '.join(presets)}")
+    if len(set(values)) != len(values):
+      raise flags.ValidationError(f"--train_presets lists a value twice: {','.join(values)}")
+    return True
+
+  def check_images(f):
+    if f["train_images"] and f["batch_size"] and f["train_images"] < f["batch_size"]:
+      raise flags.ValidationError(f"--train_images {f['train_images']} is smaller than "
+                                  f"--batch_size {f['batch_size']}; an epoch needs a whole batch")
+    return True
+
+  flags.register_validator("train_presets", check_presets)
+  flags.register_multi_flags_validator(["train_images", "batch_size"], check_images)
