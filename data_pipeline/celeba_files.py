@@ -167,7 +167,8 @@ class ImageStore:
     if self.kind == "folder":
       return self.path + os.sep
     inner = f"{self.member}:" if self.member else ""
-    return f"{self.path}:{inner}{self.prefix}"
+    where = f"{inner}{self.prefix}".rstrip(":")
+    return f"{self.path}:{where}" if where else self.path
 
   def open_zip(self):
     """The zip holding the images (a fresh ZipFile: one per process)."""

@@ -453,14 +453,16 @@ def _drive_pool(pool, tasks, num_workers, counter, make_bar, on_done):
 
 
 def _summarize_skipped(skipped, total):
-  if not skipped:
+  # Images missing from a partial download were announced before the work (_warn_if_partial).
+  if not skipped or all(item.get("shard") is None and item["kind"] == "missing"
+                        for item in skipped):
     return
   kinds = collections.Counter(item["kind"] for item in skipped)
   detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
   examples = ", ".join(item["file_name"] for item in skipped[:3])
-  logging.warning("skipped %d of %d source images (%s), e.g. %s; every one is listed with its "
+  logging.warning("skipped %s of %s source images (%s), e.g. %s; every one is listed with its "
                   "reason in %s (counts under \"skipped_summary\" in manifest.json)",
-                  len(skipped), total, detail, examples, SKIPPED_FILE)
+                  f"{len(skipped):,}", f"{total:,}", detail, examples, SKIPPED_FILE)
 
 
 def _missing_from_download(source, settings):

@@ -107,6 +107,7 @@ def test_prepare_log_names_the_layout_and_files(real_dir, subset, tmp_path):
   assert f"partition: {path}:list_eval_partition.csv" in result.stderr
   assert f"attributes: {path}:list_attr_celeba.csv" in result.stderr
   assert f"images: {path}:img_align_celeba/img_align_celeba/" in result.stderr
+  assert "recognised" in result.stderr and f"{path}:\n" not in result.stderr
 
 
 def test_real_pixels_match_a_pil_crop_and_lanczos_resize(real_dir, real_96):
@@ -155,6 +156,9 @@ def test_partial_download_is_planned_from_the_images_present(real_dir, real_96, 
     manifest = _prepare(source_dir, tmp_path / "out", image_size=96, num_workers=2)
   warnings = [r.getMessage() for r in caplog.records if "partial download" in r.getMessage()]
   assert len(warnings) == 1 and "4,500 of 202,599 listed images are present" in warnings[0]
+  # One warning, not a second one about the same 198,099 missing images.
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING and
+              r.getMessage().startswith("skipped")]
   # The same shards as the complete sample: planned from the files present, not from the list.
   assert _shard_hashes(manifest) == _shard_hashes(dp.read_manifest(real_96))
   manifest_bytes = os.path.getsize(tmp_path / "out" / "manifest.json")
