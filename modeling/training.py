@@ -214,6 +214,8 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     if initial_epoch:
       devices.copy_variables_from_chief(strategy, model.variables + model.optimizer.variables)
   backup.restored_epoch = initial_epoch
+  if initial_epoch:
+    logging.info("%s: resuming from its last backup, after epoch %d", run.root, initial_epoch)
 
   # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
   # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next

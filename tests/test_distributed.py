@@ -226,7 +226,7 @@ def test_mirrored_trainer_fed_by_the_service_tool_then_resumed_locally(prepared_
   # Same run, more epochs, shards read here: resumes after the backed-up epoch.
   second = run_tool("train_ae", *common, "--epochs=2", timeout=TIMEOUT_S)
   assert second.returncode == 0, second.stderr
-  assert "resuming from its last backup" in second.stderr
+  assert "resuming from its last backup, after epoch 1" in second.stderr
   rows = _history(model_dir)
   assert [row["epoch"] for row in rows] == ["0", "1"]
   assert all(math.isfinite(float(row["loss"])) for row in rows)
@@ -277,7 +277,7 @@ def test_two_workers_train_and_resume_with_multi_worker_mirrored(prepared_data_d
   # the chief's backup, at the chief's epoch, with the chief's weights and optimizer state.
   shutil.rmtree(os.path.join(other, "backup"))
   texts = _run_cluster(prepared_data_dir, tmp_path, epochs=2)
-  assert all("resuming from its last backup" in text for text in texts)
+  assert all("resuming from its last backup, after epoch 1" in text for text in texts)
   assert all("Epoch 2/2" in text and "Epoch 1/2" not in text for text in texts), texts
   assert ("this worker's backup is at epoch 0, the chief's at epoch 1: every worker resumes "
           "from the chief's") in texts[1]

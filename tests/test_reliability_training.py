@@ -85,7 +85,8 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(prepared_data_dir, tmp_
 
   resumed = run_tool("train_ae", *args)
   assert resumed.returncode == 0, resumed.stderr
-  assert "holds this run already: resuming from its last backup" in resumed.stderr
+  assert "holds this run already" in resumed.stderr
+  assert f"resuming from its last backup, after epoch {killed_at}" in resumed.stderr
   # Keras counts epochs from 1: the rerun starts at the interrupted epoch.
   assert re.findall(r"Epoch (\d+)/6", resumed.stdout) == [str(e + 1) for e in
                                                           range(killed_at, 6)]
@@ -139,7 +140,10 @@ def test_corrupt_shard_fails_with_its_name_then_skip_corrupt_resumes(prepared_da
   assert skipped.returncode == 0, skipped.stderr
   # The same run (--skip_corrupt is not part of its identity), now on 52 - 12 records, and
   # every epoch says so.
-  assert "resuming from its last backup" in skipped.stderr
+  # The failed run completed no epoch, so this one starts at epoch 1.
+  assert "holds this run already" in skipped.stderr
+  assert "resuming from its last backup" not in skipped.stderr
+  assert re.findall(r"Epoch (\d+)/2", skipped.stdout) == ["1", "2"]
   lost = f"skip_corrupt: shard {shard}: read 1 of 13 records, 12 lost to damaged data"
   assert skipped.stderr.count(lost) == 2, skipped.stderr
   assert skipped.stderr.count("read 40 of 52 records, 12 lost") == 2

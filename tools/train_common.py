@@ -187,13 +187,9 @@ def _run_training_locked(kind):
                 data_service_mode=FLAGS.data_service_mode if FLAGS.data_service else None)
   provenance.atomic_write_json(run.manifest, record)
   if resuming:
-    done = callbacks.Backup.saved_epoch(run.backup)
-    if done:
-      logging.info("%s holds this run already: resuming after epoch %d from its backup",
-                   run.root, done)
-    else:
-      logging.info("%s holds this run already, but no epoch of it was completed: starting "
-                   "from epoch 1", run.root)
+    # Which epoch the run resumes after is known only once its backup is loaded (in a
+    # multi-worker run, the chief's): modeling.training logs it then.
+    logging.info("%s holds this run already", run.root)
     # A history damaged some other way (a second trainer before the lock, a full disk) is
     # repaired to the backup's epochs rather than stopping the run.
     callbacks.Backup.repair_history(run.backup, run.history)
