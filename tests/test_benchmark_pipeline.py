@@ -134,59 +134,128 @@ def test_peer_ratios():
 def _fit_row(preset, ratio, **overrides):
   row = {"preset": preset, "images": 1024, "batch_size": 128, "fit_images_per_s": 95.0,
          "bare_images_per_s": 100.0, "ratio": ratio, "ratio_with_validation": 0.9,
-         "steps_ratio": 0.99, "first_batch_seconds": 1.3, "per_epoch_seconds": 0.4,
-         "peak_rss_mb": 2100.0}
+         "steps_ratio": 0.99, "steady_step_seconds": 0.95,
+         "first_batch_seconds_per_epoch": [4.12, 0.94, 0.9, 1.04], "epoch_start_vs_step": 1.1,
+         "per_epoch_seconds": 0.4, "peak_rss_mb": 2100.0}
   row.update(overrides)
   return row
 
 
+def _epoch(first_batch, steady_step=0.95, steps=10, end=0.2, validation=1.0):
+  """One epoch's seconds for fit_bench.ratios.
+
+  Its start and first batch take `first_batch` s, then `steps` - 1 steady steps, `end` s of
+  callbacks and `validation` s.
+  """
+  steps_seconds = first_batch + (steps - 1) * steady_step
+  return {"epoch": steps_seconds + end + validation, "validation": validation,
+          "first_batch": first_batch, "steps": steps_seconds}
+
+
 def test_fit_ratios():
-  # 10 batches of 100 images at a steady 0.95 s; the epoch's start adds 0.3 s to the first
-  # batch, its end 0.2 s of callbacks; then 1 s of validation.
-  seconds = {"epoch": 11.0, "validation": 1.0, "first_batch": 1.25, "steps": 9.8}
-  r = fit_bench.ratios(1000, 10, seconds, 100.0)
+  # 10 batches of 100 images at a steady 0.95 s; each epoch's start adds 0.3 s to its first
+  # batch, its end 0.2 s of callbacks; then 1 s of validation. Epoch 1 (tracing) is slow and
+  # counts in no rate.
+  epochs = [_epoch(30.0, steady_step=3.0), _epoch(1.25), _epoch(1.25), _epoch(1.25)]
+  r = fit_bench.ratios(1000, 10, epochs, 100.0)
   assert r["fit_images_per_s"] == pytest.approx(100.0)
   assert r["ratio"] == pytest.approx(1.0)
   assert r["ratio_with_validation"] == pytest.approx(1000 / 11 / 100)
   assert r["steps_ratio"] == pytest.approx(100 / 0.95 / 100)
+  assert r["steady_step_seconds"] == pytest.approx(0.95)
   assert r["per_epoch_seconds"] == pytest.approx(0.5)
+  assert r["first_batch_seconds_per_epoch"] == [30.0, 1.25, 1.25, 1.25]
+  assert r["epoch_start_vs_step"] == pytest.approx(1.25 / 0.95)
+  # The timed epochs' totals: one with slower steps weighs by its seconds.
+  slow = fit_bench.ratios(1000, 10, epochs[:3] + [_epoch(1.25, steady_step=1.95)], 100.0)
+  assert slow["fit_images_per_s"] == pytest.approx(3000 / 39.0)
+  assert slow["steady_step_seconds"] == pytest.approx((0.95 + 0.95 + 1.95) / 3)
   # Bare steps 10 % faster: below the 0.95 target.
-  assert fit_bench.ratios(1000, 10, seconds, 110.0)["ratio"] == pytest.approx(100 / 110)
-  unknown = fit_bench.ratios(1000, 10, seconds, None)
+  assert fit_bench.ratios(1000, 10, epochs, 110.0)["ratio"] == pytest.approx(100 / 110)
+  unknown = fit_bench.ratios(1000, 10, epochs, None)
   assert unknown["ratio"] is None and unknown["steps_ratio"] is None
-  # One batch has no steady rate to project from.
-  one = fit_bench.ratios(100, 1, {"epoch": 2.0, "validation": 0.5, "first_batch": 1.25,
-                                  "steps": 1.25}, 100.0)
+  assert unknown["epoch_start_vs_step"] == pytest.approx(1.25 / 0.95)  # Needs no bare rate.
+  # One batch per epoch has no steady step to project from or to compare a first batch with.
+  one = fit_bench.ratios(100, 1, [_epoch(1.25, steps=1, end=0.25, validation=0.5)] * 3, 100.0)
   assert one["ratio"] == pytest.approx(100 / 1.5 / 100)
   assert one["steps_ratio"] is None and one["per_epoch_seconds"] is None
+  assert one["steady_step_seconds"] is None and one["epoch_start_vs_step"] is None
+  assert one["first_batch_seconds_per_epoch"] == [1.25] * 3
+  # Epoch 1 alone: nothing timed.
+  alone = fit_bench.ratios(1000, 10, epochs[:1], 100.0)
+  assert alone["ratio"] is None and alone["epoch_start_vs_step"] is None
+  assert alone["first_batch_seconds_per_epoch"] == [30.0]
+
+
+def test_epoch_start_stall():
+  # TensorFlow 2.21's stall with autotuning on: 15 s more before epoch 2's first step (1 s).
+  stalled = [_epoch(9.0, 1.0), _epoch(16.0, 1.0), _epoch(1.25, 1.0), _epoch(1.0, 1.0)]
+  r = fit_bench.ratios(1000, 10, stalled, 100.0)
+  assert r["epoch_start_vs_step"] == pytest.approx(16.0)
+  # A later epoch's stall counts as much as epoch 2's; epoch 1's tracing not at all.
+  late = fit_bench.ratios(1000, 10, [_epoch(30.0, 1.0), _epoch(1.25, 1.0), _epoch(1.0, 1.0),
+                                     _epoch(15.5, 1.0)], 100.0)
+  assert late["epoch_start_vs_step"] == pytest.approx(15.5)
+  clean = fit_bench.ratios(1000, 10, [_epoch(30.0, 1.0), _epoch(1.25, 1.0), _epoch(2.0, 1.0),
+                                      _epoch(1.5, 1.0)], 100.0)
+  assert clean["epoch_start_vs_step"] == pytest.approx(2.0)  # Exactly the threshold.
+  rows = [_fit_row("ae_z256", 1.0, epoch_start_vs_step=r["epoch_start_vs_step"]),
+          _fit_row("ae_z1600", 1.0, epoch_start_vs_step=late["epoch_start_vs_step"]),
+          _fit_row("vae_fact5", 1.0, epoch_start_vs_step=clean["epoch_start_vs_step"]),
+          _fit_row("other", 1.0, epoch_start_vs_step=2.01)]
+  targets = {t["name"]: t for t in fit_bench.evaluate_targets(rows)}
+  assert targets["epoch_start:ae_z256"]["passed"] is False
+  assert targets["epoch_start:ae_z1600"]["passed"] is False
+  assert targets["epoch_start:vae_fact5"]["passed"] is True  # At most the threshold passes.
+  assert targets["epoch_start:other"]["passed"] is False
+  assert targets["epoch_start:ae_z256"]["value"] == pytest.approx(16.0)
+  assert all(targets[f"epoch_start:{p}"]["threshold"] == fit_bench.EPOCH_START_VS_STEP == 2.0
+             for p in ("ae_z256", "ae_z1600", "vae_fact5", "other"))
+  assert "at most 2" in targets["epoch_start:vae_fact5"]["description"]
+  # Unknown (one batch per epoch, or a row without the field): not measured.
+  for row in (_fit_row("ae_z256", 1.0, epoch_start_vs_step=None),
+              {"preset": "ae_z256", "ratio": 1.0}):
+    [_, target] = fit_bench.evaluate_targets([row])
+    assert target["name"] == "epoch_start:ae_z256"
+    assert target["value"] is None and target["passed"] is None
 
 
 def test_epoch_images():
   # The preset's default, capped at the data's training images, in whole batches.
   assert fit_bench.epoch_images("ae_z256", None, 100000, 128) == fit_bench.PRESET_IMAGES["ae_z256"]
-  assert fit_bench.epoch_images("vae_fact5", None, 1000, 128) == 896
+  assert fit_bench.epoch_images("vae_fact5", None, 500, 128) == 384  # Default 640, capped.
   assert fit_bench.epoch_images("some_preset", None, 100000, 100) == 1000  # 1,024 in batches.
   assert fit_bench.epoch_images("vae_fact5", 300, 3420, 128) == 256  # As asked, whole batches.
   assert fit_bench.epoch_images("vae_fact5", None, 100, 128) == 0
 
 
 def test_fit_targets_and_table():
-  rows = [_fit_row("ae_z256", 0.95), _fit_row("ae_z1600", 0.949),
-          _fit_row("vae_fact5", None, fit_images_per_s=None)]
+  rows = [_fit_row("ae_z256", 0.95), _fit_row("ae_z1600", 0.949, epoch_start_vs_step=15.8),
+          _fit_row("vae_fact5", None, fit_images_per_s=None, steady_step_seconds=None,
+                   first_batch_seconds_per_epoch=[], epoch_start_vs_step=None)]
   targets = {t["name"]: t for t in fit_bench.evaluate_targets(rows)}
-  assert set(targets) == {"fit_vs_steps:ae_z256", "fit_vs_steps:ae_z1600",
-                          "fit_vs_steps:vae_fact5"}
+  assert set(targets) == {f"{name}:{preset}" for name in ("fit_vs_steps", "epoch_start")
+                          for preset in ("ae_z256", "ae_z1600", "vae_fact5")}
   assert targets["fit_vs_steps:ae_z256"]["passed"] is True  # Exactly the threshold.
   assert targets["fit_vs_steps:ae_z1600"]["passed"] is False
   assert targets["fit_vs_steps:vae_fact5"]["passed"] is None
-  assert all(t["threshold"] == fit_bench.FIT_VS_STEPS == 0.95 for t in targets.values())
+  assert all(t["threshold"] == fit_bench.FIT_VS_STEPS == 0.95 for name, t in targets.items()
+             if name.startswith("fit_vs_steps:"))
+  assert targets["epoch_start:ae_z256"]["passed"] is True
+  assert targets["epoch_start:ae_z1600"]["passed"] is False
+  assert targets["epoch_start:vae_fact5"]["passed"] is None
   lines = fit_bench.markdown_lines(rows)
   table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+  assert table["preset"].endswith("| steady step s | first batch s, epochs 1-4 | per-epoch s | "
+                                  "peak RSS MB |")
   assert table["ae_z256"] == ("| ae_z256 | 1,024 | 95.0 | 100.0 | 0.950 | pass | 0.900 | 0.990 "
-                              "| 1.30 | 0.40 | 2,100 |")
+                              "| 0.95 | 4.1 / 0.9 / 0.9 / 1.0 | 0.40 | 2,100 |")
   assert "| 0.949 | FAIL |" in table["ae_z1600"]
   assert table["vae_fact5"].startswith("| vae_fact5 | 1,024 | n/a | 100.0 | n/a | not measured |")
+  assert "| n/a | n/a | 0.40 |" in table["vae_fact5"]
+  assert all(line.count("|") == 13 for line in lines if line.startswith("|"))
   assert "(batch 128, validation time excluded)" in lines[1]
+  assert "epochs 2 to 4 of 4" in lines[1]
   assert fit_bench.markdown_lines([]) == []
 
 
@@ -233,6 +302,8 @@ def test_markdown_lists_every_method_and_target():
   assert rows["raw_vs_keras_folder@100"] == "| raw_vs_keras_folder@100 | 0.950 | 1 | FAIL |"
   assert rows["fit_vs_steps:ae_z256"] == "| fit_vs_steps:ae_z256 | 0.970 | 0.95 | pass |"
   assert rows["fit_vs_steps:vae_fact5"] == "| fit_vs_steps:vae_fact5 | 0.500 | 0.95 | FAIL |"
+  assert rows["epoch_start:ae_z256"] == "| epoch_start:ae_z256 | 1.100 | 2 | pass |"
+  assert "| 4.1 / 0.9 / 0.9 / 1.0 |" in rows["vae_fact5"]
   assert "| 0.970 | pass |" in rows["ae_z256"] and "| 0.500 | FAIL |" in rows["vae_fact5"]
   # A method missing at one size reads n/a, and without preparation or training no such block.
   report.update(results=[r for r in results if (r["method"], r["size"]) != ("stream_png", LARGE)],
@@ -305,7 +376,7 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   """The real tool on the 32x32 fixture: every method at 16 and 32 images, and all the rest.
 
   20 child processes (preparation, the peers' inputs, 8 methods x 2 sizes, the training check,
-  one preset's fit epoch), each loading TensorFlow: 90 to 110 s on 2 cores. All methods at two
+  one preset's 4-epoch fit), each loading TensorFlow: 90 to 110 s on 2 cores. All methods at two
   sizes are kept because the memory-growth columns and targets need both sizes; the
   preparation is timed for jpeg only (1 and 2 workers) and the fit measured for one preset,
   to save time.
@@ -351,9 +422,17 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   [fit] = report["fit_throughput"]
   assert fit["preset"] == "vae_fact5" and fit["images"] == 16 and fit["steps"] == 2
   assert fit["validation_steps"] == 1 and fit["peak_rss_mb"] > 0
+  assert fit["epochs"] == fit_bench.EPOCHS == 4 and fit["bare_steps"] == 3 * 2
   assert fit["fit_images_per_s"] > 0 and fit["bare_images_per_s"] > 0 and fit["ratio"] > 0
-  assert fit["epoch_seconds"] > fit["validation_seconds"] > 0
+  for total, validation, first, steps in zip(
+      fit["epoch_seconds_per_epoch"], fit["validation_seconds_per_epoch"],
+      fit["first_batch_seconds_per_epoch"], fit["steps_seconds_per_epoch"], strict=True):
+    assert total > validation > 0 and total > steps > first > 0
+  assert len(fit["first_batch_seconds_per_epoch"]) == 4
+  assert fit["steady_step_seconds"] > 0 and fit["epoch_start_vs_step"] > 0
+  assert "epoch_start:vae_fact5" in names
   assert "fit_throughput.fit_vs_steps" in report["definitions"]
+  assert "fit_throughput.epoch_start_vs_step" in report["definitions"]
 
   inputs = report["inputs"]
   work_dir = str(tmp_path / "out" / "bench_work")

@@ -55,14 +55,16 @@ def define_fit_flags(presets, default_presets, default_images):
   """
   flags.DEFINE_list("train_presets", list(default_presets), "Model presets whose training "
                     "throughput is measured (comma list of " + ", ".join(presets) + "; empty "
-                    "skips it): images/s of epoch 2 of a 2-epoch fit with the trainer's "
-                    "callbacks over images/s of bare train steps on one fixed batch. One child "
-                    "process per preset; 'fit_vs_steps' in the report's definitions.")
+                    "skips it): images/s of epochs 2 to 4 of a 4-epoch fit with the trainer's "
+                    "callbacks over images/s of bare train steps on one fixed batch, and every "
+                    "epoch's first batch over a steady step. One child process per preset; "
+                    "'fit_vs_steps' and 'epoch_start_vs_step' in the report's definitions.")
   flags.DEFINE_integer("train_images", None, "Training images per epoch of that measurement, "
-                       "for every preset (whole batches of --batch_size); default: per preset, "
-                       "15 to 20 s of steps on a 2-core CPU (" + default_images + "), capped "
-                       "at the data dir's training images. The ratio depends on the epoch's "
-                       "length: see per_epoch_seconds in the report's definitions.",
+                       "for every preset (whole batches of --batch_size; 2 or more give a steady "
+                       "step); default: per preset, 10 to 15 s of steps on a 2-core CPU ("
+                       + default_images + "), capped at the data dir's training images. The "
+                       "ratio depends on the epoch's length: see per_epoch_seconds in the "
+                       "report's definitions.",
                        lower_bound=1)
   flags.DEFINE_integer("train_validation_steps", 1, "Validation batches per epoch of that "
                        "measurement (timed apart from the ratio's epoch time).", lower_bound=1)
