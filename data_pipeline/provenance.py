@@ -48,6 +48,10 @@ def command_line():
   return " ".join(shlex.quote(arg) for arg in head + sys.argv[1:])
 
 
+# Environment variables that change which kernels TensorFlow runs, hence the last digits.
+_TF_ENV = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS")
+
+
 def describe_run(seed=None, inputs=None):
   """The common provenance block: inputs (path -> sha256), seed, versions, command line."""
   return {
@@ -56,6 +60,8 @@ def describe_run(seed=None, inputs=None):
       "versions": library_versions(),
       "command_line": command_line(),
       "platform": platform.platform(),
+      # TensorFlow's CPU kernels (modeling/tf_env.py): float rounding differs with the choice.
+      "tensorflow_env": {name: os.environ.get(name) for name in _TF_ENV},
   }
 
 

@@ -26,6 +26,12 @@ import os
 
 import pytest
 
+from modeling import tf_env
+
+# The tools run with oneDNN's CPU kernels (tools/__init__.py); so do the tests that call the
+# libraries in this process, so that numbers compared with a tool's agree.
+tf_env.enable_onednn()
+
 SYNTHETIC_IMAGES = 64
 SYNTHETIC_SEED = 0
 
