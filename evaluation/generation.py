@@ -182,12 +182,22 @@ def fitted_group(fit, num_grid, num_metric, seed):
                       {"fit": fit.settings, "notes": list(fit.notes)})
 
 
-def interpolate_group(face_z, steps, num_grid_pairs):
-  """Straight lines between test faces 2i and 2i+1; the grid shows the first pairs."""
+def interpolate_group(face_z, steps, num_grid_pairs, num_metric=None):
+  """Straight lines between test faces 2i and 2i+1; the grid shows the first pairs.
+
+  Args:
+    face_z: z-points [N, dim] of test images.
+    steps: points per line, both ends included.
+    num_grid_pairs: lines shown in the grid.
+    num_metric: about this many points measured (num_metric // steps lines, at least the
+      grid's), like the other samplers' settings; None: every pair of face_z.
+  """
   pairs = len(face_z) // 2
   if pairs < 1:
     raise EvaluationError("interpolation needs at least 2 test images; the test split has "
                           f"{len(face_z)}")
+  if num_metric is not None:
+    pairs = min(pairs, max(num_grid_pairs, num_metric // steps))
   lines = samplers.interpolate(face_z[0:2 * pairs:2], face_z[1:2 * pairs:2], steps)
   shown = min(num_grid_pairs, pairs)
   return Group("interpolate", "interpolate",
@@ -652,7 +662,7 @@ def build_groups(options, dim, inputs):
       groups.append(fitted_group(fit, n, m, seed))
     elif sampler == "interpolate":
       groups.append(interpolate_group(inputs.test_z, options.interpolation_steps,
-                                      options.interpolation_pairs))
+                                      options.interpolation_pairs, m))
     elif sampler == "attribute":
       if inputs.attribute_z is None or options.attribute_index is None:
         raise EvaluationError("sampler attribute needs z-points with CelebA attributes")

@@ -50,6 +50,17 @@ def _real_inputs(n_fit=120, n_test=12, seed=0):
                            test_z=test_z)
 
 
+def test_interpolation_measures_about_num_metric_images_points():
+  face_z = np.random.default_rng(0).standard_normal((100, Z_DIM))
+  capped = generation.interpolate_group(face_z, 8, 4, num_metric=200)
+  assert [len(rows) for rows in capped.settings.values()] == [200]  # 25 of the 50 pairs.
+  assert capped.params["num_pairs"] == 25 and len(capped.grid_rows) == 4 * 8
+  # Never fewer lines than the grid shows, never more than the faces give.
+  assert generation.interpolate_group(face_z, 8, 4, num_metric=16).params["num_pairs"] == 4
+  assert generation.interpolate_group(face_z, 8, 4, num_metric=10**6).params["num_pairs"] == 50
+  assert generation.interpolate_group(face_z, 8, 4).params["num_pairs"] == 50
+
+
 def test_every_sampler_gives_grids_and_records_deterministically(ae):
   decode, encode = _fns(ae)
   options = generation.Options(samplers=generation.SAMPLERS, num_images=5, num_metric_images=40,

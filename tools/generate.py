@@ -65,7 +65,9 @@ flags.DEFINE_list("attribute_scales", ["-2", "-1", "0", "1", "2"], "Multiples of
                   "vector added to the test faces (0 = plain reconstruction).")
 flags.DEFINE_integer("interpolation_steps", 8, "Points per interpolation line, both ends "
                      "included.", lower_bound=2, upper_bound=64)
-flags.DEFINE_integer("interpolation_pairs", 4, "Interpolation lines shown in the grid.",
+flags.DEFINE_integer("interpolation_pairs", 4, "Interpolation lines shown in the grid; "
+                     "num_metric_images // interpolation_steps lines (at least these) are "
+                     "measured.",
                      lower_bound=1)
 flags.DEFINE_integer("attribute_faces", 6, "Test faces shown in the attribute grid.",
                      lower_bound=1)
