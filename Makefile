@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Demo knobs: point WORKSPACE/CELEBA_DIR elsewhere and scale IMAGES/EPOCHS up for real runs.
 WORKSPACE ?= workspace
 IMAGES ?= 2000
-EPOCHS ?= 3
+EPOCHS ?= 2
 CELEBA_DIR ?=
 # More tools.demo flags, e.g. DEMO_FLAGS=--upsampling_variant (claim 12 of the report).
 DEMO_FLAGS ?=

@@ -1,6 +1,6 @@
 """The main job end to end: synthetic (or real) faces -> shards -> AE + VAE -> evaluation -> report.
 
-    python -m tools.demo --workspace workspace --num_images 2000 --epochs 3
+    python -m tools.demo --workspace workspace --num_images 2000 --epochs 2
     python -m tools.demo --workspace ws_celeba --celeba_dir /data/celeba --epochs 24 --num_images 0
 
 Each step runs as its own tool process, exactly as a user would type it, and the report lists
@@ -29,7 +29,7 @@ flags.DEFINE_string("celeba_dir", None,
 flags.DEFINE_integer("num_images", 2000,
                      "Synthetic faces to generate, or with --celeba_dir the images to prepare "
                      "(0 = all).", lower_bound=0)
-flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
+flags.DEFINE_integer("epochs", 2, "Training epochs of each model.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_bound=1)
 flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
 flags_data.define_seed("Seed of every step.")
