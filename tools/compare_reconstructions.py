@@ -80,7 +80,8 @@ def main(argv):
     logging.info("%s (%s): PSNR %.2f +- %.2f dB, SSIM %.3f +- %.3f, %s loss %.1f per image, "
                  "face rate %s", name, stats["kind"], stats["psnr"]["mean"] or float("inf"),
                  stats["psnr"]["std"] or 0.0, stats["ssim"]["mean"], stats["ssim"]["std"],
-                 stats["loss"], stats["reconstruction_loss"]["mean"], stats["face_rate"])
+                 stats["loss"], stats["reconstruction_loss"]["mean"],
+                 "n/a" if stats["face_rate"] is None else f"{stats['face_rate']:.2f}")
   logging.info("wrote %s and reconstruction.json to %s", ", ".join(files), FLAGS.output_dir)
 
 
