@@ -603,20 +603,15 @@ def _train_steps(model, iterator, steps):
 def _compiled_model(model_config, precision, xla, seed):
   """A fresh model at `precision` (its layers take the global policy now), compiled."""
   # pylint: disable=g-import-not-at-top
-  import keras
   from modeling import devices
   from modeling import training
   # pylint: enable=g-import-not-at-top
-  devices.set_precision(PRECISION_MODES[precision])
+  train_config = training.TrainConfig(mixed_precision=PRECISION_MODES[precision],
+                                      jit_compile=xla, seed=seed)
+  devices.set_precision(train_config.mixed_precision)
   devices.set_seed(seed)
   with devices.make_strategy("default").scope():
-    model = training.build_model(model_config, sampling_seed=seed)
-    optimizer = keras.optimizers.Adam(learning_rate=training.TrainConfig().learning_rate)
-    if precision == "fp16":
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # As modeling.training.
-    model.compile(optimizer=optimizer, jit_compile=xla)
-    model.build((None, model_config.image_size, model_config.image_size, 3))
-    model.optimizer.build(model.trainable_variables)
+    model = training.compiled_model(model_config, train_config)  # As the trainers build it.
   model.make_train_function()
   return model
 

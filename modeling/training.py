@@ -111,6 +111,25 @@ def build_model(model_config, sampling_seed=None):
              kl_factor=model_config.kl_factor, sampling_seed=sampling_seed, name="vae")
 
 
+def compiled_model(model_config, train_config):
+  """build_model, compiled with Adam as train_config says and built (weights and optimizer).
+
+  Call under the strategy's scope, after devices.set_precision(train_config.mixed_precision)
+  (the layers take the global policy when they are made).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  model = build_model(model_config, sampling_seed=train_config.seed)
+  optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
+  if train_config.mixed_precision == "fp16":
+    # float16 gradients underflow without loss scaling; the optimizer scales dynamically.
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  model.compile(optimizer=optimizer, jit_compile=train_config.jit_compile)
+  model.build((None, model_config.image_size, model_config.image_size, 3))
+  # Built now, so that a backup's optimizer state has variables to load into.
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
 def without_autotuning(dataset):
   """`dataset` with tf.data's autotuning off (None stays None), for Keras' fit.
 
@@ -215,15 +234,7 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   backup = callbacks_lib.Backup(run.backup, run.history,
                                 save_freq=train_config.backup_every_steps or "epoch")
   with strategy.scope():
-    model = build_model(model_config, sampling_seed=train_config.seed)
-    optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
-    if train_config.mixed_precision == "fp16":
-      # float16 gradients underflow without loss scaling; the optimizer scales dynamically.
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, jit_compile=train_config.jit_compile)
-    model.build((None, model_config.image_size, model_config.image_size, 3))
-    # Built now, so that a backup's optimizer state has variables to load into.
-    model.optimizer.build(model.trainable_variables)
+    model = compiled_model(model_config, train_config)
   # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
   # scope would be collective broadcasts that only the chief runs.
   if multi_worker and not devices.cluster_task().is_chief:
