@@ -10,6 +10,7 @@ import pytest
 from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as tfds_celeb_a
 
 from data_pipeline import attributes
+from data_pipeline import locking
 from data_pipeline import synthetic
 from data_pipeline.synthetic import faces
 from data_pipeline.errors import DataError
@@ -195,6 +196,23 @@ def test_refuses_foreign_or_other_seed_dirs_unless_overwrite(tmp_path):
     synthetic.write_synthetic_celeba(foreign / "notes.txt", 4)
   with pytest.raises(ValueError, match="num_images"):
     synthetic.write_synthetic_celeba(tmp_path / "none", 0)
+
+
+def test_one_writer_at_a_time_and_a_killed_writer_s_lock_does_not_block(tmp_path):
+  output_dir = tmp_path / "faces"
+  with locking.output_dir(str(output_dir), "make_synthetic_faces", "--output_dir"):
+    with pytest.raises(DataError, match=rf"^--output_dir {output_dir} is being written by "
+                       rf"another make_synthetic_faces process \(pid {os.getpid()}\); wait for "
+                       "it to finish, or choose another --output_dir$"):
+      synthetic.write_synthetic_celeba(output_dir, 4, seed=1)
+    assert os.listdir(output_dir) == [locking.OUTPUT_LOCK_FILE]  # Nothing written.
+  # The lock file of a killed writer (no process holds it): taken over, and gone at the end.
+  output_dir.mkdir()
+  (output_dir / locking.OUTPUT_LOCK_FILE).write_text("999999999 make_synthetic_faces\n")
+  summary = synthetic.write_synthetic_celeba(output_dir, 4, seed=1)
+  assert summary["rendered"] == 4
+  assert sorted(os.listdir(output_dir)) == sorted([attributes.IMAGE_DIR, synthetic.METADATA_FILE,
+                                                   *_TEXT_FILES])
 
 
 def _plain_factors():

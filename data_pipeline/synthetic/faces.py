@@ -23,6 +23,12 @@ files are written atomically, and synthetic.json says "complete" only after ever
 place. Rerunning the same call on a complete output is a quick no-op, and on an interrupted one
 renders only the missing images.
 
+One writer at a time: the output dir is locked (OUTPUT_DIR/.lock, data_pipeline.locking) from
+before anything there is read or changed until synthetic.json is complete; a second call on the
+same dir, in this process or another, gets a one-line DataError naming the holder's pid. The lock
+file goes when the call ends; one left by a killed writer does not block (the kernel dropped its
+lock).
+
 This module imports NumPy and PIL only (no TensorFlow), so tools and tests load it fast.
 """
 
@@ -39,6 +45,7 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from data_pipeline import locking
 from data_pipeline import provenance
 from data_pipeline.attributes import ATTRIBUTE_FILE
 from data_pipeline.attributes import ATTRIBUTE_NAMES
@@ -164,9 +171,7 @@ def _remove_stale(image_dir, keep_names):
 
 
 def _check_output_dir(output_dir, previous, seed, overwrite):
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise DataError(f"output dir {output_dir} is a file; pass a directory path")
-  if overwrite or not _listdir(output_dir):
+  if overwrite or not set(_listdir(output_dir)) - {locking.OUTPUT_LOCK_FILE}:
     return
   if previous is None:
     raise DataError(f"output dir {output_dir} is not empty and holds no synthetic faces "
@@ -268,7 +273,9 @@ def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_q
     already complete), images_sha256 (digest over all image files in order), elapsed_s.
 
   Raises:
-    DataError: the output dir is a file, or holds something other than this seed's faces.
+    DataError: the output dir is a file, cannot be created or written into, is being written by
+      another process (or another call in this one), or holds something other than this seed's
+      faces.
     ValueError: an argument is out of range.
   """
   start_time = time.perf_counter()
@@ -283,6 +290,18 @@ def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_q
     raise ValueError(f"num_workers must be >= 1, got {num_workers}")
 
   output_dir = os.fspath(output_dir)
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise DataError(f"output dir {output_dir} is a file; pass a directory path")
+  # Locked before anything there is read or changed (--overwrite replaces images), and until
+  # synthetic.json says complete, so that a second writer is refused instead of mixing in.
+  with locking.output_dir(output_dir, "make_synthetic_faces", "--output_dir"):
+    return _write_locked(output_dir, num_images, seed, num_workers, jpeg_quality, overwrite,
+                         progress, start_time)
+
+
+def _write_locked(output_dir, num_images, seed, num_workers, jpeg_quality, overwrite, progress,
+                  start_time):
+  """write_synthetic_celeba with `output_dir` created and locked."""
   previous = _read_metadata(output_dir)
   _check_output_dir(output_dir, previous, seed, overwrite)
   names = [file_name(i) for i in range(num_images)]
