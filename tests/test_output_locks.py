@@ -3,28 +3,37 @@
 - The lock itself (data_pipeline.locking.output_dir): created folder, pid and tool in the lock
   file, refusal in one line, the lock file (and a folder it made, left empty) removed after,
   a stale lock file of a killed holder taken over.
-- Each tool against a real holder: a child process (a few lines of Python) holds the lock on
-  one folder per tool, as the tool itself would, and each tool is run on its folder: exit 1,
-  one `error:` line naming the folder, the holder's tool and pid, and nothing in the folder
-  touched. The lock comes before anything else, so these runs fail in well under a second
-  (train_ae loads TensorFlow first).
-- Two real train_vae processes on one run dir: the second (with --overwrite and another config,
-  which would delete the run) is refused while the first is stopped mid-run (SIGSTOP, so that
-  the folder cannot change while the second one looks); the first then finishes intact. Its
-  history is then damaged as two trainers used to damage it (two headers, every epoch twice, a
-  cut-off last line), and the same command with one more epoch resumes and repairs it.
+- Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer
+  for prepare_data): the real tool runs on a folder, with tiny inputs; once its pid is in the
+  lock file it is stopped with SIGSTOP, its child processes too (so that the folder cannot
+  change), and the same tool is run again on that folder (with --overwrite or --force where
+  the tool has it): exit 1, one `error:` line naming the folder, the tool and the first's pid,
+  and nothing in the folder touched. The first then goes on and finishes intact (exit 0, its
+  outputs complete, no lock file left). The demo runs its first step only (its
+  make_synthetic_faces child is stopped with it); the benchmarks skip their long parts.
+- Two real train_vae processes on one run dir, the first stopped after its first epoch's row:
+  the second (with --overwrite and another config, which would delete the run) is refused and
+  the first finishes intact. Its history is then damaged as two trainers used to damage it (two
+  headers, every epoch twice, a cut-off last line), and the same command with one more epoch
+  resumes and repairs it.
+- Readers take no lock: two verify_data at once on a data dir whose lock a writer holds.
 """
 
+import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from data_pipeline import locking
 from data_pipeline.errors import DataError
+from tests.tiny_runs import Z_DIM
 from tests.toolrun import REPO_ROOT, assert_clean_error, run_tool
 
 TOOL_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
@@ -59,11 +68,11 @@ def _hold(holder, *folders):
   return process
 
 
-def _wait_until(condition, process, log, what, timeout=300):
+def _wait_until(condition, process, log, what, timeout=300, details=lambda: ""):
   deadline = time.monotonic() + timeout
   while not condition():
     assert process.poll() is None, f"exited before {what}:\n{log.read_text()}"
-    assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+    assert time.monotonic() < deadline, f"no {what} within {timeout} s {details()}"
     time.sleep(0.05)
 
 
@@ -142,58 +151,220 @@ def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path):
   assert not os.path.exists(path)
 
 
-# Every tool against a real holder process.
+# Every tool against itself: a real first run, stopped while it holds its folder.
 
-# tool -> (the flags that point it at FOLDER, the folder's flag); the other inputs need not
-# exist: the lock is taken before any of them is read.
-TOOLS = {
-    "train_ae": (lambda f, t: ["--data_dir", t / "no_data", "--model_dir", f, "--overwrite",
-                               "--epochs=1"], "--model_dir"),
-    "encode": (lambda f, t: ["--model_dir", t / "no_run", "--data_dir", t / "no_data",
-                             "--output", f / "Z.npy"], "--output"),
-    "analyze_latents": (lambda f, t: ["--z_points", t / "Z.npy", "--output_dir", f],
-                        "--output_dir"),
-    "generate": (lambda f, t: ["--model_dir", t / "no_run", "--output_dir", f,
-                               "--samplers=normal"], "--output_dir"),
-    "compare_reconstructions": (lambda f, t: ["--model_dirs", t / "no_run", "--data_dir",
-                                              t / "no_data", "--output_dir", f],
-                                "--output_dir"),
-    "benchmark_pipeline": (lambda f, t: ["--data_dir", t / "no_data", "--output_json",
-                                         f / "pipeline.json"], "--output_json"),
-    "benchmark_latents": (lambda f, t: ["--output_json", f / "latents.json", "--work_dir",
-                                        t / "work"], "--output_json"),
-    "demo": (lambda f, t: ["--workspace", f, "--force"], "--workspace"),
+def _holds(lock_file, pid, tool):
+  """Whether `lock_file` names process `pid` of `tool` as its holder (what locking writes)."""
+  try:
+    return lock_file.read_text() == f"{pid} {tool}\n"
+  except FileNotFoundError:
+    return False
+
+
+def _group_states(pgid):
+  """{pid: state (R, S, T, Z, ...)} of the processes in process group `pgid` (Linux /proc)."""
+  states = {}
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+      continue
+    if int(fields[2]) == pgid:
+      states[int(entry)] = fields[0]
+  return states
+
+
+@contextlib.contextmanager
+def stopped_writer(tool, args, lock_file, log, ready=None):
+  """Starts the real tool; yields it stopped (SIGSTOP, its child processes too) once its pid is
+  in `lock_file` and `ready()` holds, so that its folder cannot change; then lets it go on."""
+  with open(log, "wb") as out:
+    process = subprocess.Popen([sys.executable, "-m", f"tools.{tool}", *map(str, args)],
+                               cwd=REPO_ROOT, env=TOOL_ENV, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+  try:
+    _wait_until(lambda: _holds(lock_file, process.pid, tool) and (ready is None or ready()),
+                process, log, f"its pid in {lock_file}")
+    # Sent again until all have stopped: a child being forked as the first signal went out
+    # may have missed it.
+    _wait_until(lambda: (os.killpg(process.pid, signal.SIGSTOP)
+                         or set(_group_states(process.pid).values()) <= set("TtZ")),
+                process, log, "every process of its group stopped", timeout=10,
+                details=lambda: _group_states(process.pid))
+    yield process
+  except BaseException:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    raise
+  os.killpg(process.pid, signal.SIGCONT)
+
+
+def refused_while_first_writes(tool, args, folder, log, *, flag, subject=None,
+                               second_args=None, lock_file=locking.OUTPUT_LOCK_FILE,
+                               ready=None):
+  """Runs `tool args` for real and, while it holds `folder`, the same tool again (`second_args`,
+  default the same) on that folder: the second exits 1 with the one-line refusal and changes
+  nothing there; the first then exits 0, its lock file gone."""
+  with stopped_writer(tool, args, folder / lock_file, log, ready) as first:
+    before = _snapshot(folder)
+    second = run_tool(tool, *(args if second_args is None else second_args))
+    assert_clean_error(second, f"{subject or f'{flag} {folder}'} is being written by another "
+                       f"{tool} process (pid {first.pid}); wait for it to finish, or choose "
+                       f"another {flag}", code=1)
+    assert _snapshot(folder) == before
+  assert first.wait(timeout=600) == 0, log.read_text()[-5000:]
+  if lock_file == locking.OUTPUT_LOCK_FILE:
+    assert not (folder / lock_file).exists()
+
+
+def _json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _train_ae_case(request, root, folder):
+  data = request.getfixturevalue("prepared_data_dir")
+  args = [f"--data_dir={data}", f"--model_dir={folder}", *TINY, "--epochs=1"]
+
+  def check():
+    assert _row_epochs(_history_lines(folder)) == [0]
+    assert (folder / "model.keras").is_file()
+  # The second would delete the run (--overwrite): refused before it touches anything.
+  return args, {"flag": "--model_dir", "second_args": [*args, "--overwrite"]}, check
+
+
+def _encode_case(request, root, folder):
+  runs = request.getfixturevalue("tiny_runs")
+  data = request.getfixturevalue("prepared_data_dir")
+  output = folder / "Z.npy"
+  args = ["--model_dir", runs["ae"], "--data_dir", data, "--output", output]
+
+  def check():
+    assert np.load(output).shape == (52, Z_DIM)
+  return args, {"flag": "--output", "subject": f"the folder {folder} of --output {output}"}, check
+
+
+def _analyze_latents_case(request, root, folder):
+  z_points = root / "analyze_input.npy"
+  np.save(z_points, np.random.default_rng(0).normal(size=(400, Z_DIM)).astype(np.float32))
+  args = ["--z_points", z_points, "--output_dir", folder, "--num_random", "100"]
+
+  def check():
+    assert _json(folder / "latent_report.json")["num_vectors"] == 400
+    assert np.load(folder / "correlation.npy").shape == (Z_DIM, Z_DIM)
+  return args, {"flag": "--output_dir"}, check
+
+
+def _generate_case(request, root, folder):
+  runs = request.getfixturevalue("tiny_runs")
+  args = ["--model_dir", runs["ae"], "--output_dir", folder, "--samplers", "normal",
+          "--num_images", "2", "--num_metric_images", "4", "--sharpen", "1", "--noface_judge"]
+
+  def check():
+    assert "normal" in _json(folder / "generation.json")["samplers"]
+    assert (folder / "normal.png").is_file()
+  return args, {"flag": "--output_dir"}, check
+
+
+def _compare_reconstructions_case(request, root, folder):
+  runs = request.getfixturevalue("tiny_runs")
+  data = request.getfixturevalue("prepared_data_dir")
+  args = ["--model_dirs", runs["ae"], "--data_dir", data, "--output_dir", folder,
+          "--num_images", "2", "--max_images", "4", "--sharpen", "1", "--noface_judge"]
+
+  def check():
+    assert list(_json(folder / "reconstruction.json")["models"]) == ["tiny_ae"]
+    assert (folder / "reconstructions.png").is_file()
+  return args, {"flag": "--output_dir"}, check
+
+
+def _benchmark_pipeline_case(request, root, folder):
+  data = request.getfixturevalue("prepared_data_dir")
+  report = folder / "pipeline.json"
+  args = [f"--data_dir={data}", f"--output_json={report}", f"--work_dir={folder / 'work'}",
+          "--sizes=16", "--methods=classic_tfdata", "--batch_size=8", "--num_batches=1",
+          "--warmup_batches=1", "--prepare_images=0", "--train_steps=0", "--train_presets="]
+
+  def check():
+    assert len(_json(report)["results"]) == 1
+  return args, {"flag": "--output_json",
+                "subject": f"the folder {folder} of --output_json {report}"}, check
+
+
+def _benchmark_latents_case(request, root, folder):
+  report = folder / "latents.json"
+  args = [f"--output_json={report}", "--num_vectors=200000", "--dim=4", "--nocold_cache",
+          f"--work_dir={root / 'work'}"]
+
+  def check():
+    assert _json(report)["inputs"]["num_vectors"] == 200_000
+    assert not (root / "work2").exists()  # The second's work dir: not made either.
+  return args, {"flag": "--output_json", "subject": f"the folder {folder} of --output_json "
+                f"{report}", "second_args": [*args[:-1], f"--work_dir={root / 'work2'}"]}, check
+
+
+def _make_synthetic_faces_case(request, root, folder):
+  # Enough faces (some ms each) that the run is still drawing when it is stopped.
+  args = ["--output_dir", folder, "--num_images", "300", "--num_workers", "1", "--seed", "5"]
+
+  def check():
+    assert _json(folder / "synthetic.json")["complete"]
+    assert len(os.listdir(folder / "img_align_celeba")) == 300
+    assert "--num_images=300" in (folder / "flags.txt").read_text()
+  return args, {"flag": "--output_dir", "second_args": [*args, "--overwrite"]}, check
+
+
+def _demo_case(request, root, folder):
+  # The cheapest real demo: its first step only (a make_synthetic_faces child, stopped too).
+  args = ["--workspace", folder, "--stop_after=synthetic_faces", "--num_images=100"]
+
+  def check():
+    assert _json(folder / "celeba_synthetic" / "synthetic.json")["complete"]
+    assert (folder / "logs" / "synthetic_faces.log").stat().st_size > 0
+  return args, {"flag": "--workspace", "second_args": [*args, "--force"]}, check
+
+
+CASES = {
+    "train_ae": _train_ae_case,
+    "encode": _encode_case,
+    "analyze_latents": _analyze_latents_case,
+    "generate": _generate_case,
+    "compare_reconstructions": _compare_reconstructions_case,
+    "benchmark_pipeline": _benchmark_pipeline_case,
+    "benchmark_latents": _benchmark_latents_case,
+    "make_synthetic_faces": _make_synthetic_faces_case,
+    "demo": _demo_case,
 }
 
 
-@pytest.fixture(scope="module")
-def held_folders(tmp_path_factory):
-  """One folder per tool, each with an earlier result in it, locked by a holder process."""
-  root = tmp_path_factory.mktemp("held")
-  folders = {tool: root / tool for tool in TOOLS}
-  for folder in folders.values():
-    folder.mkdir()
-    (folder / "earlier_result.json").write_text("{}")
-  holder = _hold("test_holder", *folders.values())
-  try:
-    yield holder, folders, root
-  finally:
-    holder.kill()
-    holder.wait()
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the stopped group in /proc")
+@pytest.mark.parametrize("tool", sorted(CASES))
+def test_second_process_is_refused_while_the_first_writes(tool, request, tmp_path):
+  folder = tmp_path / "out"
+  args, expected, check = CASES[tool](request, tmp_path, folder)
+  refused_while_first_writes(tool, args, folder, tmp_path / "first.log", **expected)
+  check()
 
 
-@pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_every_tool_refuses_a_folder_being_written(tool, held_folders):
-  holder, folders, root = held_folders
-  folder = folders[tool]
-  args, flag = TOOLS[tool]
-  before = _snapshot(folder)
-  result = run_tool(tool, *args(folder, root))
-  assert_clean_error(result, f"{folder} ", f"is being written by another test_holder process "
-                     f"(pid {holder.pid}); wait for it to finish, or choose another {flag}",
-                     code=1)
-  assert _snapshot(folder) == before
-  assert not (root / "work").exists()  # benchmark_latents' --work_dir: not made either.
+@pytest.mark.slow
+def test_readers_take_no_lock(prepared_data_dir, tmp_path):
+  # Two verify_data at once on one data dir, while a writer holds that dir's lock as
+  # prepare_data does (here a complete dir, so that there is something to read): both read it.
+  data_dir = tmp_path / "data"
+  shutil.copytree(prepared_data_dir, data_dir)
+  with locking.exclusive(str(data_dir)):
+    readers = [subprocess.Popen([sys.executable, "-m", "tools.verify_data",
+                                 f"--data_dir={data_dir}", "--noprogress"], cwd=REPO_ROOT,
+                                env=TOOL_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    for reader in readers:
+      out, err = reader.communicate(timeout=600)
+      assert reader.returncode == 0, err
+      assert out.startswith(f"OK {data_dir}: 64 records"), out
 
 
 def test_a_killed_holder_leaves_no_lock(tmp_path):
@@ -229,27 +400,13 @@ def _row_epochs(lines):
 def test_second_trainer_is_refused_and_the_first_finishes_intact(prepared_data_dir, tmp_path):
   model_dir = tmp_path / "run"
   args = (f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=4")
-  log = tmp_path / "first.log"
-  with open(log, "wb") as out:
-    first = subprocess.Popen([sys.executable, "-m", "tools.train_vae", *args], cwd=REPO_ROOT,
-                             env=TOOL_ENV, stdout=out, stderr=subprocess.STDOUT)
-  try:
-    # Mid-run: config, flags, a backup and the first epoch's row written, three epochs to go.
-    _wait_until(lambda: (model_dir / "history.csv").exists()
-                and len(_history_lines(model_dir)) >= 2, first, log, "first history row")
-    first.send_signal(signal.SIGSTOP)  # Holds still (and keeps its lock) while we look.
-    before = _snapshot(model_dir)
-    assert (model_dir / ".lock").read_text() == f"{first.pid} train_vae\n"
-    # The same command again, even with --overwrite and another config (which would delete
-    # the run): refused before it touches anything.
-    second = run_tool("train_vae", *args, "--overwrite", "--kl_factor=2")
-    assert_clean_error(second, f"--model_dir {model_dir} is being written by another "
-                       f"train_vae process (pid {first.pid}); wait for it to finish, or choose "
-                       "another --model_dir", code=1)
-    assert _snapshot(model_dir) == before
-  finally:
-    first.send_signal(signal.SIGCONT)
-  assert first.wait(timeout=600) == 0, log.read_text()
+  # Stopped mid-run: config, flags, a backup and the first epoch's row written, three epochs
+  # to go. The same command again, even with --overwrite and another config (which would
+  # delete the run), is refused before it touches anything.
+  refused_while_first_writes(
+      "train_vae", args, model_dir, tmp_path / "first.log", flag="--model_dir",
+      second_args=[*args, "--overwrite", "--kl_factor=2"],
+      ready=lambda: (model_dir / "history.csv").exists() and len(_history_lines(model_dir)) >= 2)
   lines = _history_lines(model_dir)
   assert lines[0].startswith("epoch,") and _row_epochs(lines) == [0, 1, 2, 3]
   assert (model_dir / "model.keras").is_file() and not (model_dir / ".lock").exists()

@@ -11,7 +11,9 @@ What each fault gets (the table in the docs follows these tests):
 - an output dir that cannot be written: exit 1, "cannot write into --output_dir DIR (Permission
   denied, ...); make it writable, or choose another --output_dir", nothing written.
 - a second writer into a dir being written (with --overwrite or not): exit 1, "--output_dir DIR
-  is being written by another prepare_data process (pid N); wait for it to finish, ...".
+  is being written by another prepare_data process (pid N); wait for it to finish, ...", in
+  this process and as a second real prepare_data process beside a real first one, which then
+  finishes with the same shards as an uninterrupted run.
 """
 
 import errno
@@ -34,6 +36,7 @@ from data_pipeline import writer
 from data_pipeline.errors import DataError
 import data_pipeline as dp
 from tests.toolrun import REPO_ROOT
+from tests.test_output_locks import refused_while_first_writes
 from tests.toolrun import assert_clean_error
 
 SPLITS = ("train", "validation", "test")
@@ -202,6 +205,23 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_clean_result(big_source, big
     for image_id, pixels in resumed:
       np.testing.assert_array_equal(pixels, clean[image_id], err_msg=image_id)
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the stopped group in /proc")
+def test_second_prepare_data_process_is_refused_and_the_first_finishes_intact(
+    big_source, big_clean, tmp_path):
+  out = tmp_path / "data"
+  args = [f"--source_dir={big_source}", f"--output_dir={out}", "--image_size=32",
+          "--encoding=raw", "--shard_mb=0.02", "--num_workers=2", "--noprogress"]
+  # The first is stopped (with its workers) after 3 of its 50 shards; the second, which would
+  # delete them (--overwrite), is refused.
+  refused_while_first_writes("prepare_data", args, out, tmp_path / "first.log",
+                             flag="--output_dir", second_args=[*args, "--overwrite"],
+                             lock_file=locking.LOCK_FILE, ready=lambda: _complete_shards(out) >= 3)
+  assert not _leftovers(out)
+  # Same files, record counts, sizes and sha256 as an uninterrupted run.
+  assert dp.read_manifest(str(out))["shards"] == dp.read_manifest(big_clean)["shards"]
 
 
 def _kernel_enospc(monkeypatch):
