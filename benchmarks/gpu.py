@@ -60,15 +60,16 @@ from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
+from modeling import choices
 from modeling import config as config_lib
 from modeling.errors import ModelError
 
 PROGRAM = "python -m benchmarks.gpu"
 CHILD_MODULE = "benchmarks.gpu"
 PRESETS = tuple(config_lib.PRESETS)
-PRECISIONS = ("float32", "bf16", "fp16")
-# This benchmark's precision names -> modeling.devices' mixed-precision modes.
-PRECISION_MODES = {"float32": "off", "bf16": "bf16", "fp16": "fp16"}
+# This benchmark's precision names (the reports') -> modeling.devices' mixed-precision modes.
+PRECISION_MODES = {name: mode for mode, name in choices.PRECISION_NAMES.items()}
+PRECISIONS = tuple(PRECISION_MODES)
 XLA_CHOICES = {"both": (False, True), "off": (False,), "on": (True,)}
 STREAM_VS_CONSTANT = 0.95  # Target (issue 14): the stream keeps the GPU fed.
 # The order in which a child measures its configs: the trainers' defaults first (their "auto"

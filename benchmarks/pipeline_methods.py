@@ -105,15 +105,6 @@ def load_image_bytes(data_dir, size):
   return np.concatenate(parts) if parts else np.empty([0], object)
 
 
-def _imagedatagenerator():
-  """Keras' legacy ImageDataGenerator class (Keras 3 keeps it outside its public API)."""
-  try:
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # pylint: disable=g-import-not-at-top
-  except ImportError:  # Keras 2 / tf.keras.
-    from keras.preprocessing.image import ImageDataGenerator  # pylint: disable=g-import-not-at-top
-  return ImageDataGenerator
-
-
 def _first_shards(shards, size):
   """[(path, records to read)] covering the first `size` records of `shards` in file order."""
   selected, remaining = [], size
@@ -172,6 +163,7 @@ def _feed_iterator(spec, method, loaded):
   """An iterator of batches for `method`; fills `loaded` with what was built before timing."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  from modeling import keras_compat  # pylint: disable=g-import-not-at-top
   size, batch_size, seed = spec["size"], spec["batch_size"], spec["seed"]
   start = time.perf_counter()
   if method in ("classic_flow", "classic_tfdata"):
@@ -179,7 +171,8 @@ def _feed_iterator(spec, method, loaded):
     loaded.update(load_seconds=time.perf_counter() - start, array_mb=x.nbytes / _MB,
                   array_dtype=str(x.dtype), images_available=len(x))
     if method == "classic_flow":
-      return _imagedatagenerator()().flow(x, batch_size=batch_size, shuffle=True, seed=seed)
+      generator = keras_compat.image_data_generator()()
+      return generator.flow(x, batch_size=batch_size, shuffle=True, seed=seed)
     ds = (tf.data.Dataset.from_tensor_slices(x)
           .shuffle(spec["shuffle_buffer"], seed=seed, reshuffle_each_iteration=True)
           .repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))

@@ -61,13 +61,14 @@ from benchmarks.process_memory import peak_rss_mb
 from benchmarks.report import fmt
 
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
-# Images per epoch by default, at batch 128 on a 2-core CPU with oneDNN: 2 AE steps of 5 to 6 s
-# and 5 vae_fact5 steps of 2.5 to 3 s, 10 to 15 s of steps per epoch, at least 2 steps so that
-# an epoch has a steady step. With 4 epochs, the bare steps, validation and tracing, the three
-# presets should take 6 to 8 minutes together (estimated from those step times), within the
-# whole benchmark's ten; per-epoch costs would weigh less in longer epochs. Others:
-# DEFAULT_IMAGES.
-PRESET_IMAGES = {"ae_z256": 256, "ae_z1600": 256, "vae_fact5": 640}
+# Images per epoch by default, at batch 128 on a 2-core CPU with oneDNN: 2 ae_z256 steps of 5 to
+# 6 s and 5 vae_fact5 steps of 2.5 to 3 s, 10 to 15 s of steps per epoch, at least 2 steps so
+# that an epoch has a steady step. ae_z1600 gets 10 steps (about 60 s): its epoch-end work
+# (backup and best.keras of 15.7 M parameters with their optimizer state, 190 MB each) takes
+# about 2.5 s, which 2-step epochs would weigh at 20 % although it is under 0.1 % of an epoch
+# of the full CelebA (1,271 steps). With 4 epochs, the bare steps, validation and tracing, the
+# three presets take about 12 minutes together. Others: DEFAULT_IMAGES.
+PRESET_IMAGES = {"ae_z256": 256, "ae_z1600": 1280, "vae_fact5": 640}
 DEFAULT_IMAGES = 1024
 FIT_VS_STEPS = 0.95  # Target on this machine (issue 14).
 # At most: a timed epoch's first batch over a steady step (issue 14). Without the stall a first
@@ -246,7 +247,7 @@ def markdown_lines(rows):
   return lines
 
 
-def _datasets(spec):
+def datasets(spec):
   """(train, validation, preview images) as tools.train_common builds them."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
@@ -366,7 +367,7 @@ def measure(spec):
   steps = spec["images"] // batch_size
   bare_steps = (EPOCHS - 1) * steps  # As many as the timed epochs (module docstring, step 4).
   model_config = config_lib.resolve_config(spec["preset"], {"image_size": spec["image_size"]})
-  train_ds, val_ds, num_val, preview = _datasets(spec)
+  train_ds, val_ds, num_val, preview = datasets(spec)
   validation_steps = min(spec["validation_steps"], -(-num_val // batch_size)) if num_val else None
   constant = tf.data.Dataset.from_tensors(next(iter(train_ds))).repeat()
   first_half = bare_steps // 2

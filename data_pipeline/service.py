@@ -75,9 +75,18 @@ def _sharding_policy(mode):
   return policies[mode]
 
 
-def _check_port(port, what):
-  """Refuses a port that is out of range or already listened on.
+def _free_port():
+  """A TCP port that nobody listens on now (the kernel's pick for port 0)."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.bind(("0.0.0.0", 0))
+    return probe.getsockname()[1]
 
+
+def _check_port(port, what):
+  """The port to listen on: `port`, or a free one for 0; refuses one out of range or in use.
+
+  Port 0 is resolved here rather than by the server, because only a DispatchServer tells
+  which port it got through public API (`target`); a WorkerServer does not.
   gRPC binds with SO_REUSEPORT, so a second server on a busy port starts without error and
   then shares the port with the first (clients reach either): the bind below, without that
   option, is what finds the port taken.
@@ -85,7 +94,7 @@ def _check_port(port, what):
   if not isinstance(port, int) or not 0 <= port <= 65535:
     raise DataError(f"the {what} port {port!r} must be in 0..65535 (0: any free port)")
   if port == 0:
-    return
+    return _free_port()
   families = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if socket.has_ipv6
                                                else [])
   for family, host in families:
@@ -105,6 +114,7 @@ def _check_port(port, what):
         if error.errno == errno.EACCES:
           raise DataError(f"port {port} needs privileges to listen on; pick a --port above "
                           "1023") from None
+  return port
 
 
 def check_reachable(address, timeout=5.0):
@@ -137,14 +147,15 @@ def start_dispatcher(port, work_dir=None):
   """Starts a tf.data service dispatcher in this process; returns the DispatchServer.
 
   Args:
-    port: port to listen on; 0 picks a free one (the server's `target` says which).
+    port: port to listen on; 0 picks a free one (`serve` returns it; so does the server's
+      `target`).
     work_dir: dir where the dispatcher journals its state (registered datasets, jobs), so
       that a restarted dispatcher carries on; None keeps the state in memory only.
 
   Raises:
     DataError: the port cannot be bound.
   """
-  _check_port(port, "dispatcher")
+  port = _check_port(port, "dispatcher")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config = tf.data.experimental.service.DispatcherConfig(
       port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None)
@@ -158,7 +169,7 @@ def start_worker(port, dispatcher_address, worker_address=None):
   """Starts a tf.data service worker in this process; returns the WorkerServer.
 
   Args:
-    port: port to listen on; 0 picks a free one.
+    port: port to listen on; 0 picks a free one (`serve` returns it).
     dispatcher_address: the dispatcher's HOST:PORT.
     worker_address: HOST:PORT under which consumers reach this worker (the dispatcher hands
       it out). TensorFlow's default, localhost, only works for consumers on this machine.
@@ -166,7 +177,7 @@ def start_worker(port, dispatcher_address, worker_address=None):
   Raises:
     DataError: a malformed address or a port that cannot be bound.
   """
-  _check_port(port, "worker")
+  port = _check_port(port, "worker")
   host, dispatcher_port = parse_address(dispatcher_address, "--dispatcher_address")
   if worker_address is not None:
     parse_address(worker_address, "--worker_address")
@@ -174,9 +185,22 @@ def start_worker(port, dispatcher_address, worker_address=None):
   config = tf.data.experimental.service.WorkerConfig(
       dispatcher_address=f"{host}:{dispatcher_port}", worker_address=worker_address, port=port)
   server = _started(lambda: tf.data.experimental.service.WorkerServer(config), "worker", port)
-  logging.info("tf.data service worker at %s, registered with dispatcher %s:%d",
-               server._address, host, dispatcher_port)  # pylint: disable=protected-access
+  logging.info("tf.data service worker on port %d, registered with dispatcher %s:%d", port,
+               host, dispatcher_port)
   return server
+
+
+def serve(role, port, dispatcher_address=None, worker_address=None, work_dir=None):
+  """Starts a dispatcher or a worker (`role`) as tools.data_service does; (server, its port).
+
+  Raises:
+    DataError: as start_dispatcher / start_worker.
+  """
+  # Resolved here: a WorkerServer does not tell its port through public API.
+  port = _check_port(port, role)
+  if role == "dispatcher":
+    return start_dispatcher(port, work_dir=work_dir), port
+  return start_worker(port, dispatcher_address, worker_address), port
 
 
 def from_service(dataset, address, mode="dynamic", job_name=None, check=True):

@@ -517,7 +517,7 @@ def _skipped_tsv(skipped):
 def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
             image_size=transform.IMAGE_SIZE, crop_box=transform.CROP_BOX, encoding="raw",
             jpeg_quality=95, num_workers=None, shard_mb=64.0, overwrite=False, max_images=None,
-            progress=True):
+            progress=True, on_complete=None):
   """Prepares `source` into sharded TFRecords in `output_dir`; returns the manifest dict.
 
   Args:
@@ -533,6 +533,8 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
     overwrite: remove an earlier preparation in output_dir instead of resuming it.
     max_images: use a proportional subset of this many images (the first of each split).
     progress: show a progress bar.
+    on_complete: None, or a callable(output_dir) run once the data dir is complete, while its
+      lock is still held (tools.prepare_data writes its flags.txt there).
 
   Raises:
     DataError: unusable source, an output dir holding other data, or no usable image at all.
@@ -562,8 +564,11 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
       # goes on unlocked. A complete data dir is then "nothing to do", as on read-only media;
       # anything else fails at its first write, with the one-line error of _writing.
       logging.info("%s is not writable; checking it without the lock", output_dir)
-    return _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress,
-                           start)
+    manifest = _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress,
+                               start)
+    if on_complete is not None:
+      on_complete(output_dir)
+    return manifest
 
 
 def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress, start):

@@ -408,7 +408,7 @@ def face_rate_summary(groups, records, face_judge):
   summary = {"real": face_judge["calibration"]["real"],
              "noise": face_judge["calibration"]["noise"]}
   for group in groups:
-    if group.sampler in ("normal", "gaussian", "gmm"):
+    if group.sampler in choices.DRAWN_SAMPLERS:
       (record,) = records[group.name].values()  # Drawn samplers have one setting.
       summary[group.sampler] = record["face_rate"]
     elif group.sampler == "uniform":

@@ -21,7 +21,7 @@ RADIUS_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 def radius_stats(z):
   """Statistics of the L2 radius |z| of points [N, dim] (JSON-safe floats)."""
-  z = samplers._as_points(z)  # pylint: disable=protected-access
+  z = samplers.as_points(z)
   return radius_summary(np.linalg.norm(z, axis=1))
 
 
@@ -61,11 +61,11 @@ class GaussianCloud:
   def _whitener(self):
     # Solving against the Cholesky factor is stabler than inverting the covariance; factored
     # once per cloud (O(dim^3): about a second at dim 1600), not once per batch of points.
-    return samplers._cholesky(self.covariance)  # pylint: disable=protected-access
+    return samplers.cholesky(self.covariance)
 
   def mahalanobis_sq(self, z, batch_size=65536):
     """Squared Mahalanobis distances [N] of points [N, dim] to the fitted Gaussian."""
-    z = samplers._as_points(z)  # pylint: disable=protected-access
+    z = samplers.as_points(z)
     if z.shape[1] != self.dim:
       raise EvaluationError(f"points have {z.shape[1]} dimensions, the cloud {self.dim}")
     chol = self._whitener

@@ -40,7 +40,8 @@ POINTS_PER_DIM_FOR_FULL_GMM = 2
 MIN_POINTS_PER_COMPONENT = 10
 
 
-def _as_points(z, what="z"):
+def as_points(z, what="z"):
+  """`z` as a float64 [N, dim] array; EvaluationError if it is not one, empty or not finite."""
   z = np.asarray(z)
   if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
     raise EvaluationError(f"{what} must be a non-empty [N, dim] array, got shape {z.shape}")
@@ -108,11 +109,11 @@ class FittedSampler:
       if self.covariances.ndim == 2:  # Diagonal: per-component standard deviations.
         out[rows] = self.means[k] + eps[rows] * np.sqrt(self.covariances[k])
       else:
-        out[rows] = self.means[k] + eps[rows] @ _cholesky(self.covariances[k]).T
+        out[rows] = self.means[k] + eps[rows] @ cholesky(self.covariances[k]).T
     return out.astype(np.float32)
 
 
-def _cholesky(cov):
+def cholesky(cov):
   """Cholesky factor; a tiny diagonal jitter rescues covariances that are PSD up to rounding."""
   try:
     return np.linalg.cholesky(cov)
@@ -132,7 +133,7 @@ def fit_gaussian(z, shrinkage="auto"):
   Returns:
     A FittedSampler (kind "gaussian").
   """
-  z = _as_points(z, "z-points")
+  z = as_points(z, "z-points")
   n, dim = z.shape
   if n < 2:
     raise EvaluationError("fitting a Gaussian needs at least 2 z-points, got 1")
@@ -172,7 +173,7 @@ def fit_gmm(z, components=10, seed=0, covariance_type="auto", reg_covar=1e-6):
   Returns:
     A FittedSampler (kind "gmm").
   """
-  z = _as_points(z, "z-points")
+  z = as_points(z, "z-points")
   n, dim = z.shape
   if n < 2:
     raise EvaluationError("fitting a Gaussian mixture needs at least 2 z-points, got 1")
@@ -226,7 +227,7 @@ def attribute_vector(z, attributes, index, name="attribute"):
   Returns:
     (vector [dim] float64, {"num_with": .., "num_without": .., "norm": ..}).
   """
-  z = _as_points(z, "z-points")
+  z = as_points(z, "z-points")
   attributes = np.asarray(attributes)
   if attributes.ndim != 2 or attributes.shape[0] != z.shape[0]:
     raise EvaluationError(f"attributes must be [N, A] with N = {z.shape[0]} rows, got "

@@ -158,7 +158,15 @@ class Backup(keras.callbacks.Callback):
         raise
       logging.warning("backup %s cannot be loaded; falling back to the previous one (%s)",
                       weights, weights + self.PREVIOUS)
-      model.load_weights(weights + self.PREVIOUS)
+      # Keras loads only names ending in ".weights.h5", which the layout's ".bkp" does not:
+      # the previous weights are loaded through a link under such a name.
+      # A temporary name: a kill leaves it to _remove_temporaries.
+      previous = os.path.join(self.backup_dir, f"{_TMP_PREFIX}{os.getpid()}-{self.WEIGHTS}")
+      _link_or_copy(weights + self.PREVIOUS, previous)
+      try:
+        model.load_weights(previous)
+      finally:
+        os.remove(previous)
       return self._read_epoch(metadata + self.PREVIOUS)
 
   def _remove_temporaries(self):
@@ -204,8 +212,7 @@ class Backup(keras.callbacks.Callback):
     weights, metadata = self._paths(self.backup_dir)
     for current in (weights, metadata):
       if os.path.exists(current):
-        _replace(current + self.PREVIOUS,
-                 lambda tmp, source=current: shutil.copyfile(source, tmp))
+        _replace(current + self.PREVIOUS, lambda tmp, source=current: _link_or_copy(source, tmp))
     _replace(weights, lambda tmp: self.model.save_weights(tmp, overwrite=True))
     text = json.dumps({"epoch": int(epoch), "batch": int(batch)})
 
@@ -213,6 +220,19 @@ class Backup(keras.callbacks.Callback):
       with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     _replace(metadata, write_metadata)
+
+
+def _link_or_copy(source, target):
+  """A hard link of `source` at `target` (a copy where the file system has none).
+
+  A link suffices: `source` is never written in place, only replaced by a rename (_replace),
+  which leaves the linked file's contents as they were. For ae_z1600 it saves copying 190 MB
+  (weights and optimizer state) at every backup.
+  """
+  try:
+    os.link(source, target)
+  except OSError:
+    shutil.copyfile(source, target)
 
 
 def _replace(path, write):

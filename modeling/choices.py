@@ -19,11 +19,17 @@ SOURCES = ("celeba_folder", "tfds")
 CHECKPOINTS = ("final", "best")
 # tf.distribute strategies of the trainers (modeling.devices.make_strategy).
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+# The resolved mixed-precision modes of the trainers -> the Keras dtype policy each sets
+# (modeling.devices.set_precision) and the name reports show for it.
+PRECISION_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+PRECISION_NAMES = {"off": "float32", "bf16": "bf16", "fp16": "fp16"}
 # Mixed precision of the trainers: auto (bf16 where the hardware runs it natively, else
-# float32; modeling.devices.resolve_precision), off (float32), bf16 or fp16.
-PRECISIONS = ("auto", "off", "bf16", "fp16")
+# float32; modeling.devices.resolve_precision), or one of the resolved modes.
+PRECISIONS = ("auto", *PRECISION_POLICIES)
 # tools.generate's samplers, in the order they run (evaluation.generation).
 SAMPLERS = ("normal", "uniform", "gaussian", "gmm", "interpolate", "attribute")
+# Samplers that draw their points (one setting each, no parameter swept).
+DRAWN_SAMPLERS = ("normal", "gaussian", "gmm")
 # Samplers fitted to real z-points (--z_points, or encoded from --data_dir) ...
 FITTED_SAMPLERS = ("gaussian", "gmm")
 # ... and samplers that move real test faces (they need --data_dir).

@@ -12,6 +12,8 @@ What needs private API, and why no public call serves:
   module-level functions (`fix_multi_worker_fit`).
 - Whether TensorFlow has started (`tensorflow_started`): the multi-worker strategy must exist
   before TensorFlow's first tensor, and TensorFlow says so only through a private attribute.
+- The classic recipe that the pipeline benchmark compares against (`image_data_generator`):
+  Keras 3 keeps its legacy ImageDataGenerator, which the recipe feeds, outside its public API.
 
 Everything else uses public API: the backups (modeling.callbacks.Backup) save and restore model
 and optimizer state with `model.save_weights` / `model.load_weights` and resume with
@@ -30,6 +32,7 @@ from modeling.errors import ModelError
 # The Keras releases the private names below were checked against (setup.cfg pins the same).
 TESTED_KERAS = "3.15"
 _TRAINER = "keras.src.backend.tensorflow.trainer"
+_LEGACY_IMAGE = "keras.src.legacy.preprocessing.image"
 
 # (module, dotted attribute, parameter names or None, what it is for). The parameter names are
 # checked too: the wrappers below call these functions with exactly these arguments.
@@ -42,6 +45,7 @@ REQUIREMENTS = (
     (_TRAINER, "TensorFlowTrainer._maybe_symbolic_build", ("self", "iterator", "data_batch"),
      "multi-worker fit (the build from the first batch)"),
     ("tensorflow.python.eager.context", "context", (), "tensorflow_started"),
+    (_LEGACY_IMAGE, "ImageDataGenerator", None, "the classic recipe of the pipeline benchmark"),
 )
 # Where Keras calls the functions wrapped above: (module, dotted attribute, called name). A
 # wrapper of a function that is no longer called would silently do nothing.
@@ -136,6 +140,19 @@ def tensorflow_started():
   if not hasattr(eager, _CONTEXT_HANDLE):
     require("the check that TensorFlow has not started yet")
   return getattr(eager, _CONTEXT_HANDLE) is not None
+
+
+def image_data_generator():
+  """Keras' legacy ImageDataGenerator class, which the classic recipe feeds.
+
+  Raises:
+    ModelError: the installed Keras no longer has it (named in the message).
+  """
+  try:
+    return _resolve(_LEGACY_IMAGE, "ImageDataGenerator")
+  except (ImportError, AttributeError):
+    require("the classic recipe (ImageDataGenerator)")
+    raise
 
 
 def fix_multi_worker_fit():

@@ -32,9 +32,9 @@ def test_training_accepts_every_strategy_and_precision():
     training.TrainConfig(mixed_precision=precision).validate()
   from modeling import devices  # pylint: disable=g-import-not-at-top  (loads TensorFlow)
   assert devices.STRATEGIES == choices.STRATEGIES
-  # "auto" is no policy of its own: it resolves to one of the others.
-  assert ("auto", *devices.PRECISIONS) == choices.PRECISIONS
-  assert devices.resolve_precision("auto")[0] in devices.PRECISIONS
+  # "auto" is no policy of its own: it resolves to one of the others, each with a name.
+  assert devices.resolve_precision("auto")[0] in choices.PRECISION_POLICIES
+  assert set(choices.PRECISION_NAMES) == set(choices.PRECISION_POLICIES)
 
 
 def test_checkpoint_path_names_each_checkpoints_file(tmp_path):

@@ -184,6 +184,42 @@ def test_backup_never_leaves_a_torn_file(tmp_path):
   assert all(np.isfinite(w).all() for w in restored.get_weights())
 
 
+def test_the_previous_backup_keeps_the_older_state(tmp_path):
+  # The previous generation is a hard link of the current files (no 190 MB copy for
+  # ae_z1600): the next save must replace the current files, never write into them.
+  def compiled():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+  model = compiled()
+  backup_dir = str(tmp_path / "backup")
+  backup = callbacks_lib.Backup(backup_dir, str(tmp_path / "history.csv"))
+  backup.set_model(model)
+  older = model.get_weights()
+  backup.save(epoch=1, batch=0)
+  model.set_weights([w + 1 for w in older])
+  backup.save(epoch=2, batch=0)
+  weights = os.path.join(backup_dir, "latest.weights.h5")
+  assert not os.path.samefile(weights, weights + callbacks_lib.Backup.PREVIOUS)
+
+  def restored_weights():
+    restored = compiled()
+    epoch = callbacks_lib.Backup(backup_dir, str(tmp_path / "history.csv")).restore(restored)
+    return epoch, restored.get_weights()
+
+  epoch, current = restored_weights()
+  assert epoch == 2 and all(np.array_equal(a, b + 1) for a, b in zip(current, older))
+  # A current pair that cannot be read: the previous generation, epoch 1's state, is loaded.
+  with open(weights, "wb") as f:
+    f.write(b"not an h5 file")
+  epoch, previous = restored_weights()
+  assert epoch == 1 and all(np.array_equal(a, b) for a, b in zip(previous, older))
+  assert sorted(os.listdir(backup_dir)) == ["latest.weights.h5", "latest.weights.h5.bkp",
+                                            "training_metadata.json",
+                                            "training_metadata.json.bkp"]
+
+
 # Damaged histories, in this process: a tiny AE on in-memory images, resumed the way
 # tools.train_common resumes a run (Backup.repair_history, then training.train).
 

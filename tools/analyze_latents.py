@@ -41,8 +41,8 @@ flags_eval.define_model_dir("Instead of --z_points: a run dir whose encoder enco
 flags_data.define_data_dir("Prepared data dir encoded with --model_dir.")
 flags_data.define_split("Split encoded with --model_dir.")
 flags_eval.define_checkpoint("--model_dir")
-flags.DEFINE_integer("max_images", None, "With --model_dir: encode only the split's first N "
-                     "images.", lower_bound=2)
+flags_data.define_max_images("With --model_dir: encode only the split's first N images.",
+                             lower_bound=2)
 flags.DEFINE_string("log_var", None, "VAE log-variances of the same rows (tools.encode "
                     "--with_log_var), for the KL per dimension; default: Z.log_var.npy beside "
                     "--z_points when it exists.")

@@ -29,9 +29,9 @@ flags.DEFINE_integer("num_vectors", 170000, "Synthetic z-points N (the study enc
                      "CelebA faces).", lower_bound=2)
 flags.DEFINE_integer("dim", 256, "Components per z-point (the study's z_dim).", lower_bound=2)
 flags_data.define_seed("Seed of the synthetic z-points and of the 5,000-row subset.")
-flags.DEFINE_string("work_dir", None, "Folder for the synthetic Z.npy (N * dim * 4 bytes) and "
-                    "the measuring process's log, kept afterwards; default: a temporary folder, "
-                    "removed at the end.")
+flags_benchmark.define_work_dir("the synthetic Z.npy (N * dim * 4 bytes) and the measuring "
+                                "process's log, kept afterwards", "a temporary folder, removed "
+                                "at the end")
 flags.DEFINE_integer("chunk_rows", correlation.DEFAULT_CHUNK_ROWS, "Rows per chunk of the "
                      "streaming passes.", lower_bound=1)
 flags.DEFINE_boolean("cold_cache", True, "Drop the synthetic file from the page cache before "
@@ -45,20 +45,12 @@ flags.adopt_module_key_flags(flags_data)
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help and flag errors answer at once.
-  # pylint: disable=g-import-not-at-top
-  from benchmarks import latents
-  from data_pipeline import locking
-  # pylint: enable=g-import-not-at-top
+  from benchmarks import latents  # pylint: disable=g-import-not-at-top
   options = latents.Options(
       work_dir=FLAGS.work_dir, num_vectors=FLAGS.num_vectors, dim=FLAGS.dim, seed=FLAGS.seed,
       chunk_rows=FLAGS.chunk_rows, cold_cache=FLAGS.cold_cache,
       child_timeout_s=FLAGS.child_timeout_s)
-  # The report's folder and a given --work_dir are locked from here to the end: a second
-  # benchmark writing into either is refused at once, not after a long run.
-  folders = [locking.file_folder(FLAGS.output_json, "--output_json")]
-  if FLAGS.work_dir:
-    folders.append((FLAGS.work_dir, "--work_dir", None))
-  with locking.output_dirs("benchmark_latents", folders):
+  with outputs.benchmark_locks("benchmark_latents", FLAGS.output_json, FLAGS.work_dir):
     report = latents.run_benchmark(options)
     outputs.write_benchmark(FLAGS.output_json, report)
 

@@ -48,9 +48,9 @@ ENCODINGS = choices.ENCODINGS
 flags_data.define_data_dir("Prepared data dir (tools.prepare_data) whose training images are "
                            "fed; it needs at least max(--sizes) of them.")
 flags_benchmark.define_output_json("pipeline.json")
-flags.DEFINE_string("work_dir", None, "Folder for the shards of the other encodings, the "
-                    "preparation timing and the children's logs; default: <output_json "
-                    "without .json>_work beside the report.")
+flags_benchmark.define_work_dir("the shards of the other encodings, the preparation timing "
+                                "and the children's logs", "<output_json without .json>_work "
+                                "beside the report")
 flags.DEFINE_list("sizes", ["10000", "40000"], "Dataset sizes N (comma list): each method is "
                   "measured on the first N training images. Two or more sizes also give the "
                   "memory growth per image.")
@@ -58,12 +58,11 @@ flags.DEFINE_list("methods", list(METHODS), f"Feeding methods (comma list of "
                   f"{', '.join(METHODS)}).")
 flags.DEFINE_string("source_dir", None, "CelebA folder that --data_dir was prepared from, to "
                     "prepare the other encodings; default: the folder recorded in its manifest.")
-flags.DEFINE_integer("batch_size", 128, "Images per batch.", lower_bound=1)
+flags_data.define_batch_size(128, "Images per batch.")
 flags.DEFINE_integer("num_batches", 50, "Batches timed per method and size.", lower_bound=1)
 flags.DEFINE_integer("warmup_batches", 5, "Batches drawn before the clock starts (fills "
                      "buffers and traces).", lower_bound=0)
-flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer (records) of the tf.data methods.",
-                     lower_bound=1)
+flags_data.define_shuffle_buffer("Shuffle buffer (records) of the tf.data methods.")
 flags_data.define_seed("Seed of every shuffle and of the training check.")
 flags.DEFINE_integer("prepare_images", 10000, "Images prepared per timing run of the writer "
                      "(each of --prepare_encodings, with 1 and with --prepare_workers workers); "
@@ -139,10 +138,7 @@ def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help and flag errors answer at once. benchmarks.pipeline starts no
   # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
-  # pylint: disable=g-import-not-at-top
-  from benchmarks import pipeline
-  from data_pipeline import locking
-  # pylint: enable=g-import-not-at-top
+  from benchmarks import pipeline  # pylint: disable=g-import-not-at-top
   options = pipeline.Options(
       data_dir=FLAGS.data_dir,
       work_dir=FLAGS.work_dir or pipeline.default_work_dir(FLAGS.output_json),
@@ -154,13 +150,8 @@ def main(argv):
       train_steps=FLAGS.train_steps, train_warmup_steps=FLAGS.train_warmup_steps,
       train_presets=tuple(FLAGS.train_presets), train_images=FLAGS.train_images,
       train_validation_steps=FLAGS.train_validation_steps, child_timeout_s=FLAGS.child_timeout_s)
-  # Every folder it writes into is locked from here to the end: a second benchmark writing
-  # into one of them is refused at once, not after a long run.
-  folders = [locking.file_folder(FLAGS.output_json, "--output_json"),
-             (options.work_dir, "--work_dir", None)]
-  if FLAGS.output_markdown:
-    folders.append(locking.file_folder(FLAGS.output_markdown, "--output_markdown"))
-  with locking.output_dirs("benchmark_pipeline", folders):
+  with outputs.benchmark_locks("benchmark_pipeline", FLAGS.output_json, options.work_dir,
+                               FLAGS.output_markdown):
     report = pipeline.run_benchmark(options)
     outputs.write_benchmark(FLAGS.output_json, report, FLAGS.output_markdown)
 

@@ -37,8 +37,8 @@ flags_eval.define_output_dir("the grids and reconstruction.json")
 flags_data.define_split("Split to reconstruct.", default="test")
 flags.DEFINE_integer("num_images", 8, "Rows of the grid (the split's first images).",
                      lower_bound=1, upper_bound=256)
-flags.DEFINE_integer("max_images", None, "Images used for the statistics: the split's first "
-                     "ones; default: the whole split.", lower_bound=1)
+flags_data.define_max_images("Images used for the statistics: the split's first ones; "
+                             "default: the whole split.")
 flags_eval.define_sharpen(["1"], "PIL sharpness factors of the reconstructions shown and "
                           "measured (1 = unchanged; the study's 7 is strong).")
 flags.DEFINE_multi_string("image", [], "Your own photo (any size; repeat the flag for more), "
@@ -46,7 +46,7 @@ flags.DEFINE_multi_string("image", [], "Your own photo (any size; repeat the fla
 flags_eval.define_checkpoint("each run")
 flags_data.define_seed("Seed of Keras (the reconstructions use no randomness: a VAE is "
                        "evaluated at its mean).")
-flags_eval.define_batch_size(64, "Images per model call.")
+flags_data.define_batch_size(64, "Images per model call.")
 flags_eval.define_face_judge(1000, "Most images whose reconstructions the face judge looks "
                              "at (a --seed seeded subset of the measured ones, the same for "
                              "every model and the originals); the judge takes about 10-30 ms "

@@ -76,11 +76,8 @@ def _stop_on_sigterm(signum, frame):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  if FLAGS.role == "dispatcher":
-    server = service.start_dispatcher(FLAGS.port, work_dir=FLAGS.work_dir)
-  else:
-    server = service.start_worker(FLAGS.port, FLAGS.dispatcher_address, FLAGS.worker_address)
-  port = int(server._address.rsplit(":", 1)[1])  # pylint: disable=protected-access
+  server, port = service.serve(FLAGS.role, FLAGS.port, FLAGS.dispatcher_address,
+                               FLAGS.worker_address, FLAGS.work_dir)
   here = f"{socket.getfqdn()}:{port}"
   if FLAGS.role == "dispatcher":
     logging.info("dispatcher listening on port %d: start workers with "

@@ -30,7 +30,7 @@ flags.DEFINE_integer("num_images", 2000,
                      "Synthetic faces to generate, or with --celeba_dir the images to prepare "
                      "(0 = all).", lower_bound=0)
 flags.DEFINE_integer("epochs", 2, "Training epochs of each model.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Global training batch size.", lower_bound=1)
+flags_data.define_batch_size(64, "Global training batch size.")
 flags.DEFINE_integer("image_size", 96, "Side of the prepared square images.", lower_bound=8)
 flags_data.define_seed("Seed of every step.")
 flags.DEFINE_bool("force", False, "Rerun every step even when its outputs are complete.")

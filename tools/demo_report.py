@@ -10,6 +10,7 @@ import os
 import shlex
 
 from evaluation import study_claims
+from modeling import choices
 
 
 def _load_json(path):
@@ -99,9 +100,10 @@ def _training_lines(runs_dir):
              ("loss", "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_kl_share")
              if row.get(key)]
     config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
-    precision = {"off": "float32", "bf16": "bf16 mixed precision",
-                 "fp16": "fp16 mixed precision"}.get(
-                     config.get("train", {}).get("mixed_precision"), "precision unknown")
+    mode = config.get("train", {}).get("mixed_precision")
+    precision = choices.PRECISION_NAMES.get(mode, "precision unknown")
+    if mode in ("bf16", "fp16"):
+      precision += " mixed precision"
     lines.append(f"- {kind.upper()} ({precision}) after {int(row['epoch']) + 1} epochs: "
                  + ", ".join(shown))
   if not lines:
@@ -161,7 +163,7 @@ def study_measurements(paths):
     for key in ("real", "noise"):
       if summary.get(key) is not None:
         rates.setdefault(key, summary[key])
-    for sampler in ("normal", "gaussian", "gmm"):
+    for sampler in choices.DRAWN_SAMPLERS:
       if summary.get(sampler) is not None:
         rates[f"{kind}_{sampler}"] = summary[sampler]
     if summary.get("uniform"):

@@ -7,9 +7,15 @@ import shlex
 import subprocess
 import time
 
+from modeling import run_dir
 from tools import demo_report
 
 _MARKERS = ".demo"
+
+
+def _trained_files(run):
+  """The files a finished training step leaves in its run dir."""
+  return (os.path.join(run, run_dir.MODEL), os.path.join(run, run_dir.DECODER))
 # The study's three models: (run name, preset, trainer). The AE with a 256-dimensional latent
 # space and the VAE at KL factor 5 are encoded, analysed and sampled; the AE with z_dim 1600 is
 # the study's detail-keeping reconstructor, compared on the test split only.
@@ -101,7 +107,7 @@ def build_steps(s):
         "streaming uint8 batches from the shards", trainer,
         (f"--data_dir={p['data']}", f"--model_dir={run}", f"--preset={preset}",
          f"--epochs={s.epochs}", f"--batch_size={s.batch_size}", f"--seed={s.seed}"),
-        (os.path.join(run, "model.keras"), os.path.join(run, "decoder.keras")), "--overwrite"))
+        _trained_files(run), "--overwrite"))
   for kind in ANALYZED:
     run, z_points = os.path.join(p["runs"], kind), _z_points(p, kind)
     args = [f"--model_dir={run}", f"--data_dir={p['data']}", "--split=train",
@@ -151,7 +157,7 @@ def _upsampling_steps(s, p):
            "train_vae", (f"--data_dir={p['data']}", f"--model_dir={run}", "--preset=vae_fact5",
                          "--upsampling=upsample", f"--epochs={s.epochs}",
                          f"--batch_size={s.batch_size}", f"--seed={s.seed}"),
-           (os.path.join(run, "model.keras"), os.path.join(run, "decoder.keras")),
+           _trained_files(run),
            "--overwrite"),
       Step(f"generate_{UPSAMPLING_RUN}", "N(0, I) samples of the upsampling VAE, for the "
            "checkerboard measure", "generate",

@@ -31,9 +31,8 @@ flags_eval.define_model_dir()
 flags_data.define_data_dir()
 flags.DEFINE_string("output", None, "Path of the z-point file to write; must end in .npy.")
 flags_data.define_split("Split to encode.")
-flags.DEFINE_integer("max_images", None, "Encode only the split's first N images (default: "
-                     "all).", lower_bound=1)
-flags_eval.define_batch_size(256, "Images per encoder call.")
+flags_data.define_max_images("Encode only the split's first N images (default: all).")
+flags_data.define_batch_size(256, "Images per encoder call.")
 flags.DEFINE_bool("with_log_var", False, "VAE only: also write Z.log_var.npy.")
 flags_eval.define_checkpoint()
 flags.DEFINE_string("projector_dir", None, "Also write TensorBoard's embedding projector of the "

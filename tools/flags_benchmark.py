@@ -34,6 +34,11 @@ def define_output_json(example):
   register_file_path("output_json", example)
 
 
+def define_work_dir(holds, default):
+  """--work_dir: the benchmark's scratch folder; `holds` and `default` complete its help."""
+  flags.DEFINE_string("work_dir", None, f"Folder for {holds}; default: {default}.")
+
+
 def define_child_timeout(default_s, what):
   """--child_timeout_s: seconds after which a measuring child process is stopped as failed."""
   flags.DEFINE_float("child_timeout_s", default_s, f"Seconds after which {what} is stopped as "
@@ -61,7 +66,7 @@ def define_fit_flags(presets, default_presets, default_images):
                     "'fit_vs_steps' and 'epoch_start_vs_step' in the report's definitions.")
   flags.DEFINE_integer("train_images", None, "Training images per epoch of that measurement, "
                        "for every preset (whole batches of --batch_size; 2 or more give a steady "
-                       "step); default: per preset, 10 to 15 s of steps on a 2-core CPU ("
+                       "step); default: per preset (10 to 60 s of steps on a 2-core CPU: "
                        + default_images + "), capped at the data dir's training images. The "
                        "ratio depends on the epoch's length: see per_epoch_seconds in the "
                        "report's definitions.",

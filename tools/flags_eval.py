@@ -37,11 +37,6 @@ def define_output_dir(what):
                       "an earlier run are replaced).")
 
 
-def define_batch_size(default, help_text):
-  """--batch_size: images per model call, >= 1."""
-  flags.DEFINE_integer("batch_size", default, help_text, lower_bound=1)
-
-
 def define_face_judge(default_images, images_help):
   """--face_judge (bool) and --face_judge_images: the independent face judge and its cap.
 

@@ -13,6 +13,8 @@ from data_pipeline.errors import DataError
 from modeling import choices
 from modeling import config as config_lib
 from modeling.errors import ModelError
+from tools import flags_data
+from tools import flags_eval
 
 FLAGS = flags.FLAGS
 
@@ -55,14 +57,14 @@ def resolve_model_config(values, kind, image_size=None):
 def define_train_flags(kind):
   """Defines every trainer flag; `kind` is "ae" or "vae" (the trainer's model kind)."""
   # Inputs and outputs.
-  flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data output); trains "
-                      "on its train split and validates on its validation split each epoch.")
-  flags.DEFINE_string("model_dir", None, "Run dir to write (config.json, flags.txt, "
-                      "manifest.json, model/encoder/decoder/best .keras, history.csv, "
-                      "tensorboard/, backup/). Rerunning the same command resumes it; a "
-                      "second trainer on it is refused while one runs (RUN/.lock).")
-  flags.DEFINE_boolean("overwrite", False, "Replace a run with a different config in "
-                       "--model_dir (its run files are deleted) instead of refusing.")
+  flags_data.define_data_dir("Prepared data dir (tools.prepare_data output); trains on its "
+                             "train split and validates on its validation split each epoch.")
+  flags_eval.define_model_dir("Run dir to write (config.json, flags.txt, manifest.json, "
+                              "model/encoder/decoder/best .keras, history.csv, tensorboard/, "
+                              "backup/). Rerunning the same command resumes it; a second "
+                              "trainer on it is refused while one runs (RUN/.lock).")
+  flags_data.define_overwrite("Replace a run with a different config in --model_dir (its run "
+                              "files are deleted) instead of refusing.")
 
   # Architecture: a preset, then overrides of its fields.
   flags.DEFINE_enum("preset", DEFAULT_PRESET[kind], sorted(config_lib.PRESETS),
@@ -101,21 +103,18 @@ def define_train_flags(kind):
                        "logs how many records it lost; tools.verify_data names them.")
   flags.DEFINE_integer("epochs", 10, "Total epochs of the run (a resumed or extended run "
                        "trains the remaining ones).", lower_bound=1)
-  flags.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
-                       lower_bound=1)
+  flags_data.define_batch_size(128, "Global batch size (split across replicas).")
   flags.DEFINE_float("learning_rate", 0.0005, "Adam learning rate (the study's 0.0005).")
-  flags.DEFINE_integer("max_images", None, "Train on the first N training images only.",
-                       lower_bound=1)
+  flags_data.define_max_images("Train on the first N training images only.")
   flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: one pass over the "
                        "training images; with it the data repeats).", lower_bound=1)
   flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch (default: the "
                        "whole validation split).", lower_bound=1)
-  flags.DEFINE_integer("seed", 0, "Seed of weights, data order and the VAE's sampling noise.",
-                       lower_bound=0)
+  flags_data.define_seed("Seed of weights, data order and the VAE's sampling noise.")
   flags.DEFINE_boolean("deterministic", False, "Deterministic TF ops and data order "
                        "(bitwise-repeatable runs, somewhat slower).")
-  flags.DEFINE_integer("shuffle_buffer", 1024, "Records in the shuffle buffer (RAM: about "
-                       "buffer x image bytes).", lower_bound=1)
+  flags_data.define_shuffle_buffer("Records in the shuffle buffer (RAM: about buffer x image "
+                                   "bytes).")
   flags.DEFINE_integer("backup_every_steps", None, "Also back up the weights and optimizer "
                        "every N batches (default: at epoch ends only). A resume restarts the "
                        "interrupted epoch from its first batch, with those weights.",

@@ -84,7 +84,7 @@ flags.DEFINE_integer("max_fit_images", 20000, "Most real z-points used for fitti
 flags.DEFINE_float("cloud_quantile", 0.99, "Chi-square quantile of the inside-the-data-cloud "
                    "test.", lower_bound=0.5, upper_bound=0.999999)
 flags_eval.define_checkpoint()
-flags_eval.define_batch_size(64, "Images per decoder/encoder call.")
+flags_data.define_batch_size(64, "Images per decoder/encoder call.")
 flags_eval.define_face_judge(500, "Most images the face judge looks at per sampler setting "
                              "(the setting's first ones) and per calibration set; the judge "
                              "takes about 10-30 ms per 96x96 image on a CPU core.")

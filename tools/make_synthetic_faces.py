@@ -20,17 +20,16 @@ from tools import flags_data
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("output_dir", None, "Directory to write the CelebA-layout folder into "
-                    "(created if needed; must be empty or hold synthetic faces of --seed).")
+flags_data.define_output_dir("Directory to write the CelebA-layout folder into (created if "
+                             "needed; must be empty or hold synthetic faces of --seed).")
 flags.DEFINE_integer("num_images", None, "How many faces to draw (CelebA has 202,599).",
                      lower_bound=1, upper_bound=999_999)
 flags_data.define_seed("Random seed; image k depends only on (seed, k).")
-flags.DEFINE_integer("num_workers", None, "Processes that draw faces; default: all cores. The "
-                     "images do not depend on it.", lower_bound=1)
-flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the images (CelebA's is about 95).",
-                     lower_bound=1, upper_bound=100)
-flags.DEFINE_boolean("overwrite", False, "Redraw every image, also in a non-empty --output_dir "
-                     "that holds something else (its img_align_celeba/NNNNNN.jpg are replaced).")
+flags_data.define_num_workers("Processes that draw faces; default: all cores. The images do "
+                              "not depend on it.")
+flags_data.define_jpeg_quality("JPEG quality of the images (CelebA's is about 95).")
+flags_data.define_overwrite("Redraw every image, also in a non-empty --output_dir that holds "
+                            "something else (its img_align_celeba/NNNNNN.jpg are replaced).")
 flags.adopt_module_key_flags(flags_data)
 
 
@@ -41,8 +40,8 @@ def main(argv):
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   summary = synthetic.write_synthetic_celeba(
       FLAGS.output_dir, FLAGS.num_images, seed=FLAGS.seed, num_workers=num_workers,
-      jpeg_quality=FLAGS.jpeg_quality, overwrite=FLAGS.overwrite, progress=True)
-  _cli.write_flagfile(os.path.join(FLAGS.output_dir, "flags.txt"))
+      jpeg_quality=FLAGS.jpeg_quality, overwrite=FLAGS.overwrite, progress=True,
+      on_complete=lambda folder: _cli.write_flagfile(os.path.join(folder, "flags.txt")))
   splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())
   logging.info("%s: %d faces (%s); %d drawn now, %.1f s", FLAGS.output_dir,
                summary["num_images"], splits, summary["rendered"], summary["elapsed_s"])

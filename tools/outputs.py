@@ -9,6 +9,7 @@ import os
 
 from absl import logging
 
+from data_pipeline import locking
 from data_pipeline import provenance
 from tools import _cli
 
@@ -29,6 +30,25 @@ def write_report(output_dir, report_name, report, files=None):
     provenance.atomic_write_bytes(os.path.join(output_dir, name), data)
   _cli.write_flagfile(os.path.join(output_dir, FLAGFILE))
   provenance.atomic_write_json(os.path.join(output_dir, report_name), report)
+
+
+def benchmark_locks(holder, output_json, work_dir=None, output_markdown=None):
+  """The locks of every folder a benchmark writes, held for a `with` block from its start.
+
+  A second benchmark writing into one of them is refused at once, not after a long run.
+
+  Args:
+    holder: the tool's name, for the refusal (e.g. "benchmark_pipeline").
+    output_json: --output_json (its folder is locked).
+    work_dir: --work_dir, or None when the benchmark uses a temporary folder.
+    output_markdown: --output_markdown, or None (its folder is locked).
+  """
+  folders = [locking.file_folder(output_json, "--output_json")]
+  if work_dir:
+    folders.append((work_dir, "--work_dir", None))
+  if output_markdown:
+    folders.append(locking.file_folder(output_markdown, "--output_markdown"))
+  return locking.output_dirs(holder, folders)
 
 
 def write_benchmark(output_json, report, output_markdown=None):

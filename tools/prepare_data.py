@@ -26,6 +26,7 @@ from absl import logging
 from data_pipeline.errors import DataError
 from modeling import choices
 from tools import _cli
+from tools import flags_data
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +37,7 @@ flags.DEFINE_string("source_dir", None, "A CelebA download: a folder or a zip fi
                     "list_eval_partition.txt, Google Drive's Img/ Anno/ Eval/, Kaggle's "
                     "archive.zip or its CSV files); optional list_attr_celeba and "
                     "identity_CelebA files. Required unless --source=tfds.")
-flags.DEFINE_string("output_dir", None, "Data dir to write the shards and manifest into.")
+flags_data.define_output_dir("Data dir to write the shards and manifest into.")
 flags.DEFINE_enum("source", "celeba_folder", choices.SOURCES, "celeba_folder: --source_dir; tfds: a "
                   "TFDS-prepared celeb_a in --tfds_data_dir.")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir holding celeb_a (--source=tfds); "
@@ -48,20 +49,20 @@ flags.DEFINE_string("crop", _CROP_DEFAULT, "Crop box left,top,right,bottom in Ce
                     "box is scaled onto their largest centred 178:218 region.")
 flags.DEFINE_enum("encoding", "raw", choices.ENCODINGS, "Image encoding in the records: raw (lossless, "
                   "fastest to read), png (lossless, ~2x smaller), jpeg (lossy, smallest).")
-flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.", lower_bound=1,
-                     upper_bound=100)
-flags.DEFINE_integer("num_workers", None, "Worker processes; default: all cores. The output "
-                     "does not depend on it.", lower_bound=1)
+flags_data.define_jpeg_quality("JPEG quality for --encoding=jpeg.")
+flags_data.define_num_workers("Worker processes; default: all cores. The output does not "
+                              "depend on it.")
 flags.DEFINE_float("shard_mb", 64.0, "Target shard size in MiB (TFDS writes 64 MiB to 1 GiB "
                    "shards): a split gets ceil(estimated encoded size / shard_mb) shards, and at "
                    "least min(8, images // 256) so that small splits still spread over workers.")
 flags.DEFINE_string("name", "celeba_stream", "Dataset name: the shard files' prefix and the "
                     "TFDS dataset name (snake_case).")
-flags.DEFINE_boolean("overwrite", False, "Remove an earlier preparation in --output_dir and "
-                     "start over (otherwise a rerun resumes it).")
-flags.DEFINE_integer("max_images", None, "Prepare only this many images: the first ones of each "
-                     "split, in proportion to the split sizes (quick runs).", lower_bound=1)
-flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags_data.define_overwrite("Remove an earlier preparation in --output_dir and start over "
+                            "(otherwise a rerun resumes it).")
+flags_data.define_max_images("Prepare only this many images: the first ones of each split, in "
+                             "proportion to the split sizes (quick runs).")
+flags_data.define_progress()
+flags.adopt_module_key_flags(flags_data)
 
 
 def _crop_is_valid(text):
@@ -91,6 +92,18 @@ flags.register_multi_flags_validator(
     message="--tfds_data_dir is only used with --source=tfds")
 
 
+def _write_flagfile(output_dir):
+  """flags.txt into the complete data dir, while prepare still holds its lock."""
+  flagfile = os.path.join(output_dir, "flags.txt")
+  try:
+    _cli.write_flagfile(flagfile)
+  except OSError as error:
+    # The data dir is complete already (its manifest is written); only the flagfile is missing.
+    raise DataError(f"cannot write {flagfile} ({error.strerror or error}); the data itself is "
+                    "complete: free space or make --output_dir writable, then rerun the same "
+                    "command to write it") from None
+
+
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   # Imported here so that --help, flag errors and a wrong --source_dir answer without loading
@@ -108,15 +121,8 @@ def main(argv):
       source, FLAGS.output_dir, name=FLAGS.name, image_size=FLAGS.image_size,
       crop_box=parse_crop_box(FLAGS.crop), encoding=FLAGS.encoding,
       jpeg_quality=FLAGS.jpeg_quality, num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
-      overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress)
-  flagfile = os.path.join(FLAGS.output_dir, "flags.txt")
-  try:
-    _cli.write_flagfile(flagfile)
-  except OSError as error:
-    # The data dir is complete already (its manifest is written); only the flagfile is missing.
-    raise DataError(f"cannot write {flagfile} ({error.strerror or error}); the data itself is "
-                    "complete: free space or make --output_dir writable, then rerun the same "
-                    "command to write it") from None
+      overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress,
+      on_complete=_write_flagfile)
   counts = ", ".join(f"{split} {manifest['splits'][split]['num_examples']}"
                      for split in ("train", "validation", "test") if split in manifest["splits"])
   logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,

@@ -13,13 +13,17 @@ rerunning the same command after an interruption resumes from the last backup, a
 from absl import flags
 
 from tools import _cli
+from tools import flags_data
+from tools import flags_eval
 from tools import flags_train
 
 FLAGS = flags.FLAGS
 
 flags_train.define_train_flags("vae")
-# --helpshort lists the trainer flags although flags_train defines them.
+# --helpshort lists the trainer flags, defined in flags_train and the shared definers.
 flags.adopt_module_key_flags(flags_train)
+flags.adopt_module_key_flags(flags_data)
+flags.adopt_module_key_flags(flags_eval)
 
 
 def main(argv):

@@ -16,7 +16,7 @@ FLAGS = flags.FLAGS
 flags_data.define_data_dir("Data dir written by tools.prepare_data.")
 flags.DEFINE_boolean("check_sha256", True, "Also compare each shard's sha256 with the manifest "
                      "(--nocheck_sha256 still checks every record's CRC).")
-flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags_data.define_progress()
 flags.adopt_module_key_flags(flags_data)
 
 

@@ -252,7 +252,7 @@ def _run_workers(image_dir, seed, num_images, jpeg_quality, existing, num_worker
 
 
 def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_quality=95,
-                           overwrite=False, progress=False):
+                           overwrite=False, progress=False, on_complete=None):
   """Writes `num_images` synthetic faces in CelebA's folder layout under `output_dir`.
 
   Args:
@@ -266,6 +266,8 @@ def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_q
       accept a non-empty dir of anything else (its img_align_celeba/NNNNNN.jpg files are
       replaced; other files are left alone).
     progress: show a progress bar on stderr.
+    on_complete: None, or a callable(output_dir) run once the folder is complete, while its
+      lock is still held (tools.make_synthetic_faces writes its flags.txt there).
 
   Returns:
     A summary dict: output_dir, num_images, seed, splits (name -> count), rendered (images drawn
@@ -295,8 +297,11 @@ def write_synthetic_celeba(output_dir, num_images, seed=0, num_workers=1, jpeg_q
   # Locked before anything there is read or changed (--overwrite replaces images), and until
   # synthetic.json says complete, so that a second writer is refused instead of mixing in.
   with locking.output_dir(output_dir, "make_synthetic_faces", "--output_dir"):
-    return _write_locked(output_dir, num_images, seed, num_workers, jpeg_quality, overwrite,
-                         progress, start_time)
+    summary = _write_locked(output_dir, num_images, seed, num_workers, jpeg_quality, overwrite,
+                            progress, start_time)
+    if on_complete is not None:
+      on_complete(output_dir)
+    return summary
 
 
 def _write_locked(output_dir, num_images, seed, num_workers, jpeg_quality, overwrite, progress,
