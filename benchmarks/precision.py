@@ -138,19 +138,12 @@ def run_benchmark(options, resolve_auto=None):
   else:
     mode, reason = resolve_auto()
     auto = {"mode": mode, "reason": reason}
-  rows = []
-  for preset in options.presets:
-    for precision in options.precisions:
-      spec = {"task": "train", "preset": preset, "precision": precision,
-              "data_dir": options.data_dir, "epochs": options.epochs,
-              "train_images": options.train_images // options.batch_size * options.batch_size,
-              "batch_size": options.batch_size, "test_images": options.test_images,
-              "seed": options.seed, "shuffle_buffer": options.shuffle_buffer,
-              "run_dir": os.path.join(work_dir, "runs", f"{preset}-{precision}")}
-      rows.append(child_tasks.run(
-          "benchmarks.precision", spec, os.path.join(logs_dir, f"{preset}-{precision}.log"),
-          options.child_timeout_s, f"{preset} in {choices.PRECISION_NAMES[precision]}",
-          "raise --child_timeout_s or lower --train_images"))
+  try:
+    rows = _run_children(options, work_dir, logs_dir)
+  except BaseException:
+    if not options.work_dir:  # Keep the log the error names; drop the run dirs (100s of MB).
+      shutil.rmtree(os.path.join(work_dir, "runs"), ignore_errors=True)
+    raise
   if not options.work_dir:
     shutil.rmtree(work_dir, ignore_errors=True)
   rows = compare_rows(rows, auto["mode"])
@@ -166,6 +159,24 @@ def run_benchmark(options, resolve_auto=None):
             "elapsed_seconds": time.perf_counter() - start}
   report["table"] = markdown(report)
   return report
+
+
+def _run_children(options, work_dir, logs_dir):
+  """One child per (preset, precision), in order; their result rows."""
+  rows = []
+  for preset in options.presets:
+    for precision in options.precisions:
+      spec = {"task": "train", "preset": preset, "precision": precision,
+              "data_dir": options.data_dir, "epochs": options.epochs,
+              "train_images": options.train_images // options.batch_size * options.batch_size,
+              "batch_size": options.batch_size, "test_images": options.test_images,
+              "seed": options.seed, "shuffle_buffer": options.shuffle_buffer,
+              "run_dir": os.path.join(work_dir, "runs", f"{preset}-{precision}")}
+      rows.append(child_tasks.run(
+          "benchmarks.precision", spec, os.path.join(logs_dir, f"{preset}-{precision}.log"),
+          options.child_timeout_s, f"{preset} in {choices.PRECISION_NAMES[precision]}",
+          "raise --child_timeout_s or lower --train_images"))
+  return rows
 
 
 def compare_rows(rows, auto_mode):

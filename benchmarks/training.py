@@ -45,10 +45,10 @@ modeling.training.without_autotuning now turns autotuning off for the datasets t
 consumes, which avoids it; the target epoch_start:<preset> checks that it stays so: the
 largest first batch of epochs 2 to 4 within EPOCH_START_VS_STEP times a steady step
 (`steady_step_seconds`). Epochs 3 and 4 are timed too because the stall did not always come
-at epoch 2. Being age-bound, the wait grew with the epoch's length: the default epochs (10 to
-15 s of steps) are about as long as those where it was measured, so a stall would show here,
-but a much shorter --train_images could hide it, and a ratio from short epochs does not
-extrapolate to long ones (per-epoch costs weigh less there).
+at epoch 2. Being age-bound, the wait grew with the epoch's length: the default epochs (about
+a minute of steps) are longer than those where it was measured (10 to 15 s), so a stall would
+show here, but a much shorter --train_images could hide it, and a ratio from short epochs does
+not extrapolate to long ones (per-epoch costs weigh less there).
 """
 
 import os
@@ -61,14 +61,15 @@ from benchmarks.process_memory import peak_rss_mb
 from benchmarks.report import fmt
 
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
-# Images per epoch by default, at batch 128 on a 2-core CPU with oneDNN: 2 ae_z256 steps of 5 to
-# 6 s and 5 vae_fact5 steps of 2.5 to 3 s, 10 to 15 s of steps per epoch, at least 2 steps so
-# that an epoch has a steady step. ae_z1600 gets 10 steps (about 60 s): its epoch-end work
-# (backup and best.keras of 15.7 M parameters with their optimizer state, 190 MB each) takes
-# about 2.5 s, which 2-step epochs would weigh at 20 % although it is under 0.1 % of an epoch
-# of the full CelebA (1,271 steps). With 4 epochs, the bare steps, validation and tracing, the
-# three presets take about 12 minutes together. Others: DEFAULT_IMAGES.
-PRESET_IMAGES = {"ae_z256": 256, "ae_z1600": 1280, "vae_fact5": 640}
+# Images per epoch by default: about a minute of steps at batch 128 on a 2-core CPU with oneDNN
+# (10 AE steps of 5 to 6 s, 20 vae_fact5 steps of 2.5 to 3 s). The epoch-end work of the
+# trainer's callbacks, mostly the backup and best.keras (weights and optimizer state: 40 MB for
+# ae_z256, 100 MB for vae_fact5, 190 MB for ae_z1600), takes 0.7 to 2.9 s per epoch here; at
+# the 2 to 5 steps of the first version's epochs that weighed 6 to 20 %, although it is under
+# 3 % of an epoch of the real 3,420-image sample (27 steps) and under 0.1 % of one of the full
+# CelebA (1,271 steps). With 4 epochs, the bare steps, validation and tracing, the three presets
+# take about 20 minutes together. Others: DEFAULT_IMAGES.
+PRESET_IMAGES = {"ae_z256": 1280, "ae_z1600": 1280, "vae_fact5": 2560}
 DEFAULT_IMAGES = 1024
 FIT_VS_STEPS = 0.95  # Target on this machine (issue 14).
 # At most: a timed epoch's first batch over a steady step (issue 14). Without the stall a first

@@ -223,7 +223,7 @@ def test_epoch_start_stall():
 def test_epoch_images():
   # The preset's default, capped at the data's training images, in whole batches.
   assert fit_bench.epoch_images("ae_z256", None, 100000, 128) == fit_bench.PRESET_IMAGES["ae_z256"]
-  assert fit_bench.epoch_images("vae_fact5", None, 500, 128) == 384  # Default 640, capped.
+  assert fit_bench.epoch_images("vae_fact5", None, 500, 128) == 384  # Default 2,560, capped.
   assert fit_bench.epoch_images("some_preset", None, 100000, 100) == 1000  # 1,024 in batches.
   assert fit_bench.epoch_images("vae_fact5", 300, 3420, 128) == 256  # As asked, whole batches.
   assert fit_bench.epoch_images("vae_fact5", None, 100, 128) == 0

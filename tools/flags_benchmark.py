@@ -66,7 +66,7 @@ def define_fit_flags(presets, default_presets, default_images):
                     "'fit_vs_steps' and 'epoch_start_vs_step' in the report's definitions.")
   flags.DEFINE_integer("train_images", None, "Training images per epoch of that measurement, "
                        "for every preset (whole batches of --batch_size; 2 or more give a steady "
-                       "step); default: per preset (10 to 60 s of steps on a 2-core CPU: "
+                       "step); default: per preset (about 60 s of steps on a 2-core CPU: "
                        + default_images + "), capped at the data dir's training images. The "
                        "ratio depends on the epoch's length: see per_epoch_seconds in the "
                        "report's definitions.",

@@ -1,4 +1,5 @@
-"""Flags that the tools reading or writing data share: each defined here once.
+"""Flags that tools read or write data with, shared across the tool families (data tools,
+trainers, evaluation tools, benchmarks, the demo): each defined here once.
 
 A tool calls the `define_*` functions it needs at import time, with its own help text where the
 flag means something particular to it, and then `flags.adopt_module_key_flags(flags_data)` so
