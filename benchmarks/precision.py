@@ -228,13 +228,16 @@ def evaluate_targets(rows):
 def markdown(report):
   """The report's Markdown: machine, what auto picks, one row per run, the targets."""
   machine, inputs, auto = report["machine"], report["inputs"], report["auto"]
+  # What was measured: --test_images capped at the test split's size.
+  measured = sorted({row["test_images"] for row in report["rows"]}) or [inputs["test_images"]]
+  epochs = f"{inputs['epochs']} epoch{'s' if inputs['epochs'] != 1 else ''}"
   lines = [f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, TensorFlow "
            f"{machine['tensorflow']}, Keras {machine['keras']}; {machine['date']}.",
            f"`--mixed_precision auto` here: {choices.PRECISION_NAMES[auto['mode']]} "
            f"({auto['reason']}).",
-           f"Each run: {inputs['epochs']} epochs of {inputs['train_images']:,} training images "
-           f"at batch {inputs['batch_size']}, seed {inputs['seed']}; PSNR/SSIM on the test "
-           f"split's first {inputs['test_images']:,} images.", "",
+           f"Each run: {epochs} of {inputs['train_images']:,} training images at batch "
+           f"{inputs['batch_size']}, seed {inputs['seed']}; PSNR/SSIM on the test split's first "
+           f"{' or '.join(f'{n:,}' for n in measured)} images.", "",
            "| preset | precision | steady step s | step speed vs float32 | final loss | "
            "test PSNR dB | vs float32 dB | test SSIM | peak RSS MB |",
            "|---|---|---|---|---|---|---|---|---|"]

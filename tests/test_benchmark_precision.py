@@ -18,7 +18,8 @@ from tests.toolrun import run_tool
 
 def _row(preset, precision, psnr, step, ssim=0.5):
   return {"preset": preset, "precision": precision, "test_psnr_db": psnr, "test_ssim": ssim,
-          "steady_step_seconds": step, "final_loss": 5000.0, "peak_rss_mb": 900.0}
+          "steady_step_seconds": step, "final_loss": 5000.0, "peak_rss_mb": 900.0,
+          "test_images": 450}
 
 
 def test_rows_compare_with_float32_of_the_same_preset():
@@ -61,6 +62,10 @@ def test_parity_target_on_either_side_of_the_threshold():
   assert "| parity:vae_fact5:bf16 | +0.250 | +-0.2 | FAIL |" in table
   assert "| parity:ae_z1600:bf16 | n/a | +-0.2 | not measured |" in table
   assert "`--mixed_precision auto` here: float32 (auto: float32, no native bf16)" in table
+  assert "3 epochs of 320 training images" in table
+  # The measured count, not the requested one, when the split is smaller than asked for.
+  report["rows"] = [dict(row, test_images=30) for row in rows]
+  assert "on the test split's first 30 images." in bench.markdown(report)
 
 
 def test_options_are_checked_against_the_data_dir(prepared_data_dir, tmp_path):

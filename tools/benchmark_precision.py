@@ -41,8 +41,8 @@ flags.DEFINE_integer("epochs", 3, "Epochs of every run.", lower_bound=1)
 flags.DEFINE_integer("train_images", 320, "Training images per epoch (the split's first ones, "
                      "whole batches).", lower_bound=1)
 flags_data.define_batch_size(32, "Global training batch size.")
-flags.DEFINE_integer("test_images", 450, "Test images measured (the split's first ones).",
-                     lower_bound=1)
+flags.DEFINE_integer("test_images", 450, "Test images measured: the split's first ones, at most "
+                     "the whole split (the report says how many).", lower_bound=1)
 flags_data.define_seed("Seed of every run's weights, data order and sampling noise.")
 flags_data.define_shuffle_buffer("Records in the shuffle buffer.")
 flags_benchmark.define_child_timeout(7200.0, "one run's child process")
