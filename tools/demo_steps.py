@@ -16,6 +16,8 @@ _MARKERS = ".demo"
 def _trained_files(run):
   """The files a finished training step leaves in its run dir."""
   return (os.path.join(run, run_dir.MODEL), os.path.join(run, run_dir.DECODER))
+
+
 # The study's three models: (run name, preset, trainer). The AE with a 256-dimensional latent
 # space and the VAE at KL factor 5 are encoded, analysed and sampled; the AE with z_dim 1600 is
 # the study's detail-keeping reconstructor, compared on the test split only.

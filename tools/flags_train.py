@@ -2,8 +2,8 @@
 
 `define_train_flags(kind)` defines them with the trainer's default preset; --kl_factor exists
 for the VAE only. Validators reject impossible values and architecture combinations before
-TensorFlow loads: this module imports only absl, modeling.config and data_pipeline.service's
-address check (pure Python).
+TensorFlow loads: this module imports only absl, modeling.config, data_pipeline.service's
+address check and the shared definers of tools.flags_data / flags_eval (pure Python).
 """
 
 from absl import flags
