@@ -190,6 +190,7 @@ def test_the_previous_backup_keeps_the_older_state(tmp_path):
   def compiled():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # As the trainers do: its state is saved.
     return model
 
   model = compiled()
