@@ -104,7 +104,9 @@ def _training_lines(runs_dir):
     precision = choices.PRECISION_NAMES.get(mode, "precision unknown")
     if mode in ("bf16", "fp16"):
       precision += " mixed precision"
-    lines.append(f"- {kind.upper()} ({precision}) after {int(row['epoch']) + 1} epochs: "
+    epochs = int(row["epoch"]) + 1
+    plural = "s" if epochs != 1 else ""
+    lines.append(f"- {kind.upper()} ({precision}) after {epochs} epoch{plural}: "
                  + ", ".join(shown))
   if not lines:
     return []
