@@ -43,6 +43,7 @@ from benchmarks.process_memory import peak_rss_mb
 from benchmarks.process_memory import ru_maxrss_mb
 from benchmarks.report import fmt
 from benchmarks.report import machine_description
+from benchmarks.report import verdict
 from evaluation import correlation
 from evaluation import statistics
 from evaluation import zpoints
@@ -337,7 +338,7 @@ def markdown(report):
   ]
   for t in report["targets"]:
     lines.append(f"| {t['name']} | {fmt(t['value'], 2)} | {t['threshold']:g} | "
-                 f"{'pass' if t['passed'] else 'FAIL'} |")
+                 f"{verdict(t['passed'])} |")
   counts = result["counts"]
   lines += ["", "| threshold | pairs with abs(r) above, all rows | "
             f"{subset['rows']:,} rows |", "|---|---|---|"]

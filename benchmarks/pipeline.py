@@ -36,6 +36,7 @@ from benchmarks import pipeline_methods as methods_lib
 from benchmarks import training as training_lib
 from benchmarks.report import fmt
 from benchmarks.report import machine_description
+from benchmarks.report import verdict
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
@@ -454,8 +455,8 @@ def markdown(report):
           fmt(by_pair.get((stream, peer, size)), 2) for size in sizes) + " |")
   lines += ["", "| target | value | threshold | result |", "|---|---|---|---|"]
   for t in report["targets"]:
-    result = {True: "pass", False: "FAIL", None: "not measured"}[t["passed"]]
-    lines.append(f"| {t['name']} | {fmt(t['value'], 3)} | {t['threshold']:g} | {result} |")
+    lines.append(f"| {t['name']} | {fmt(t['value'], 3)} | {t['threshold']:g} | "
+                 f"{verdict(t['passed'])} |")
   preparation = report.get("preparation")
   if preparation and preparation["runs"]:
     lines += ["", f"Preparation of {preparation['images']:,} images (decode, crop, LANCZOS "

@@ -33,9 +33,11 @@ from benchmarks import child_tasks
 from benchmarks import report as report_lib
 from benchmarks.process_memory import peak_rss_mb
 from benchmarks.report import fmt
+from benchmarks.report import verdict
 from data_pipeline import provenance
 from evaluation.errors import EvaluationError
 from modeling import choices
+from modeling import config as config_lib
 
 PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32 (issue 14).
 PRECISIONS = ("off", "bf16")  # Resolved modes compared: float32 and bf16 mixed precision.
@@ -86,6 +88,26 @@ DEFINITIONS = {
 }
 
 
+def check_choices(presets, precisions, train_images, batch_size):
+  """Checks what the runs would be, without the data (tools.benchmark_precision's validator).
+
+  Raises:
+    EvaluationError: an unknown or missing preset or mode, modes that do not start with off
+      (float32, which the others are compared with), or less than one batch per epoch.
+  """
+  unknown = [p for p in presets if p not in config_lib.PRESETS]
+  unknown += [p for p in precisions if p not in choices.PRECISION_POLICIES]
+  if unknown or not presets:
+    raise EvaluationError(f"unknown or missing --presets/--precisions value(s): "
+                          f"{', '.join(unknown) or 'none given'}")
+  if not precisions or precisions[0] != "off":
+    raise EvaluationError("--precisions must start with off (float32), which the others are "
+                          "compared with, e.g. off,bf16")
+  if train_images < batch_size:
+    raise EvaluationError(f"--train_images {train_images} is less than one batch (--batch_size "
+                          f"{batch_size})")
+
+
 def check_options(options):
   """Checks the options and the data dir before any run starts.
 
@@ -94,13 +116,7 @@ def check_options(options):
       without test images (one line).
     DataError: a missing or malformed data dir (data_pipeline.manifest.read_manifest).
   """
-  unknown = [p for p in options.precisions if p not in choices.PRECISION_POLICIES]
-  if unknown or not options.precisions or options.precisions[0] != "off":
-    raise EvaluationError(f"precisions must start with off (float32) and name modes of "
-                          f"{sorted(choices.PRECISION_POLICIES)}, got {list(options.precisions)}")
-  if options.train_images < options.batch_size:
-    raise EvaluationError(f"train_images {options.train_images} is less than one batch of "
-                          f"{options.batch_size}")
+  check_choices(options.presets, options.precisions, options.train_images, options.batch_size)
   from data_pipeline import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   manifest = manifest_lib.read_manifest(options.data_dir)
   if manifest.get("encoding") != "raw":
@@ -253,8 +269,8 @@ def markdown(report):
       f"{preset} {fmt(value, 2)}x" for preset, value in speedups.items()) + ".", "",
             "| target | value | threshold | result |", "|---|---|---|---|"]
   for t in report["targets"]:
-    verdict = {True: "pass", False: "FAIL", None: "not measured"}[t["passed"]]
-    lines.append(f"| {t['name']} | {_signed(t['value'])} | +-{t['threshold']:g} | {verdict} |")
+    lines.append(f"| {t['name']} | {_signed(t['value'])} | +-{t['threshold']:g} | "
+                 f"{verdict(t['passed'])} |")
   return "\n".join(lines) + "\n"
 
 
@@ -291,7 +307,6 @@ def _train(spec):
   from benchmarks import training as training_benchmark
   from data_pipeline import make_dataset
   from data_pipeline import manifest as manifest_lib
-  from evaluation import encoding
   from evaluation import reconstruction
   from modeling import config as config_lib
   from modeling import run_dir as run_dir_lib
@@ -314,9 +329,7 @@ def _train(spec):
   result = training.train(model_config, train_config, train_ds, val_ds, spec["run_dir"],
                            preview_images=preview, callbacks=(timer,))
   run = run_dir_lib.load_run(spec["run_dir"])
-  subject = reconstruction.Subject(spec["preset"], run.config.kind, run.config.loss,
-                                   encoding.traced(run.model.encode),
-                                   encoding.traced(run.model.decode))
+  subject = reconstruction.Subject.from_run(spec["preset"], run)
   test_images = min(spec["test_images"], test_total)
   batches = (b.numpy() for b in make_dataset(spec["data_dir"], "test", spec["batch_size"],
                                               shuffle=False, max_images=test_images))

@@ -38,6 +38,11 @@ def machine_description():
   }
 
 
+def verdict(passed):
+  """A target's result for the tables: "pass", "FAIL", or "not measured" (passed is None)."""
+  return {True: "pass", False: "FAIL", None: "not measured"}[passed]
+
+
 def fmt(value, digits=0):
   """A number for the Markdown tables: thousands separators, `digits` decimals; None -> n/a."""
   if value is None:

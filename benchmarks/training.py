@@ -59,6 +59,7 @@ import time
 from benchmarks import child_tasks
 from benchmarks.process_memory import peak_rss_mb
 from benchmarks.report import fmt
+from benchmarks.report import verdict
 
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
 # Images per epoch by default: about a minute of steps at batch 128 on a 2-core CPU with oneDNN
@@ -237,10 +238,9 @@ def markdown_lines(rows):
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     passed = None if row["ratio"] is None else row["ratio"] >= FIT_VS_STEPS
-    verdict = {True: "pass", False: "FAIL", None: "not measured"}[passed]
     lines.append(
         f"| {row['preset']} | {row['images']:,} | {fmt(row['fit_images_per_s'], 1)} | "
-        f"{fmt(row['bare_images_per_s'], 1)} | {fmt(row['ratio'], 3)} | {verdict} | "
+        f"{fmt(row['bare_images_per_s'], 1)} | {fmt(row['ratio'], 3)} | {verdict(passed)} | "
         f"{fmt(row['ratio_with_validation'], 3)} | {fmt(row['steps_ratio'], 3)} | "
         f"{fmt(row['steady_step_seconds'], 2)} | "
         f"{first_batches(row['first_batch_seconds_per_epoch'])} | "

@@ -55,6 +55,13 @@ class Subject:
   def label(self):
     return f"{self.name} ({self.kind})"
 
+  @classmethod
+  def from_run(cls, name, run):
+    """The model of a loaded run (modeling.run_dir.load_run), called through traced functions."""
+    from evaluation import encoding  # pylint: disable=g-import-not-at-top
+    return cls(name, run.config.kind, run.config.loss, encoding.traced(run.model.encode),
+               encoding.traced(run.model.decode))
+
   def reconstruct(self, images):
     """uint8 images [B, S, S, 3] -> float32 reconstructions in [0, 1]."""
     return np.asarray(self.decode_fn(self.encode_fn(images)), np.float32)
@@ -315,8 +322,7 @@ def _subjects(options, manifest):
   for model_dir, name in zip(options.model_dirs, run_names(options.model_dirs)):
     run = run_dir.load_run(model_dir, options.checkpoint)
     encoding.check_image_size(run, options.data_dir, manifest, flag="--model_dirs")
-    subjects.append(Subject(name, run.config.kind, run.config.loss,
-                            encoding.traced(run.model.encode), encoding.traced(run.model.decode)))
+    subjects.append(Subject.from_run(name, run))
     files.update(encoding.run_files(model_dir, options.checkpoint))
   return subjects, files
 

@@ -19,6 +19,9 @@ Markdown table under "table"), <output_json stem>.flags.txt beside it and, with
 
 from absl import flags
 
+# Pure Python: the children load TensorFlow, so --help and flag errors answer at once.
+from benchmarks import precision
+from evaluation.errors import EvaluationError
 from modeling import choices
 from modeling import config as config_lib
 from tools import _cli
@@ -53,17 +56,11 @@ flags.adopt_module_key_flags(flags_data)
 
 
 def _check_lists(values):
-  unknown = [p for p in values["presets"] or [] if p not in config_lib.PRESETS]
-  unknown += [p for p in values["precisions"] or [] if p not in choices.PRECISION_POLICIES]
-  if unknown or not values["presets"]:
-    raise flags.ValidationError(f"unknown or missing --presets/--precisions value(s): "
-                                f"{', '.join(unknown) or 'none given'}")
-  if not values["precisions"] or values["precisions"][0] != "off":
-    raise flags.ValidationError("--precisions must start with off (float32), which the "
-                                "others are compared with, e.g. off,bf16")
-  if values["train_images"] < values["batch_size"]:
-    raise flags.ValidationError(f"--train_images {values['train_images']} is less than one "
-                                f"--batch_size {values['batch_size']}")
+  try:
+    precision.check_choices(values["presets"] or [], values["precisions"] or [],
+                            values["train_images"], values["batch_size"])
+  except EvaluationError as error:
+    raise flags.ValidationError(str(error)) from None
   return True
 
 
@@ -73,8 +70,6 @@ flags.register_multi_flags_validator(["presets", "precisions", "train_images", "
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer at once; the children load TensorFlow.
-  from benchmarks import precision  # pylint: disable=g-import-not-at-top
   options = precision.Options(
       data_dir=FLAGS.data_dir, presets=tuple(FLAGS.presets),
       precisions=tuple(FLAGS.precisions), epochs=FLAGS.epochs,
