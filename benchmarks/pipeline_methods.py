@@ -217,8 +217,9 @@ def prepare(spec):
   from data_pipeline import sources  # pylint: disable=g-import-not-at-top
   from data_pipeline import writer  # pylint: disable=g-import-not-at-top
   results = []
-  # Jobs with worker pools first: the pool forks, which is safe only while this process has not
-  # started TensorFlow's runtime threads (a one-worker job writes its shards in-process).
+  # Jobs with worker pools first: the writer forks its workers only while this process has not
+  # started TensorFlow's runtime threads (a one-worker job writes its shards in-process, and
+  # starts them), and spawns them after, which would time TF imports as well.
   for job in sorted(spec["jobs"], key=lambda job: job["workers"] == 1):
     source = sources.CelebAFolderSource(spec["source_dir"])
     start = time.perf_counter()

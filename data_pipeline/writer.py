@@ -8,10 +8,12 @@ min(8, n // 256) so that a small split still spreads over the workers; shard i g
 contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the source and the
 settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
 
-Work. One task per shard, run by `num_workers` processes (forked on Linux, so TensorFlow is not
-imported again). A worker writes `<shard>.tmp`, fsyncs it, hashes it and renames it into place,
-so a shard file either is complete or does not exist. Unusable source images (missing, empty,
-truncated, not an image) are skipped and reported with their reason.
+Work. One task per shard, run by `num_workers` processes: forked on Linux while the caller has
+started no thread since importing this module, so that TensorFlow is not imported again, and
+spawned otherwise (forking a process whose TF runtime threads run can deadlock the worker). A
+worker writes `<shard>.tmp`, fsyncs it, hashes it and renames it into place, so a shard file
+either is complete or does not exist. Unusable source images (missing, empty, truncated, not an
+image) are skipped and reported with their reason.
 
 Resume. `prepare_progress.json` (written atomically after every shard) records the settings and
 each finished shard's records, bytes and sha256. A rerun with the same settings keeps every
@@ -368,11 +370,31 @@ def _shard_is_intact(output_dir, entry):
           and provenance.sha256_file(path) == entry["sha256"])
 
 
+def _thread_count():
+  """The threads of this process (Linux /proc), or None where that cannot be read."""
+  try:
+    return len(os.listdir("/proc/self/task"))
+  except OSError:
+    return None
+
+
+# Threads alive once this module (and so TensorFlow) was imported: TF's import starts a few idle
+# ones. A thread started later (TF's runtime pools, a tf.data iterator, a summary writer) may
+# hold a lock (TF's file-system registry, its thread pools) at the moment of a fork, and a
+# forked worker that needs that lock then hangs for ever: seen in a test session that had
+# trained models before preparing data.
+_THREADS_AT_IMPORT = _thread_count()
+
+
 def _mp_context():
-  # fork: workers inherit the imported TensorFlow instead of importing it again (seconds each);
-  # the parent has only imported TF, not started its runtime threads. Elsewhere, spawn.
-  methods = multiprocessing.get_all_start_methods()
-  return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+  """fork while this process has started no thread since import (the prepare_data tool):
+  workers inherit the imported TensorFlow instead of importing it again (seconds each).
+  Otherwise (a notebook or test session that has run TF; or no /proc) spawn, which is safe."""
+  threads = _thread_count()
+  if ("fork" in multiprocessing.get_all_start_methods() and threads is not None
+      and _THREADS_AT_IMPORT is not None and threads <= _THREADS_AT_IMPORT):
+    return multiprocessing.get_context("fork")
+  return multiprocessing.get_context("spawn")
 
 
 def _iter_tasks(source, plan, settings, output_dir, done):

@@ -215,6 +215,26 @@ def test_rerun_resumes_and_reproduces_identical_shards(synthetic_celeba_dir, pre
   assert os.stat(out / manifest_lib.MANIFEST).st_mtime_ns == before
 
 
+def test_workers_are_spawned_once_this_process_runs_threads(synthetic_celeba_dir,
+                                                           prepared_data_dir, tmp_path,
+                                                           monkeypatch):
+  # A thread started after import (here a stand-in for TF's runtime pools) may hold a lock at
+  # the fork, and a forked worker then hangs (a test session hung so): spawn instead.
+  monkeypatch.setattr(writer, "_thread_count", lambda: writer._THREADS_AT_IMPORT)
+  assert writer._mp_context().get_start_method() == "fork"
+  monkeypatch.setattr(writer, "_thread_count", lambda: writer._THREADS_AT_IMPORT + 1)
+  assert writer._mp_context().get_start_method() == "spawn"
+  monkeypatch.setattr(writer, "_thread_count", lambda: None)  # No /proc: never fork.
+  assert writer._mp_context().get_start_method() == "spawn"
+  monkeypatch.undo()
+  # Spawned workers (the source and settings pickled to them) write the same shards.
+  with monkeypatch.context() as patch:
+    patch.setattr(writer, "_mp_context", lambda: writer.multiprocessing.get_context("spawn"))
+    manifest = _prepare(synthetic_celeba_dir, tmp_path / "out", image_size=32, shard_mb=0.05,
+                        num_workers=2)
+  assert _shard_hashes(manifest) == _shard_hashes(dp.read_manifest(prepared_data_dir))
+
+
 def test_other_settings_are_refused_unless_overwrite(synthetic_celeba_dir, prepared_data_dir,
                                                      tmp_path):
   out = tmp_path / "out"
