@@ -13,28 +13,33 @@ How one preset is measured (`measure`):
    datasets (shuffled stream, known epoch length, validation split), the trainer's callbacks
    (NaN stop, CSV logger, backup, best checkpoint, TensorBoard, the preview image grid of 8
    test images) and Keras' progress bar (into the child's log).
-2. When fit begins (a callback that runs after the trainer's), the bare steps' warm-up and
-   first half run: the compiled train function that `fit` uses (`model.train_function`) on
-   an iterator that repeats one fixed batch of the same size, with no callbacks, no progress
-   bar and no input pipeline.
+2. Bare steps: the compiled train function that `fit` uses (`model.train_function`) on an
+   iterator that repeats one fixed batch of the same size, with no callbacks, no progress bar
+   and no input pipeline. When fit begins (a callback that runs after the trainer's), its
+   warm-up steps run, untimed; then, after every epoch (after the trainer's callbacks have
+   done their epoch-end work), a timed block of half an epoch's steps.
 3. Every epoch is timed from its start to its end, in that last callback; an epoch starts
-   where the one before it ended (epoch 1: at the end of the bare steps' first half). An
-   epoch's time holds its steps, the callbacks' work at its begin and end (history row,
-   backup, best.keras when val_loss improved, TensorBoard, the image grid), and its
-   validation, which is timed on its own (the callbacks' on_test_begin/on_test_end) and
-   reported apart: it is more work (forward passes over other images), not overhead, and its
-   share depends on the validation split's size. Epoch 1 traces the train and test functions:
-   it counts in no rate, only its first batch is shown.
-4. After `train` returns, the bare steps' second half: halves before and after the fit
-   cancel a steady drift of the machine's load. The bare steps are as many as epochs 2 to 4
-   have together, so that both sides of the ratio average the same number of steps; one
-   epoch's worth would save 2 epochs of steps (20 to 25 s per preset at the default lengths)
-   but leave the bare side only 2 to 5 steps.
+   where the bare block before it ended (epoch 1: after the warm-up). An epoch's time holds
+   its steps, the callbacks' work at its begin and end (history row, backup, best.keras when
+   val_loss improved, TensorBoard, the image grid), and its validation, which is timed on its
+   own (the callbacks' on_test_begin/on_test_end) and reported apart: it is more work
+   (forward passes over other images), not overhead, and its share depends on the validation
+   split's size. Epoch 1 traces the train and test functions: it counts in no rate, only its
+   first batch is shown.
+4. The bare reference of a timed epoch is the two blocks around it, the one just before and
+   the one just after (`bare_reference`): this 2-core machine's speed drifts by 10 % and more
+   over minutes (a preset's step time rose 14 % from epoch 2 to epoch 4 in one run), and a
+   reference measured only before and after the whole fit, 3 to 4 minutes away from its
+   middle epoch, made `fit` look up to 7 % slower than bare steps where side by side it was
+   not (8 steps each, alternated: within the 5 to 10 % spread of the blocks themselves, either
+   way). The blocks are as many steps as two epochs, so that the bare side averages enough
+   steps.
 
 The verdict's ratio is (training images of epochs 2 to 4 / their seconds without validation)
-over the bare steps' images/s; >= FIT_VS_STEPS passes. Where the difference goes: `steps_ratio`
-(the steady steps, each timed epoch's 2nd to last batch, over the bare steps) and
-`per_epoch_seconds` (the rest, per epoch).
+over the bare reference's images/s; >= FIT_VS_STEPS passes. `ratio_per_epoch` holds each timed
+epoch's ratio to its own two blocks. Where the difference goes: `steps_ratio` (the steady
+steps, each timed epoch's 2nd to last batch, over the bare reference) and `per_epoch_seconds`
+(the rest, per epoch).
 
 Every epoch's start: `first_batch_seconds_per_epoch` holds, per epoch, the seconds from its
 start to its first batch's end: one step, plus fit making the epoch's training iterator and
@@ -83,10 +88,13 @@ DEFINITIONS = {
     "fit_vs_steps": "images/s of epochs 2 to 4 of 4 as modeling.training.train runs them (fit "
                     "with the trainer's callbacks and progress bar, fed from the raw shards), "
                     "validation time excluded, over images/s of bare steps: fit's own compiled "
-                    "train function on one fixed batch of the same size, no callbacks, as many "
-                    "steps as epochs 2 to 4 have, timed in two halves, before fit's first epoch "
-                    "(after --train_warmup_steps untimed ones) and after its last. Epoch 1 "
+                    "train function on one fixed batch of the same size, no callbacks, timed in "
+                    "blocks of half an epoch's steps run after every epoch (after the trainer's "
+                    "callbacks), each timed epoch against the blocks just before and just after "
+                    "it (after --train_warmup_steps untimed ones when fit begins). Epoch 1 "
                     "(tracing) is not timed.",
+    "ratio_per_epoch": "per timed epoch (2 to 4), the same ratio of that epoch alone over its "
+                       "two bare blocks.",
     "ratio_with_validation": "the same with the validation time of epochs 2 to 4 included.",
     "steps_ratio": "images/s of the steady train steps of epochs 2 to 4 (each epoch's 2nd to "
                    "last batch: the stream, the progress bar and per-batch callbacks) over the "
@@ -95,8 +103,8 @@ DEFINITIONS = {
                            "to last batches (each epoch's first batch's end to its last's).",
     "first_batch_seconds_per_epoch": "per epoch, 1 to 4: from the epoch's start (epoch 1: the "
                                      "end of the bare steps' first half, before fit's first "
-                                     "epoch; later: the previous epoch's end, after its "
-                                     "validation and the trainer's callbacks) to its first "
+                                     "epoch; later: the end of the bare block after the "
+                                     "previous epoch's validation and callbacks) to its first "
                                      "batch's end: one step plus fit replacing its training "
                                      "iterator (with tf.data's autotuning on, tearing the old "
                                      "one down waited for the autotuning thread: see "
@@ -147,6 +155,24 @@ def run(specs, logs_dir, timeout_s):
   return rows
 
 
+def bare_reference(block_seconds, block_images):
+  """Images/s of bare steps for the timed epochs: each one's blocks before and after it.
+
+  Args:
+    block_seconds: per epoch, epoch 1 first, the seconds of the bare block run right after it.
+    block_images: images per block.
+
+  Returns:
+    (images/s of the blocks around epochs 2 to N together, the blocks next to two timed
+    epochs counting twice; per timed epoch, the images/s of its two blocks). None (and [])
+    with fewer than two blocks.
+  """
+  pairs = [block_seconds[k - 1] + block_seconds[k] for k in range(1, len(block_seconds))]
+  if not pairs or min(pairs) <= 0:
+    return None, []
+  return 2 * block_images * len(pairs) / sum(pairs), [2 * block_images / p for p in pairs]
+
+
 def ratios(images, steps, epochs, bare_images_per_s):
   """The fit-over-bare ratios and the epochs' starts from every epoch's timings.
 
@@ -160,7 +186,7 @@ def ratios(images, steps, epochs, bare_images_per_s):
     epochs: per epoch, epoch 1 first, its seconds {"epoch": all of it, "validation": its
       validation, "first_batch": its start to its first batch's end, "steps": its start to its
       last batch's end}.
-    bare_images_per_s: images/s of the bare steps.
+    bare_images_per_s: images/s of the bare steps (bare_reference).
 
   Returns:
     {"fit_images_per_s", "ratio", "ratio_with_validation", "steps_ratio",
@@ -219,9 +245,9 @@ def evaluate_targets(rows):
   return targets
 
 
-def first_batches(seconds):
-  """Every epoch's first-batch seconds for the table: "4.1 / 0.9 / 0.9 / 1.0" (n/a if none)."""
-  return " / ".join(fmt(s, 1) for s in seconds) if seconds else "n/a"
+def per_epoch(values, digits):
+  """One value per epoch for the table: "4.1 / 0.9 / 0.9 / 1.0" (n/a if none)."""
+  return " / ".join(fmt(v, digits) for v in values) if values else "n/a"
 
 
 def markdown_lines(rows):
@@ -232,18 +258,18 @@ def markdown_lines(rows):
            f"`fit` with the trainer's callbacks (batch {rows[0]['batch_size']}, validation time "
            "excluded) vs bare train steps on one fixed batch, and every epoch's first batch in "
            "seconds from the epoch's start (target epoch_start):", "",
-           "| preset | epoch images | fit images/s | bare steps images/s | ratio | verdict | with "
-           f"validation | steady steps ratio | steady step s | first batch s, epochs 1-{EPOCHS} "
-           "| per-epoch s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| preset | epoch images | fit images/s | bare steps images/s | ratio | verdict | "
+           f"ratio per epoch, 2-{EPOCHS} | with validation | steady steps ratio | steady step s "
+           f"| first batch s, epochs 1-{EPOCHS} | per-epoch s | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     passed = None if row["ratio"] is None else row["ratio"] >= FIT_VS_STEPS
     lines.append(
         f"| {row['preset']} | {row['images']:,} | {fmt(row['fit_images_per_s'], 1)} | "
         f"{fmt(row['bare_images_per_s'], 1)} | {fmt(row['ratio'], 3)} | {verdict(passed)} | "
-        f"{fmt(row['ratio_with_validation'], 3)} | {fmt(row['steps_ratio'], 3)} | "
+        f"{per_epoch(row.get('ratio_per_epoch'), 3)} | {fmt(row['ratio_with_validation'], 3)} | {fmt(row['steps_ratio'], 3)} | "
         f"{fmt(row['steady_step_seconds'], 2)} | "
-        f"{first_batches(row['first_batch_seconds_per_epoch'])} | "
+        f"{per_epoch(row['first_batch_seconds_per_epoch'], 1)} | "
         f"{fmt(row['per_epoch_seconds'], 2)} | {fmt(row['peak_rss_mb'])} |")
   return lines
 
@@ -299,13 +325,14 @@ def _timer_class():
   class EpochTimer(keras.callbacks.Callback):
     """Runs after the trainer's callbacks; see the module docstring, steps 2 and 3."""
 
-    def __init__(self, bare_iterator, warmup_steps, first_half, best_path):
+    def __init__(self, bare_iterator, warmup_steps, block_steps, best_path):
       super().__init__()
       self.bare_iterator, self.warmup_steps = bare_iterator, warmup_steps
-      self.first_half, self.best_path = first_half, best_path
+      self.block_steps, self.best_path = block_steps, best_path
       self.epochs = []  # Per finished epoch: its marks (time.perf_counter), see _marks.
+      self.block_seconds = []  # Per finished epoch: the seconds of the bare block after it.
       self.current, self.test_begin = None, None
-      self.bare_seconds, self.best_mtime = 0.0, None
+      self.best_mtime = None
 
     @staticmethod
     def _marks(start):
@@ -328,20 +355,19 @@ def _timer_class():
       self.current["validation"] += time.perf_counter() - self.test_begin
 
     def on_train_begin(self, logs=None):
-      # Before fit's first epoch, while it holds no dataset iterator: in between epochs the
-      # bare steps would prolong the life of the iterator that fit tears down at the next
-      # epoch's start, and with it that teardown's wait (see first_batch_seconds_per_epoch).
       _bare_steps(self.model, self.bare_iterator, self.warmup_steps)  # Traces; not timed.
-      self.bare_seconds += _bare_steps(self.model, self.bare_iterator, self.first_half)
       self.current = self._marks(time.perf_counter())  # Epoch 1 starts.
 
     def on_epoch_end(self, epoch, logs=None):
-      now = time.perf_counter()
-      self.current["end"] = now
+      self.current["end"] = time.perf_counter()
       self.epochs.append(self.current)
-      self.current = self._marks(now)  # The next epoch starts where this one ends.
       if epoch == 0:
         self.best_mtime = self._best_mtime()
+      # The epoch's training iterator lives on through the block: with autotuning on, that
+      # would lengthen the teardown wait at the next epoch's start, which the epoch_start
+      # target would then show the more clearly (modeling.training.without_autotuning).
+      self.block_seconds.append(_bare_steps(self.model, self.bare_iterator, self.block_steps))
+      self.current = self._marks(time.perf_counter())  # The next epoch starts after it.
 
     def seconds(self):
       """Per finished epoch, epoch 1 first: the `epochs` argument of `ratios`."""
@@ -366,25 +392,23 @@ def measure(spec):
   # pylint: enable=g-import-not-at-top
   batch_size = spec["batch_size"]
   steps = spec["images"] // batch_size
-  bare_steps = (EPOCHS - 1) * steps  # As many as the timed epochs (module docstring, step 4).
+  block_steps = -(-steps // 2)  # Half an epoch's, after each of the EPOCHS epochs.
   model_config = config_lib.resolve_config(spec["preset"], {"image_size": spec["image_size"]})
   train_ds, val_ds, num_val, preview = datasets(spec)
   validation_steps = min(spec["validation_steps"], -(-num_val // batch_size)) if num_val else None
   constant = tf.data.Dataset.from_tensors(next(iter(train_ds))).repeat()
-  first_half = bare_steps // 2
   if os.path.exists(spec["run_dir"]):  # A leftover run would be resumed, not trained.
     shutil.rmtree(spec["run_dir"])
-  timer = _timer_class()(iter(constant), spec["warmup_steps"], first_half,
+  timer = _timer_class()(iter(constant), spec["warmup_steps"], block_steps,
                          run_dir_lib.paths(spec["run_dir"]).best)
   train_config = training.TrainConfig(epochs=EPOCHS, batch_size=batch_size,
                                       validation_steps=validation_steps, seed=spec["seed"])
   training.train(model_config, train_config, train_ds, val_ds, spec["run_dir"],
                  preview_images=preview, callbacks=(timer,))
-  bare_seconds = timer.bare_seconds + _bare_steps(timer.model, timer.bare_iterator,
-                                                  bare_steps - first_half)
   epochs = timer.seconds()
   images = steps * batch_size
-  bare_rate = bare_steps * batch_size / bare_seconds if bare_seconds > 0 else None
+  bare_rate, bare_rates = bare_reference(timer.block_seconds, block_steps * batch_size)
+  fit_rates = [images / (e["epoch"] - e["validation"]) for e in epochs[1:]]
   result = {"preset": spec["preset"], "parameters": int(timer.model.count_params()),
             "images": images, "batch_size": batch_size, "steps": steps, "epochs": EPOCHS,
             "validation_steps": validation_steps, "warmup_steps": spec["warmup_steps"],
@@ -392,8 +416,10 @@ def measure(spec):
             "epoch_seconds_per_epoch": [e["epoch"] for e in epochs],
             "validation_seconds_per_epoch": [e["validation"] for e in epochs],
             "steps_seconds_per_epoch": [e["steps"] for e in epochs],
-            "best_checkpoint_saved": timer.best_saved(), "bare_steps": bare_steps,
-            "bare_seconds": bare_seconds, "bare_images_per_s": bare_rate,
+            "best_checkpoint_saved": timer.best_saved(),
+            "bare_steps": block_steps * len(timer.block_seconds),
+            "bare_block_seconds": timer.block_seconds, "bare_images_per_s": bare_rate,
+            "ratio_per_epoch": [f / b for f, b in zip(fit_rates, bare_rates)],
             **ratios(images, steps, epochs, bare_rate), "peak_rss_mb": peak_rss_mb()}
   shutil.rmtree(spec["run_dir"])  # Scratch: hundreds of MB of checkpoints for ae_z1600.
   return result

@@ -136,7 +136,7 @@ def _fit_row(preset, ratio, **overrides):
          "bare_images_per_s": 100.0, "ratio": ratio, "ratio_with_validation": 0.9,
          "steps_ratio": 0.99, "steady_step_seconds": 0.95,
          "first_batch_seconds_per_epoch": [4.12, 0.94, 0.9, 1.04], "epoch_start_vs_step": 1.1,
-         "per_epoch_seconds": 0.4, "peak_rss_mb": 2100.0}
+         "per_epoch_seconds": 0.4, "peak_rss_mb": 2100.0, "ratio_per_epoch": [0.96, 0.94, 0.95]}
   row.update(overrides)
   return row
 
@@ -187,6 +187,22 @@ def test_fit_ratios():
   assert alone["first_batch_seconds_per_epoch"] == [30.0]
 
 
+def test_bare_reference_takes_the_blocks_around_each_timed_epoch():
+  # Blocks of 200 images after epochs 1-4; the machine slows down as it goes.
+  rate, per_epoch = fit_bench.bare_reference([1.0, 2.0, 2.0, 4.0], 200)
+  assert per_epoch == pytest.approx([400 / 3, 100.0, 400 / 6])  # Epochs 2, 3 and 4.
+  # Together: the blocks next to two timed epochs count twice.
+  assert rate == pytest.approx(3 * 400 / (3 + 4 + 6))
+  # A drift that a reference measured only before and after the fit would misjudge: epochs
+  # 2-4 as fast as their neighbouring blocks give ratio 1 for each of them.
+  epochs = [_epoch(30.0, steady_step=3.0)] + [
+      {"epoch": 200 / r, "validation": 0.0, "first_batch": 1.0, "steps": 200 / r}
+      for r in per_epoch]
+  assert fit_bench.ratios(200, 2, epochs, rate)["ratio"] == pytest.approx(1.0)
+  assert fit_bench.bare_reference([1.0], 200) == (None, [])  # Epoch 1 alone: no timed epoch.
+  assert fit_bench.bare_reference([], 200) == (None, [])
+
+
 def test_epoch_start_stall():
   # TensorFlow 2.21's stall with autotuning on: 15 s more before epoch 2's first step (1 s).
   stalled = [_epoch(9.0, 1.0), _epoch(16.0, 1.0), _epoch(1.25, 1.0), _epoch(1.0, 1.0)]
@@ -232,7 +248,8 @@ def test_epoch_images():
 def test_fit_targets_and_table():
   rows = [_fit_row("ae_z256", 0.95), _fit_row("ae_z1600", 0.949, epoch_start_vs_step=15.8),
           _fit_row("vae_fact5", None, fit_images_per_s=None, steady_step_seconds=None,
-                   first_batch_seconds_per_epoch=[], epoch_start_vs_step=None)]
+                   first_batch_seconds_per_epoch=[], epoch_start_vs_step=None,
+                   ratio_per_epoch=[])]
   targets = {t["name"]: t for t in fit_bench.evaluate_targets(rows)}
   assert set(targets) == {f"{name}:{preset}" for name in ("fit_vs_steps", "epoch_start")
                           for preset in ("ae_z256", "ae_z1600", "vae_fact5")}
@@ -248,12 +265,14 @@ def test_fit_targets_and_table():
   table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
   assert table["preset"].endswith("| steady step s | first batch s, epochs 1-4 | per-epoch s | "
                                   "peak RSS MB |")
-  assert table["ae_z256"] == ("| ae_z256 | 1,024 | 95.0 | 100.0 | 0.950 | pass | 0.900 | 0.990 "
-                              "| 0.95 | 4.1 / 0.9 / 0.9 / 1.0 | 0.40 | 2,100 |")
+  assert table["ae_z256"] == ("| ae_z256 | 1,024 | 95.0 | 100.0 | 0.950 | pass | 0.960 / 0.940 / "
+                              "0.950 | 0.900 | 0.990 | 0.95 | 4.1 / 0.9 / 0.9 / 1.0 | 0.40 | "
+                              "2,100 |")
   assert "| 0.949 | FAIL |" in table["ae_z1600"]
-  assert table["vae_fact5"].startswith("| vae_fact5 | 1,024 | n/a | 100.0 | n/a | not measured |")
+  assert table["vae_fact5"].startswith("| vae_fact5 | 1,024 | n/a | 100.0 | n/a | not measured | "
+                                       "n/a |")
   assert "| n/a | n/a | 0.40 |" in table["vae_fact5"]
-  assert all(line.count("|") == 13 for line in lines if line.startswith("|"))
+  assert all(line.count("|") == 14 for line in lines if line.startswith("|"))
   assert "(batch 128, validation time excluded)" in lines[1]
   assert "epochs 2 to 4 of 4" in lines[1]
   assert fit_bench.markdown_lines([]) == []
@@ -422,7 +441,10 @@ def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   [fit] = report["fit_throughput"]
   assert fit["preset"] == "vae_fact5" and fit["images"] == 16 and fit["steps"] == 2
   assert fit["validation_steps"] == 1 and fit["peak_rss_mb"] > 0
-  assert fit["epochs"] == fit_bench.EPOCHS == 4 and fit["bare_steps"] == 3 * 2
+  # A bare block of half an epoch (1 step) after each of the 4 epochs.
+  assert fit["epochs"] == fit_bench.EPOCHS == 4 and fit["bare_steps"] == 4 * 1
+  assert len(fit["bare_block_seconds"]) == 4 and min(fit["bare_block_seconds"]) > 0
+  assert len(fit["ratio_per_epoch"]) == 3 and min(fit["ratio_per_epoch"]) > 0
   assert fit["fit_images_per_s"] > 0 and fit["bare_images_per_s"] > 0 and fit["ratio"] > 0
   for total, validation, first, steps in zip(
       fit["epoch_seconds_per_epoch"], fit["validation_seconds_per_epoch"],
