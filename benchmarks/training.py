@@ -102,7 +102,7 @@ DEFINITIONS = {
     "steady_step_seconds": "mean seconds of one steady train step of epochs 2 to 4: their 2nd "
                            "to last batches (each epoch's first batch's end to its last's).",
     "first_batch_seconds_per_epoch": "per epoch, 1 to 4: from the epoch's start (epoch 1: the "
-                                     "end of the bare steps' first half, before fit's first "
+                                     "end of the untimed warm-up steps, before fit's first "
                                      "epoch; later: the end of the bare block after the "
                                      "previous epoch's validation and callbacks) to its first "
                                      "batch's end: one step plus fit replacing its training "
@@ -267,7 +267,8 @@ def markdown_lines(rows):
     lines.append(
         f"| {row['preset']} | {row['images']:,} | {fmt(row['fit_images_per_s'], 1)} | "
         f"{fmt(row['bare_images_per_s'], 1)} | {fmt(row['ratio'], 3)} | {verdict(passed)} | "
-        f"{per_epoch(row.get('ratio_per_epoch'), 3)} | {fmt(row['ratio_with_validation'], 3)} | {fmt(row['steps_ratio'], 3)} | "
+        f"{per_epoch(row.get('ratio_per_epoch'), 3)} | "
+        f"{fmt(row['ratio_with_validation'], 3)} | {fmt(row['steps_ratio'], 3)} | "
         f"{fmt(row['steady_step_seconds'], 2)} | "
         f"{per_epoch(row['first_batch_seconds_per_epoch'], 1)} | "
         f"{fmt(row['per_epoch_seconds'], 2)} | {fmt(row['peak_rss_mb'])} |")
