@@ -370,29 +370,35 @@ def _shard_is_intact(output_dir, entry):
           and provenance.sha256_file(path) == entry["sha256"])
 
 
-def _thread_count():
-  """The threads of this process (Linux /proc), or None where that cannot be read."""
+def _thread_names():
+  """The names of this process's threads (Linux /proc), or None where they cannot be read."""
   try:
-    return len(os.listdir("/proc/self/task"))
-  except OSError:
+    names = []
+    for task in os.listdir("/proc/self/task"):
+      with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
+        names.append(f.read().strip())
+    return names
+  except OSError:  # No /proc, or a thread that ended while listed.
     return None
 
 
-# Threads alive once this module (and so TensorFlow) was imported: TF's import starts a few idle
-# ones. A thread started later (TF's runtime pools, a tf.data iterator, a summary writer) may
-# hold a lock (TF's file-system registry, its thread pools) at the moment of a fork, and a
-# forked worker that needs that lock then hangs for ever: seen in a test session that had
-# trained models before preparing data.
-_THREADS_AT_IMPORT = _thread_count()
+# The threads alive once this module (and so TensorFlow) was imported: TF's import starts a few
+# idle ones. A thread started later (TF's runtime pools, named tf_*, a tf.data iterator's, a
+# summary writer's) may hold a lock (TF's file-system registry, a pool's queue) at the moment of
+# a fork, and a forked worker that needs that lock then waits for ever: the likely cause of a
+# CI test session that hung in a prepare after other tests had trained models.
+_THREADS_AT_IMPORT = _thread_names()
 
 
 def _mp_context():
-  """fork while this process has started no thread since import (the prepare_data tool):
-  workers inherit the imported TensorFlow instead of importing it again (seconds each).
-  Otherwise (a notebook or test session that has run TF; or no /proc) spawn, which is safe."""
-  threads = _thread_count()
-  if ("fork" in multiprocessing.get_all_start_methods() and threads is not None
-      and _THREADS_AT_IMPORT is not None and threads <= _THREADS_AT_IMPORT):
+  """fork while this process has started no thread since import, nor TF's runtime (the
+  prepare_data tool): workers inherit the imported TensorFlow instead of importing it again
+  (seconds each). Otherwise (a notebook or test session that has run TF, a late import of this
+  module, no /proc) spawn, which is always safe."""
+  names = _thread_names()
+  if ("fork" in multiprocessing.get_all_start_methods() and names is not None
+      and _THREADS_AT_IMPORT is not None and len(names) <= len(_THREADS_AT_IMPORT)
+      and not any(name.startswith("tf_") for name in names)):
     return multiprocessing.get_context("fork")
   return multiprocessing.get_context("spawn")
 

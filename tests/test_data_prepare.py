@@ -218,15 +218,19 @@ def test_rerun_resumes_and_reproduces_identical_shards(synthetic_celeba_dir, pre
 def test_workers_are_spawned_once_this_process_runs_threads(synthetic_celeba_dir,
                                                            prepared_data_dir, tmp_path,
                                                            monkeypatch):
-  # A thread started after import (here a stand-in for TF's runtime pools) may hold a lock at
-  # the fork, and a forked worker then hangs (a test session hung so): spawn instead.
-  monkeypatch.setattr(writer, "_thread_count", lambda: writer._THREADS_AT_IMPORT)
-  assert writer._mp_context().get_start_method() == "fork"
-  monkeypatch.setattr(writer, "_thread_count", lambda: writer._THREADS_AT_IMPORT + 1)
-  assert writer._mp_context().get_start_method() == "spawn"
-  monkeypatch.setattr(writer, "_thread_count", lambda: None)  # No /proc: never fork.
-  assert writer._mp_context().get_start_method() == "spawn"
+  # A thread started after import (TF's runtime pools, a tf.data iterator's) may hold a lock at
+  # the fork, and a forked worker then waits for ever: spawn instead.
+  at_import = ["python"] * 4  # The main thread and the three that TF's import starts.
+  for names, method in ((at_import, "fork"), (at_import[:3], "fork"),
+                        (at_import + ["python"], "spawn"),  # One more, of any kind.
+                        # This module imported after TF had run: as many, but TF's own.
+                        (at_import[:2] + ["tf_Compute", "tf_Compute"], "spawn"),
+                        (None, "spawn")):  # No /proc: never fork.
+    monkeypatch.setattr(writer, "_THREADS_AT_IMPORT", at_import)
+    monkeypatch.setattr(writer, "_thread_names", lambda names=names: names)
+    assert writer._mp_context().get_start_method() == method, names
   monkeypatch.undo()
+  assert all(isinstance(name, str) for name in writer._thread_names())  # Reads this process.
   # Spawned workers (the source and settings pickled to them) write the same shards.
   with monkeypatch.context() as patch:
     patch.setattr(writer, "_mp_context", lambda: writer.multiprocessing.get_context("spawn"))
