@@ -95,6 +95,10 @@ DEFINITIONS = {
                     "(tracing) is not timed.",
     "ratio_per_epoch": "per timed epoch (2 to 4), the same ratio of that epoch alone over its "
                        "two bare blocks.",
+    "bare_block_seconds": "per epoch, 1 to 4: seconds of the block of bare steps (half an "
+                          "epoch's, rounded up) run right after it, after the trainer's "
+                          "callbacks; epoch k is judged against the blocks after epochs k-1 "
+                          "and k.",
     "ratio_with_validation": "the same with the validation time of epochs 2 to 4 included.",
     "steps_ratio": "images/s of the steady train steps of epochs 2 to 4 (each epoch's 2nd to "
                    "last batch: the stream, the progress bar and per-batch callbacks) over the "
