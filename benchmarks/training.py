@@ -177,7 +177,7 @@ def bare_reference(block_seconds, block_images):
   return 2 * block_images * len(pairs) / sum(pairs), [2 * block_images / p for p in pairs]
 
 
-def ratios(images, steps, epochs, bare_images_per_s):
+def ratios(images, steps, epochs, bare_images_per_s, bare_per_epoch=()):
   """The fit-over-bare ratios and the epochs' starts from every epoch's timings.
 
   Epoch 1 (tracing) counts in no rate and in no epoch-start check; only its first batch is
@@ -191,9 +191,10 @@ def ratios(images, steps, epochs, bare_images_per_s):
       validation, "first_batch": its start to its first batch's end, "steps": its start to its
       last batch's end}.
     bare_images_per_s: images/s of the bare steps (bare_reference).
+    bare_per_epoch: per timed epoch, the images/s of its own bare blocks (bare_reference).
 
   Returns:
-    {"fit_images_per_s", "ratio", "ratio_with_validation", "steps_ratio",
+    {"fit_images_per_s", "ratio", "ratio_per_epoch", "ratio_with_validation", "steps_ratio",
      "per_epoch_seconds", "steady_step_seconds", "first_batch_seconds_per_epoch" (one per
      epoch of `epochs`), "epoch_start_vs_step"}.
   """
@@ -214,6 +215,8 @@ def ratios(images, steps, epochs, bare_images_per_s):
   starts = [e["first_batch"] / steady_step for e in timed] if steady else []
   return {"fit_images_per_s": rate(timed_images, fit_seconds),
           "ratio": over_bare(rate(timed_images, fit_seconds)),
+          "ratio_per_epoch": [rate(images, e["epoch"] - e["validation"]) / bare
+                              for e, bare in zip(timed, bare_per_epoch)],
           "ratio_with_validation": over_bare(rate(timed_images, sum(e["epoch"] for e in timed))),
           "steps_ratio": over_bare(steady),
           "per_epoch_seconds": fit_seconds / len(timed) - steps * steady_step if steady else None,
@@ -412,8 +415,7 @@ def measure(spec):
                  preview_images=preview, callbacks=(timer,))
   epochs = timer.seconds()
   images = steps * batch_size
-  bare_rate, bare_rates = bare_reference(timer.block_seconds, block_steps * batch_size)
-  fit_rates = [images / (e["epoch"] - e["validation"]) for e in epochs[1:]]
+  bare_rate, bare_per_epoch = bare_reference(timer.block_seconds, block_steps * batch_size)
   result = {"preset": spec["preset"], "parameters": int(timer.model.count_params()),
             "images": images, "batch_size": batch_size, "steps": steps, "epochs": EPOCHS,
             "validation_steps": validation_steps, "warmup_steps": spec["warmup_steps"],
@@ -424,8 +426,8 @@ def measure(spec):
             "best_checkpoint_saved": timer.best_saved(),
             "bare_steps": block_steps * len(timer.block_seconds),
             "bare_block_seconds": timer.block_seconds, "bare_images_per_s": bare_rate,
-            "ratio_per_epoch": [f / b for f, b in zip(fit_rates, bare_rates)],
-            **ratios(images, steps, epochs, bare_rate), "peak_rss_mb": peak_rss_mb()}
+            **ratios(images, steps, epochs, bare_rate, bare_per_epoch),
+            "peak_rss_mb": peak_rss_mb()}
   shutil.rmtree(spec["run_dir"])  # Scratch: hundreds of MB of checkpoints for ae_z1600.
   return result
 

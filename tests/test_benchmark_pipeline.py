@@ -198,7 +198,10 @@ def test_bare_reference_takes_the_blocks_around_each_timed_epoch():
   epochs = [_epoch(30.0, steady_step=3.0)] + [
       {"epoch": 200 / r, "validation": 0.0, "first_batch": 1.0, "steps": 200 / r}
       for r in per_epoch]
-  assert fit_bench.ratios(200, 2, epochs, rate)["ratio"] == pytest.approx(1.0)
+  r = fit_bench.ratios(200, 2, epochs, rate, per_epoch)
+  assert r["ratio"] == pytest.approx(1.0)
+  assert r["ratio_per_epoch"] == pytest.approx([1.0, 1.0, 1.0])
+  assert fit_bench.ratios(200, 2, epochs, rate)["ratio_per_epoch"] == []  # No blocks given.
   assert fit_bench.bare_reference([1.0], 200) == (None, [])  # Epoch 1 alone: no timed epoch.
   assert fit_bench.bare_reference([], 200) == (None, [])
 
