@@ -382,12 +382,14 @@ def _thread_names():
     return None
 
 
-# The threads alive once this module (and so TensorFlow) was imported: TF's import starts a few
-# idle ones. A thread started later (TF's runtime pools, named tf_*, a tf.data iterator's, a
-# summary writer's) may hold a lock (TF's file-system registry, a pool's queue) at the moment of
-# a fork, and a forked worker that needs that lock then waits for ever: the likely cause of a
-# CI test session that hung in a prepare after other tests had trained models.
-_THREADS_AT_IMPORT = _thread_names()
+# How many threads were alive once this module (and so TensorFlow) was imported: TF's import
+# starts a few idle ones. A thread started later (TF's runtime pools, named tf_*, a tf.data
+# iterator's, a summary writer's) may hold a lock (TF's file-system registry, a pool's queue) at
+# the moment of a fork, and a forked worker that needs that lock then waits for ever: the likely
+# cause of a CI test session that hung in a prepare after other tests had trained models.
+_NAMES_AT_IMPORT = _thread_names()
+_THREADS_AT_IMPORT = None if _NAMES_AT_IMPORT is None else len(_NAMES_AT_IMPORT)
+del _NAMES_AT_IMPORT
 
 
 def _mp_context():
@@ -397,7 +399,7 @@ def _mp_context():
   module, no /proc) spawn, which is always safe."""
   names = _thread_names()
   if ("fork" in multiprocessing.get_all_start_methods() and names is not None
-      and _THREADS_AT_IMPORT is not None and len(names) <= len(_THREADS_AT_IMPORT)
+      and _THREADS_AT_IMPORT is not None and len(names) <= _THREADS_AT_IMPORT
       and not any(name.startswith("tf_") for name in names)):
     return multiprocessing.get_context("fork")
   return multiprocessing.get_context("spawn")

@@ -226,7 +226,7 @@ def test_workers_are_spawned_once_this_process_runs_threads(synthetic_celeba_dir
                         # This module imported after TF had run: as many, but TF's own.
                         (at_import[:2] + ["tf_Compute", "tf_Compute"], "spawn"),
                         (None, "spawn")):  # No /proc: never fork.
-    monkeypatch.setattr(writer, "_THREADS_AT_IMPORT", at_import)
+    monkeypatch.setattr(writer, "_THREADS_AT_IMPORT", len(at_import))
     monkeypatch.setattr(writer, "_thread_names", lambda names=names: names)
     assert writer._mp_context().get_start_method() == method, names
   monkeypatch.undo()
