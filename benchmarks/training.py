@@ -409,8 +409,10 @@ def measure(spec):
     shutil.rmtree(spec["run_dir"])
   timer = _timer_class()(iter(constant), spec["warmup_steps"], block_steps,
                          run_dir_lib.paths(spec["run_dir"]).best)
+  # The trainers' default precision: fit is timed as a user of the tools runs it.
   train_config = training.TrainConfig(epochs=EPOCHS, batch_size=batch_size,
-                                      validation_steps=validation_steps, seed=spec["seed"])
+                                      validation_steps=validation_steps, seed=spec["seed"],
+                                      mixed_precision="auto")
   training.train(model_config, train_config, train_ds, val_ds, spec["run_dir"],
                  preview_images=preview, callbacks=(timer,))
   epochs = timer.seconds()

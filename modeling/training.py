@@ -34,9 +34,10 @@ class TrainConfig:
     seed: seeds weight initialization, the VAE's sampling noise and the data order.
     deterministic: enable TensorFlow's deterministic ops (slower; bitwise-repeatable runs).
     jit_compile: compile the train step with XLA.
-    mixed_precision: "auto" (bf16 where the hardware runs it natively, else float32;
-      devices.resolve_precision), "off" (float32), "bf16" or "fp16" (with dynamic loss
-      scaling). `train` records the resolved mode in config.json.
+    mixed_precision: "off" (float32, the default: the same numbers on every CPU, as Flax's
+      `half_precision=False`), "auto" (bf16 where the hardware runs it natively, else
+      float32; devices.resolve_precision; the tools' default), "bf16" or "fp16" (with
+      dynamic loss scaling). `train` records the resolved mode in config.json.
     strategy: "default", "one_device", "mirrored" or "multi_worker_mirrored".
     backup_every_steps: also back up every N batches (None: at epoch ends only).
   """
@@ -49,7 +50,7 @@ class TrainConfig:
   seed: int = 0
   deterministic: bool = False
   jit_compile: bool = False
-  mixed_precision: str = "auto"
+  mixed_precision: str = "off"
   strategy: str = "default"
   backup_every_steps: int | None = None
 

@@ -23,6 +23,7 @@ Every fixture imports TensorFlow lazily, so tests that do not use them stay fast
 """
 
 import os
+import sys
 
 import pytest
 
@@ -34,6 +35,15 @@ tf_env.enable_onednn()
 
 SYNTHETIC_IMAGES = 64
 SYNTHETIC_SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+  """Every test starts and ends with Keras' float32 policy: a test that trains in bf16 or fp16
+  (the global dtype policy) must not change the numbers of the tests after it."""
+  yield
+  if "keras" in sys.modules:
+    sys.modules["keras"].mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from PIL import Image
 from data_pipeline import locking
 from evaluation import projector
 from tests.toolrun import assert_clean_error
+from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 FILES = (projector.CONFIG_FILE, projector.VECTORS_FILE, projector.METADATA_FILE,
@@ -37,7 +38,7 @@ def test_encode_writes_a_projector_of_the_first_points(tiny_runs, prepared_data_
   from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top
   z_path, folder = tmp_path / "z" / "Z.npy", tmp_path / "cloud"
   # Batches of 4: the 10 points end inside the third batch.
-  result = run_tool("encode", "--model_dir", tiny_runs["ae"], "--data_dir", prepared_data_dir,
+  result = run_main("encode", "--model_dir", tiny_runs["ae"], "--data_dir", prepared_data_dir,
                     "--output", z_path, "--batch_size", "4", "--projector_dir", folder,
                     "--projector_points", "10", "--projector_thumbnail", "16")
   assert result.returncode == 0, result.stderr

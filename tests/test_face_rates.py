@@ -14,7 +14,7 @@ from evaluation import face_judge
 from evaluation import generation
 from evaluation import reconstruction
 from evaluation.errors import EvaluationError
-from tests.toolrun import run_tool
+from tests.toolrun import run_main
 
 DIM = 4
 
@@ -153,7 +153,7 @@ def test_compare_without_the_judge(tiny_runs, prepared_data_dir):
 
 
 def test_generate_tool_noface_judge(tiny_runs, tmp_path):
-  result = run_tool("generate", "--model_dir", tiny_runs["ae"], "--output_dir", tmp_path / "g",
+  result = run_main("generate", "--model_dir", tiny_runs["ae"], "--output_dir", tmp_path / "g",
                     "--samplers", "normal", "--num_images", "2", "--num_metric_images", "4",
                     "--sharpen", "1,7", "--noface_judge")
   assert result.returncode == 0, result.stderr[-3000:]

@@ -21,7 +21,7 @@ from evaluation.errors import EvaluationError
 from tests.tiny_runs import SIZE
 from tests.tiny_runs import Z_DIM
 from tests.toolrun import assert_clean_error
-from tests.toolrun import run_tool
+from tests.toolrun import run_main
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +241,9 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
   common = ["--model_dir", runs["vae"], "--data_dir", prepared_data_dir, "--num_images", "4",
             "--num_metric_images", "12", "--r_limits", "1,8", "--sharpen", "1,7",
             "--max_fit_images", "40", "--batch_size", "16", "--seed", "3"]
-  first = run_tool("generate", *common, "--output_dir", tmp_path / "a")
+  first = run_main("generate", *common, "--output_dir", tmp_path / "a")
   assert first.returncode == 0, first.stderr[-3000:]
-  second = run_tool("generate", *common, "--output_dir", tmp_path / "b")
+  second = run_main("generate", *common, "--output_dir", tmp_path / "b")
   assert second.returncode == 0, second.stderr[-3000:]
   pngs = sorted(n for n in os.listdir(tmp_path / "a") if n.endswith(".png"))
   assert pngs == ["attribute_Smiling.png", "gaussian.png", "gmm.png", "interpolate.png",
@@ -278,13 +278,13 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
 
 
 def test_generate_tool_errors(runs, tmp_path):
-  missing_data = run_tool("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
+  missing_data = run_main("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
                           "--samplers", "interpolate")
   assert_clean_error(missing_data, "--samplers", "--data_dir", code=2)
-  missing_z = run_tool("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
+  missing_z = run_main("generate", "--model_dir", runs["ae"], "--output_dir", tmp_path / "o",
                        "--samplers", "normal,gmm")
   assert_clean_error(missing_z, "--z_points", "--data_dir", code=2)
-  bad_dir = run_tool("generate", "--model_dir", tmp_path / "no_run", "--output_dir",
+  bad_dir = run_main("generate", "--model_dir", tmp_path / "no_run", "--output_dir",
                      tmp_path / "o", "--samplers", "normal")
   assert_clean_error(bad_dir, "no_run", code=1)
   assert not (tmp_path / "o").exists()
@@ -294,7 +294,7 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
   photo = tmp_path / "me.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 260, 3), np.uint8)).save(photo)
   out = tmp_path / "rec"
-  result = run_tool("compare_reconstructions", "--model_dirs", f"{runs['ae']},{runs['vae']}",
+  result = run_main("compare_reconstructions", "--model_dirs", f"{runs['ae']},{runs['vae']}",
                     "--data_dir", prepared_data_dir, "--output_dir", out, "--num_images", "3",
                     "--sharpen", "1,7", "--image", photo, "--face_judge_images", "4")
   assert result.returncode == 0, result.stderr[-3000:]
@@ -312,7 +312,7 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
   grid = Image.open(out / "reconstructions.png")
   assert grid.width >= 5 * 96 and grid.height >= 3 * 96
   assert Image.open(out / "own_images.png").height >= 96
-  bad_image = run_tool("compare_reconstructions", "--model_dirs", runs["ae"], "--data_dir",
+  bad_image = run_main("compare_reconstructions", "--model_dirs", runs["ae"], "--data_dir",
                        prepared_data_dir, "--output_dir", tmp_path / "x", "--image",
                        tmp_path / "missing.jpg")
   assert_clean_error(bad_image, "missing.jpg", code=1)

@@ -19,7 +19,7 @@ from tests.damage import copy_data_dir
 from tests.damage import flip_byte_of_record
 from tests.tiny_runs import Z_DIM
 from tests.toolrun import assert_clean_error
-from tests.toolrun import run_tool
+from tests.toolrun import run_main
 
 
 def _planted(n=4000, dim=12, seed=0):
@@ -143,7 +143,7 @@ def test_analysis_subset_is_seeded_and_vae_section_uses_log_var():
 
 def test_encode_then_analyze_end_to_end(tiny_runs, prepared_data_dir, tmp_path):
   z_path = tmp_path / "vae" / "Z.npy"
-  result = run_tool("encode", "--model_dir", tiny_runs["vae"], "--data_dir", prepared_data_dir,
+  result = run_main("encode", "--model_dir", tiny_runs["vae"], "--data_dir", prepared_data_dir,
                     "--split", "train", "--output", z_path, "--with_log_var")
   assert result.returncode == 0, result.stderr
   assert np.load(z_path).shape == (52, Z_DIM)
@@ -151,7 +151,7 @@ def test_encode_then_analyze_end_to_end(tiny_runs, prepared_data_dir, tmp_path):
 
   out = tmp_path / "eval"
   args = ["--z_points", z_path, "--output_dir", out, "--num_random", "100", "--seed", "3"]
-  result = run_tool("analyze_latents", *args)
+  result = run_main("analyze_latents", *args)
   assert result.returncode == 0, result.stderr
   first = (out / "latent_report.json").read_bytes()
   report = json.loads(first)
@@ -165,12 +165,12 @@ def test_encode_then_analyze_end_to_end(tiny_runs, prepared_data_dir, tmp_path):
     assert (out / name).stat().st_size > 10_000, name
   assert str(z_path) in report["provenance"]["inputs"]
   assert "--seed=3" in (out / "flags.txt").read_text()
-  assert run_tool("analyze_latents", *args).returncode == 0
+  assert run_main("analyze_latents", *args).returncode == 0
   assert (out / "latent_report.json").read_bytes() == first  # Same input and seed.
 
   # Encoding on the fly from a run dir (an AE: no log-variances, no vae section).
   out_ae = tmp_path / "eval_ae"
-  result = run_tool("analyze_latents", "--model_dir", tiny_runs["ae"], "--data_dir",
+  result = run_main("analyze_latents", "--model_dir", tiny_runs["ae"], "--data_dir",
                     prepared_data_dir, "--split", "test", "--output_dir", out_ae,
                     "--num_random", "100")
   assert result.returncode == 0, result.stderr
@@ -200,7 +200,7 @@ def test_bad_inputs_get_one_line_errors(tiny_runs, prepared_data_dir, tmp_path):
        ["either --z_points"]),
   ]
   for args, code, expected in cases:
-    assert_clean_error(run_tool("analyze_latents", *args), *expected, code=code)
+    assert_clean_error(run_main("analyze_latents", *args), *expected, code=code)
   assert not (out / "latent_report.json").exists()
 
   encode_cases = [
@@ -212,5 +212,5 @@ def test_bad_inputs_get_one_line_errors(tiny_runs, prepared_data_dir, tmp_path):
         tmp_path / "Z.npy"], 1, ["no_data"]),
   ]
   for args, code, expected in encode_cases:
-    assert_clean_error(run_tool("encode", *args), *expected, code=code)
+    assert_clean_error(run_main("encode", *args), *expected, code=code)
   assert not (tmp_path / "Z.npy").exists()

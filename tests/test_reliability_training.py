@@ -29,7 +29,7 @@ from modeling import training
 from tests.damage import SHARD
 from tests.damage import copy_data_dir
 from tests.damage import flip_byte_of_record
-from tests.toolrun import REPO_ROOT, assert_clean_error, run_tool
+from tests.toolrun import REPO_ROOT, assert_clean_error, run_main, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_divergence_stops_keeps_the_backup_and_refuses_a_new_config(prepared_dat
   model_dir = tmp_path / "run"
   common = (f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}", *TINY,
             "--max_images=16")
-  diverged = run_tool("train_vae", *common, "--epochs=3", "--backup_every_steps=1",
+  diverged = run_main("train_vae", *common, "--epochs=3", "--backup_every_steps=1",
                       "--learning_rate=1e8")
   assert_clean_error(diverged, "training diverged at epoch 1 step", "(loss=nan)",
                      f"the last good state is in {model_dir / 'backup'}", "--learning_rate",
@@ -117,7 +117,7 @@ def test_divergence_stops_keeps_the_backup_and_refuses_a_new_config(prepared_dat
   # (which prepare_run_dir's own tests cover), leaving the diverged run as it was.
   before = {n: (model_dir / n).read_bytes()
             for n in ("config.json", "flags.txt", "manifest.json", "backup/latest.weights.h5")}
-  refused = run_tool("train_vae", *common, "--epochs=1", "--learning_rate=0.001")
+  refused = run_main("train_vae", *common, "--epochs=1", "--learning_rate=0.001")
   assert_clean_error(refused, "different config", "train.learning_rate: 100000000.0 -> 0.001",
                      "--overwrite", code=1)
   assert {n: (model_dir / n).read_bytes() for n in before} == before
@@ -131,12 +131,12 @@ def test_corrupt_shard_fails_with_its_name_then_skip_corrupt_resumes(prepared_da
   model_dir = tmp_path / "run"
   args = (f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY, "--epochs=2")
 
-  failed = run_tool("train_ae", *args)
+  failed = run_main("train_ae", *args)
   assert_clean_error(failed, f"shard {shard}: record 1: unreadable (corrupted record at",
                      "tools.prepare_data", code=1)
   assert not os.path.exists(model_dir / "model.keras")
 
-  skipped = run_tool("train_ae", *args, "--skip_corrupt")
+  skipped = run_main("train_ae", *args, "--skip_corrupt")
   assert skipped.returncode == 0, skipped.stderr
   # The same run (--skip_corrupt is not part of its identity), now on 52 - 12 records, and
   # every epoch says so.

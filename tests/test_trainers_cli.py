@@ -1,8 +1,8 @@
 """The trainers as a user runs them: python -m tools.train_ae / tools.train_vae.
 
-Each training run is a subprocess that loads TensorFlow, so there are few of them: one run of
-each trainer on the prepared 32x32 fixture, and two data-dependent refusals. Flag errors stop
-before TensorFlow loads and are cheap.
+The training runs call the tools' entry points in this process (tests/toolrun.run_main): one run
+of each trainer on the prepared 32x32 fixture, and two data-dependent refusals. Flag errors run
+in a subprocess, which shows that they stop before TensorFlow loads.
 """
 
 import csv
@@ -13,7 +13,7 @@ import pytest
 
 from data_pipeline import provenance
 from modeling import run_dir
-from tests.toolrun import assert_clean_error, run_tool
+from tests.toolrun import assert_clean_error, run_main, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def _history(model_dir):
 def test_train_ae_writes_a_complete_run_dir_and_refuses_a_different_config(prepared_data_dir,
                                                                            tmp_path):
   model_dir = str(tmp_path / "ae")
-  result = run_tool("train_ae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
+  result = run_main("train_ae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
                     *TINY, "--preview_images=4", "--upsampling=upsample")
   assert result.returncode == 0, result.stderr
   run = run_dir.paths(model_dir)
@@ -57,7 +57,7 @@ def test_train_ae_writes_a_complete_run_dir_and_refuses_a_different_config(prepa
 
   # Same dir, another architecture: refused, and the first run is untouched.
   before = os.path.getmtime(run.model)
-  refused = run_tool("train_ae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
+  refused = run_main("train_ae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
                      *TINY, "--z_dim=4")
   assert_clean_error(refused, "different config", "model.z_dim: 8 -> 4", "--overwrite", code=1)
   assert os.path.getmtime(run.model) == before
@@ -66,7 +66,7 @@ def test_train_ae_writes_a_complete_run_dir_and_refuses_a_different_config(prepa
 
 def test_train_vae_logs_the_kl_share(prepared_data_dir, tmp_path):
   model_dir = str(tmp_path / "vae")
-  result = run_tool("train_vae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
+  result = run_main("train_vae", f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}",
                     *TINY, "--max_images=40", "--kl_factor=2", "--backup_every_steps=2")
   assert result.returncode == 0, result.stderr
   row = _history(model_dir)[0]
@@ -80,7 +80,7 @@ def test_train_vae_logs_the_kl_share(prepared_data_dir, tmp_path):
 
 
 def test_image_size_must_match_the_data(prepared_data_dir, tmp_path):
-  result = run_tool("train_vae", f"--data_dir={prepared_data_dir}",
+  result = run_main("train_vae", f"--data_dir={prepared_data_dir}",
                     f"--model_dir={tmp_path / 'run'}", *TINY, "--image_size=64")
   assert_clean_error(result, "--image_size 64 does not match", "32x32", code=2)
   assert not os.path.exists(tmp_path / "run")

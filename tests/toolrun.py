@@ -1,10 +1,14 @@
-"""Runs a tool as a user would (`python -m tools.NAME ...`) in a subprocess, for CLI tests.
+"""Runs a tool for CLI tests: in a subprocess as a user would, or its entry point in-process.
 
-Each call is a separate process, and a tool that loads TensorFlow costs seconds to start, so
-tests batch their checks per call. Tools import TensorFlow inside main(), which keeps bad-flag
-tests fast.
+`run_tool` starts `python -m tools.NAME ...`: each call loads TensorFlow anew (5-8 s), so it is
+kept for what only a real process shows (exit codes of the interpreter, signals, locks held by
+another process, TensorFlow's own C++ lines on fd 2) and for one run per tool family.
+`run_main` runs the same `run()` entry point (absl's app.run, the tool's flags, its one-line
+errors and exit codes) inside the test process and returns the same kind of result.
 """
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -19,6 +23,54 @@ def run_tool(name, *args, timeout=600, env=None):
   return subprocess.run([sys.executable, "-m", f"tools.{name}", *map(str, args)],
                         cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
                         timeout=timeout, check=False)
+
+
+def _forget_tools(flag_values):
+  """Drops the tools' modules and the flags they defined, so the next import defines anew."""
+  for name in [n for n in sys.modules if n.startswith("tools.")]:
+    del sys.modules[name]
+  for name in list(flag_values):
+    if (flag_values.find_module_defining_flag(name) or "").startswith("tools."):
+      delattr(flag_values, name)
+
+
+def run_main(name, *args):
+  """Runs tools.<name>'s `run()` in this process as `python -m tools.<name> args...` would.
+
+  The tool's module is imported fresh (its flags defined anew, at their defaults) and removed
+  again afterwards with every flag it defined; Keras' global dtype policy and absl's verbosity
+  are restored. Its stdout and stderr (Python's streams and absl's log; not TensorFlow's C++
+  lines) are captured.
+
+  Returns:
+    subprocess.CompletedProcess with returncode (the tool's exit code), stdout and stderr.
+  """
+  import importlib  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  argv = [os.path.join(REPO_ROOT, "tools", f"{name}.py"), *map(str, args)]
+  policy, verbosity = keras.mixed_precision.global_policy().name, logging.get_verbosity()
+  handler = logging.get_absl_handler().python_handler
+  stream, saved_argv, saved_main = handler.stream, sys.argv, sys.modules["__main__"]
+  stdout, stderr = io.StringIO(), io.StringIO()
+  code = 0
+  _forget_tools(flags.FLAGS)
+  try:
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+      handler.stream, sys.argv = stderr, argv
+      try:
+        tool = importlib.import_module(f"tools.{name}")
+        sys.modules["__main__"] = tool  # As under `python -m`: names the program in errors.
+        tool.run()
+      except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+  finally:
+    handler.stream, sys.argv, sys.modules["__main__"] = stream, saved_argv, saved_main
+    keras.mixed_precision.set_global_policy(policy)
+    logging.set_verbosity(verbosity)
+    _forget_tools(flags.FLAGS)
+  return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def error_lines(result):
