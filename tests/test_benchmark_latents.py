@@ -15,6 +15,7 @@ from evaluation import correlation
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 from tests.toolrun import assert_clean_error
+from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 STAGES = {"load", "accumulate", "correlation", "counts", "full_correlation", "statistics",
@@ -119,9 +120,8 @@ def test_tool_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_tool_keeps_a_given_work_dir(tmp_path):
   work = tmp_path / "work"
-  result = run_tool("benchmark_latents", f"--output_json={tmp_path / 'b.json'}",
-                    "--num_vectors=500", "--dim=4", f"--work_dir={work}", "--nocold_cache",
-                    timeout=300)
+  result = run_main("benchmark_latents", f"--output_json={tmp_path / 'b.json'}",
+                    "--num_vectors=500", "--dim=4", f"--work_dir={work}", "--nocold_cache")
   assert result.returncode == 0, result.stderr
   report = json.loads((tmp_path / "b.json").read_text())
   assert report["inputs"]["work_dir"] == str(work)
@@ -132,9 +132,9 @@ def test_tool_keeps_a_given_work_dir(tmp_path):
 
 @pytest.mark.slow
 def test_tool_flag_errors(tmp_path):
-  assert_clean_error(run_tool("benchmark_latents", f"--output_json={tmp_path / 'x.json'}",
+  assert_clean_error(run_main("benchmark_latents", f"--output_json={tmp_path / 'x.json'}",
                               "--dim=0"), "--dim", code=2)
-  assert_clean_error(run_tool("benchmark_latents", "--num_vectors=10"), "output_json", code=2)
-  assert_clean_error(run_tool("benchmark_latents", f"--output_json={tmp_path}"),
+  assert_clean_error(run_main("benchmark_latents", "--num_vectors=10"), "output_json", code=2)
+  assert_clean_error(run_main("benchmark_latents", f"--output_json={tmp_path}"),
                      "is a directory", code=2)
   assert not os.listdir(tmp_path)

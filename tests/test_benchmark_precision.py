@@ -13,6 +13,7 @@ import pytest
 from benchmarks import precision as bench
 from evaluation.errors import EvaluationError
 from tests.toolrun import assert_clean_error
+from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 
@@ -96,7 +97,7 @@ def test_options_are_checked_against_the_data_dir(prepared_data_dir, tmp_path):
     (["--child_timeout_s=0"], "--child_timeout_s"),
 ])
 def test_bad_flags_exit_2(tmp_path, args, expected):
-  result = run_tool("benchmark_precision", f"--data_dir={tmp_path}",
+  result = run_main("benchmark_precision", f"--data_dir={tmp_path}",
                     f"--output_json={tmp_path / 'p.json'}", *args)
   assert_clean_error(result, expected, code=2)
   assert not os.listdir(tmp_path)

@@ -1,4 +1,8 @@
-"""tools.prepare_data and tools.verify_data as a user runs them: results and one-line errors."""
+"""tools.prepare_data and tools.verify_data as a user runs them: results and one-line errors.
+
+prepare_data runs once as a real process (its spawned workers included); the rest run the
+tools' entry points in-process (tests/toolrun.run_main), with the same flags and exit codes.
+"""
 
 import os
 import shutil
@@ -7,6 +11,7 @@ import pytest
 
 from data_pipeline import manifest as manifest_lib
 from tests.toolrun import assert_clean_error
+from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 
@@ -25,7 +30,7 @@ def test_prepare_then_verify(synthetic_celeba_dir, tmp_path):
   assert "--encoding=png" in flags_text and "--max_images=40" in flags_text
   assert {"features.json", "dataset_info.json"} <= set(os.listdir(out))
 
-  result = run_tool("verify_data", f"--data_dir={out}", "--noprogress")
+  result = run_main("verify_data", f"--data_dir={out}", "--noprogress")
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("OK ") and "40 records" in lines[0]
@@ -36,7 +41,7 @@ def test_prepare_then_verify(synthetic_celeba_dir, tmp_path):
   data[len(data) // 2] ^= 0x10
   with open(shard["path"], "wb") as f:
     f.write(bytes(data))
-  result = run_tool("verify_data", f"--data_dir={out}", "--noprogress")
+  result = run_main("verify_data", f"--data_dir={out}", "--noprogress")
   assert_clean_error(result, shard["file"], code=1)
 
 
@@ -55,20 +60,20 @@ def test_prepare_then_verify(synthetic_celeba_dir, tmp_path):
 def test_prepare_bad_flags_exit_2(tmp_path, args, expected):
   args = [a.replace("SRC", str(tmp_path / "src")).replace("OUT", str(tmp_path / "out"))
           for a in args]
-  assert_clean_error(run_tool("prepare_data", *args), expected, code=2)
+  assert_clean_error(run_main("prepare_data", *args), expected, code=2)
   assert not os.path.exists(tmp_path / "out")
 
 
 def test_bad_paths_exit_1(synthetic_celeba_dir, tmp_path):
-  result = run_tool("prepare_data", f"--source_dir={tmp_path / 'nowhere'}",
+  result = run_main("prepare_data", f"--source_dir={tmp_path / 'nowhere'}",
                     f"--output_dir={tmp_path / 'out'}")
   assert_clean_error(result, "nowhere", "does not exist", code=1)
   source = tmp_path / "src"
   shutil.copytree(synthetic_celeba_dir, source)
   os.remove(source / "list_eval_partition.txt")
-  result = run_tool("prepare_data", f"--source_dir={source}", f"--output_dir={tmp_path / 'out'}")
+  result = run_main("prepare_data", f"--source_dir={source}", f"--output_dir={tmp_path / 'out'}")
   assert_clean_error(result, "list_eval_partition.txt not found", code=1)
   assert not os.path.exists(tmp_path / "out")
-  assert_clean_error(run_tool("verify_data", f"--data_dir={tmp_path / 'out'}"),
+  assert_clean_error(run_main("verify_data", f"--data_dir={tmp_path / 'out'}"),
                      "does not exist", code=1)
-  assert_clean_error(run_tool("verify_data"), "data_dir", code=2)
+  assert_clean_error(run_main("verify_data"), "data_dir", code=2)

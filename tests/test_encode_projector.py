@@ -126,11 +126,11 @@ def test_projector_has_the_data_attributes_and_identities(tiny_runs, synthetic_c
 def test_bad_projector_flags_and_a_locked_folder(tiny_runs, prepared_data_dir, tmp_path):
   base = ["--model_dir", tiny_runs["ae"], "--data_dir", prepared_data_dir, "--output",
           tmp_path / "Z.npy", "--projector_dir", tmp_path / "cloud"]
-  assert_clean_error(run_tool("encode", *base, "--projector_points", "0"), "--projector_points",
+  assert_clean_error(run_main("encode", *base, "--projector_points", "0"), "--projector_points",
                      code=2)
-  assert_clean_error(run_tool("encode", *base, "--projector_points", "30000"),
+  assert_clean_error(run_main("encode", *base, "--projector_points", "30000"),
                      "--projector_points must be 1..28900 for 48 px", code=2)
-  assert_clean_error(run_tool("encode", *base, "--projector_thumbnail", "4096",
+  assert_clean_error(run_main("encode", *base, "--projector_thumbnail", "4096",
                               "--projector_points", "5"), "1..4 for 4096 px", code=2)
   with locking.output_dir(str(tmp_path / "cloud"), "someone", "--projector_dir"):
     assert_clean_error(run_tool("encode", *base), "--projector_dir", "someone", code=1)

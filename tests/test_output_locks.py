@@ -6,9 +6,9 @@
 - Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer
   for prepare_data): the real tool runs on a folder, with tiny inputs; once its pid is in the
   lock file it is stopped with SIGSTOP, its child processes too (so that the folder cannot
-  change), and the same tool is run again on that folder (with --overwrite or --force where
-  the tool has it): exit 1, one `error:` line naming the folder, the tool and the first's pid,
-  and nothing in the folder touched. The first then goes on and finishes intact (exit 0, its
+  change), and the same tool is run again on that folder from this process (with --overwrite or
+  --force where the tool has it): exit 1, one `error:` line naming the folder, the tool and the
+  first's pid, and nothing in the folder touched. The first then goes on and finishes intact (exit 0, its
   outputs complete, no lock file left). The demo runs its first step only (its
   make_synthetic_faces child is stopped with it); the benchmarks skip their long parts.
 - Two real train_vae processes on one run dir, the first stopped after its first epoch's row:
@@ -34,7 +34,7 @@ import pytest
 from data_pipeline import locking
 from data_pipeline.errors import DataError
 from tests.tiny_runs import Z_DIM
-from tests.toolrun import REPO_ROOT, assert_clean_error, run_tool
+from tests.toolrun import REPO_ROOT, assert_clean_error, run_main, run_tool
 
 TOOL_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
 
@@ -210,7 +210,8 @@ def refused_while_first_writes(tool, args, folder, log, *, flag, subject=None,
   nothing there; the first then exits 0, its lock file gone."""
   with stopped_writer(tool, args, folder / lock_file, log, ready) as first:
     before = _snapshot(folder)
-    second = run_tool(tool, *(args if second_args is None else second_args))
+    # The second runs in this process: another process than the stopped first, either way.
+    second = run_main(tool, *(args if second_args is None else second_args))
     assert_clean_error(second, f"{subject or f'{flag} {folder}'} is being written by another "
                        f"{tool} process (pid {first.pid}); wait for it to finish, or choose "
                        f"another {flag}", code=1)
@@ -416,7 +417,7 @@ def test_second_trainer_is_refused_and_the_first_finishes_intact(prepared_data_d
   rows = lines[1:]
   damaged = [lines[0], lines[0], *rows, *rows]
   (model_dir / "history.csv").write_text("\r\n".join(damaged) + "\r\n4,123.", newline="")
-  resumed = run_tool("train_vae", *args[:-1], "--epochs=5")
+  resumed = run_main("train_vae", *args[:-1], "--epochs=5")
   assert resumed.returncode == 0, resumed.stderr
   assert "history.csv was damaged" in resumed.stderr
   assert "Epoch 5/5" in resumed.stdout and "Epoch 4/5" not in resumed.stdout

@@ -295,8 +295,8 @@ def test_command_line(dataset, tmp_path):
   assert "--num_images=8" in (tmp_path / "cli" / "flags.txt").read_text()
 
   toolrun.assert_clean_error(
-      toolrun.run_tool("make_synthetic_faces", "--output_dir", tmp_path / "x", "--num_images", 0),
+      toolrun.run_main("make_synthetic_faces", "--output_dir", tmp_path / "x", "--num_images", 0),
       "--num_images", code=2)
-  toolrun.assert_clean_error(toolrun.run_tool("make_synthetic_faces", "--num_images", 5),
+  toolrun.assert_clean_error(toolrun.run_main("make_synthetic_faces", "--num_images", 5),
                              "--output_dir", code=2)
   assert not os.path.exists(tmp_path / "x")
