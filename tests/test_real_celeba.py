@@ -144,33 +144,35 @@ def test_real_data_verifies_and_loads_through_tfds(real_96):
   assert example["attributes"].shape == (2,)
 
 
-def test_partial_download_is_planned_from_the_images_present(real_dir, real_96, tmp_path,
-                                                            caplog):
-  """The official 202,599-line partition with only the 4,500 sample photos present."""
+def test_partial_download_is_planned_from_the_images_present(real_dir, subset, reference,
+                                                            tmp_path, caplog):
+  """The official 202,599-line partition with only the subset's 40 photos present."""
   source_dir = tmp_path / "partial"
-  source_dir.mkdir()
-  os.symlink(os.path.join(real_dir, "img_align_celeba"), source_dir / "img_align_celeba")
+  (source_dir / "img_align_celeba").mkdir(parents=True)
+  for name in subset:
+    os.symlink(os.path.join(real_dir, "img_align_celeba", name),
+               source_dir / "img_align_celeba" / name)
   (source_dir / "list_eval_partition.txt").write_text(
       "\n".join(real_layouts.official_partition_lines()) + "\n")
   for name in ("list_attr_celeba.txt", "identity_CelebA.txt"):
     os.symlink(os.path.join(real_dir, name), source_dir / name)
   with caplog.at_level(logging.WARNING):
-    manifest = _prepare(source_dir, tmp_path / "out", image_size=96, num_workers=2)
+    manifest = _prepare(source_dir, tmp_path / "out")
   warnings = [r.getMessage() for r in caplog.records if "partial download" in r.getMessage()]
-  assert len(warnings) == 1 and "4,500 of 202,599 listed images are present" in warnings[0]
-  # One warning, not a second one about the same 198,099 missing images.
+  assert len(warnings) == 1 and "40 of 202,599 listed images are present" in warnings[0]
+  # One warning, not a second one about the same 202,559 missing images.
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING and
               r.getMessage().startswith("skipped")]
-  # The same shards as the complete sample: planned from the files present, not from the list.
-  assert _shard_hashes(manifest) == _shard_hashes(dp.read_manifest(real_96))
+  # The same shards as the subset listed alone: planned from the files present, not the list.
+  assert _shard_hashes(manifest) == _shard_hashes(reference)
   manifest_bytes = os.path.getsize(tmp_path / "out" / "manifest.json")
   assert manifest_bytes < 64 * 1024, manifest_bytes
   summary = manifest["skipped_summary"]
-  assert summary["num_missing_from_download"] == 202_599 - 4_500
-  assert summary["num_skipped"] == 202_599 - 4_500 and len(manifest["skipped"]) == 20
+  assert summary["num_missing_from_download"] == 202_599 - len(subset)
+  assert summary["num_skipped"] == 202_599 - len(subset) and len(manifest["skipped"]) == 20
   with gzip.open(tmp_path / "out" / summary["file"], "rt") as f:
     rows = f.read().splitlines()
-  assert rows[0] == "split\tfile_name\tkind\treason" and len(rows) == 1 + 202_599 - 4_500
+  assert rows[0] == "split\tfile_name\tkind\treason" and len(rows) == 1 + 202_599 - len(subset)
   assert rows[1].startswith("train\t000001.jpg\tmissing\t")
   assert manifest["num_listed"] == 202_599
 
