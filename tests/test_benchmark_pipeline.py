@@ -14,6 +14,7 @@ from benchmarks import pipeline as bench
 from benchmarks import pipeline_methods
 from benchmarks import training as fit_bench
 from tests.toolrun import assert_clean_error
+from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 SMALL, LARGE = 100, 300
@@ -428,14 +429,15 @@ E2E_METHODS = ("stream_raw", "stream_jpeg", "classic_flow", "tfds_jpeg")
 def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   """The real tool on the 32x32 fixture: four methods at 16 and 32 images, and all the rest.
 
-  12 child processes (preparation, the peers' inputs, 4 methods x 2 sizes, the training check,
+  12 child processes of the tool (preparation, the peers' inputs, 4 methods x 2 sizes, the training check,
   one preset's 4-epoch fit), each loading TensorFlow. Two sizes are needed for the
   memory-growth columns and targets; the preparation is timed for jpeg only (1 and 2 workers)
   and the fit measured for one preset, to save time.
   """
   output = tmp_path / "out" / "bench.json"
   markdown_path = tmp_path / "out" / "bench.md"
-  result = run_tool("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
+  # The tool in this process (its real entry point runs in test_output_locks), its children real.
+  result = run_main("benchmark_pipeline", f"--data_dir={prepared_data_dir}",
                     f"--output_json={output}", f"--output_markdown={markdown_path}",
                     f"--methods={','.join(E2E_METHODS)}",
                     "--sizes=16,32", "--batch_size=8", "--num_batches=2", "--warmup_batches=1",

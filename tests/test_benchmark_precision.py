@@ -103,6 +103,7 @@ def test_bad_flags_exit_2(tmp_path, args, expected):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_benchmark_end_to_end(prepared_data_dir, tmp_path):
   output, work_dir = tmp_path / "out" / "p.json", tmp_path / "work"
   result = run_tool("benchmark_precision", f"--data_dir={prepared_data_dir}",

@@ -15,6 +15,7 @@ from tests.toolrun import run_main
 from tests.toolrun import run_tool
 
 
+@pytest.mark.slow
 def test_prepare_then_verify(synthetic_celeba_dir, tmp_path):
   out = tmp_path / "data"
   result = run_tool("prepare_data", f"--source_dir={synthetic_celeba_dir}", f"--output_dir={out}",

@@ -49,6 +49,7 @@ def test_chain_names_every_tool_of_the_main_job(tmp_path):
   assert "synthetic_faces" not in [step.name for step in demo_steps.build_steps(real)]
 
 
+@pytest.mark.slow
 def test_prefix_runs_then_is_reused_then_reruns_downstream_of_a_change(tmp_path, capfd):
   workspace = tmp_path / "ws"
   first = demo_steps.run_all(_settings(workspace, 60), sys.executable, stop_after="prepare_data")

@@ -215,8 +215,16 @@ def test_mirrored_trainer_fed_by_the_service_tool_then_resumed_locally(prepared_
     assert record["data_service"] == f"localhost:{port}"
     assert record["data_service_mode"] == "dynamic"
 
-    dispatcher.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit 0.
-    assert dispatcher.wait(timeout=60) == 0, log_path.read_text(errors="replace")
+    # Workers first, as a cluster is taken down; then the dispatcher, with Ctrl-C.
+    for worker in workers:
+      worker.stop()
+    workers = []
+    dispatcher.send_signal(signal.SIGINT)  # A clean stop, exit 0.
+    try:
+      returncode = dispatcher.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      returncode = "still running after 60 s"
+    assert returncode == 0, log_path.read_text(errors="replace")
     assert "stopped" in log_path.read_text(errors="replace")
   finally:
     for worker in workers:

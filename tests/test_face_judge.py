@@ -28,6 +28,7 @@ def real_test_crops(celeba_real_dir):
   return np.stack(crops)
 
 
+@pytest.mark.slow
 def test_judge_finds_faces_in_real_photos_and_none_in_noise(judge, real_test_crops):
   calibration = face_judge.calibration(judge, real_test_crops, seed=0)
   assert calibration["num_images"] == 200

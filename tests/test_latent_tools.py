@@ -141,6 +141,7 @@ def test_analysis_subset_is_seeded_and_vae_section_uses_log_var():
     latent_analysis.analyze(z, latent_analysis.Options(data_point=3000))
 
 
+@pytest.mark.slow
 def test_encode_then_analyze_end_to_end(tiny_runs, prepared_data_dir, tmp_path):
   z_path = tmp_path / "vae" / "Z.npy"
   result = run_main("encode", "--model_dir", tiny_runs["vae"], "--data_dir", prepared_data_dir,

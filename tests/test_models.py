@@ -246,6 +246,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync,
 """
 
 
+@pytest.mark.slow
 def test_average_over_global_batch_divides_by_the_global_batch_on_two_replicas():
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
   result = subprocess.run([sys.executable, "-c", _GLOBAL_BATCH_SCRIPT], cwd=REPO_ROOT, env=env,

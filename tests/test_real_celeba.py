@@ -67,10 +67,11 @@ def reference(real_dir, subset, tmp_path_factory):
 def real_96(real_dir, tmp_path_factory):
   """All 4,500 real photos prepared at the study's 96x96, raw (read-only for tests)."""
   out = tmp_path_factory.mktemp("real96") / "data"
-  _prepare(real_dir, out, image_size=96, num_workers=2)
+  _prepare(real_dir, out, image_size=96)
   return str(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout, recognised", [
     ("drive_folder", "Google Drive folder"),
     ("drive_folder_image_zip", "Google Drive folder"),
@@ -100,6 +101,7 @@ def test_every_download_layout_gives_the_same_records(real_dir, subset, referenc
     assert manifest["identity_file"] is None
 
 
+@pytest.mark.slow
 def test_prepare_log_names_the_layout_and_files(real_dir, subset, tmp_path):
   path = real_layouts.kaggle_archive(real_dir, subset, str(tmp_path / "download"))
   result = run_main("prepare_data", f"--source_dir={path}", f"--output_dir={tmp_path / 'out'}",
@@ -112,6 +114,7 @@ def test_prepare_log_names_the_layout_and_files(real_dir, subset, tmp_path):
   assert "recognised" in result.stderr and f"{path}:\n" not in result.stderr
 
 
+@pytest.mark.slow
 def test_real_pixels_match_a_pil_crop_and_lanczos_resize(real_dir, real_96):
   manifest = dp.read_manifest(real_96)
   assert {s: v["num_examples"] for s, v in manifest["splits"].items()} == {

@@ -83,7 +83,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(prepared_data_dir, tmp_
   # lock: the rerun takes it over.
   assert (model_dir / run_dir.LOCK).read_text() == f"{process.pid} train_ae\n"
 
-  resumed = run_tool("train_ae", *args)
+  resumed = run_main("train_ae", *args)
   assert resumed.returncode == 0, resumed.stderr
   assert "holds this run already" in resumed.stderr
   assert f"resuming from its last backup, after epoch {killed_at}" in resumed.stderr

@@ -110,6 +110,7 @@ def test_loss_falls_over_a_few_epochs(tmp_path):
                                     "val_reconstruction_loss"}
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_interrupted_epoch_with_the_same_result(tmp_path):
   with pytest.raises(KeyboardInterrupt):
     _train(tmp_path / "resumed", epochs=3, callbacks=[_Interrupt(epoch=1, step=2)])
@@ -124,6 +125,7 @@ def test_resume_continues_at_the_interrupted_epoch_with_the_same_result(tmp_path
     assert got == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_step_backups_resume_at_the_right_epoch_twice(tmp_path):
   # backup every 2 steps; 4 steps per epoch. The first interruption leaves a mid-epoch backup
   # of epoch 1; the second happens in the resumed epoch 1 after another step backup, which
@@ -138,6 +140,7 @@ def test_step_backups_resume_at_the_right_epoch_twice(tmp_path):
   assert [row["epoch"] for row in result.history] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_finished_run_is_kept_and_more_epochs_continue_it(tmp_path):
   _train(tmp_path / "run", kind="ae", epochs=1)
   run = run_dir.paths(tmp_path / "run")
@@ -270,6 +273,7 @@ def _run_python(script, *args):
   return result
 
 
+@pytest.mark.slow
 def test_saved_models_load_in_a_new_process_with_identical_outputs(tmp_path):
   _train(tmp_path / "run", epochs=1)
   images = _colour_images(4, seed=9)
@@ -311,6 +315,7 @@ print("same", loss1, loss2)
 """
 
 
+@pytest.mark.slow
 def test_one_and_two_replicas_give_the_same_loss_and_update():
   assert "same" in _run_python(_REPLICA_SCRIPT).stdout
 
