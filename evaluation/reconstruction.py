@@ -6,9 +6,9 @@ original / 255) and the reconstruction loss in the training units of modeling.lo
 study's: averaged over the 3 channels, summed over the S*S pixels, per image), and summarises them over the split (mean, std,
 percentiles). With sharpening factors other than 1 it also measures the sharpened, uint8
 reconstructions, which is what the grids show. With a face judge (evaluation.face_judge,
-OpenCV's Haar cascade, independent of the models) it also counts the reconstructions (rounded
-to uint8, not sharpened) in which the judge finds a face, on all images or a seeded subset of
-them, and calibrates the judge on the originals of the same images and on noise.
+MTCNN, independent of the models) it also gives the face figures (evaluation.face_figures) of
+the reconstructions (rounded to uint8, not sharpened) of the judged images' odd rows, against
+the originals of their even rows, and the judge's calibration on the same originals.
 """
 
 import dataclasses
@@ -17,7 +17,7 @@ import typing
 
 import numpy as np
 
-from evaluation import face_judge as face_judge_lib
+from evaluation import face_figures
 from evaluation import generation
 from evaluation import images as images_lib
 from evaluation import metrics
@@ -74,21 +74,13 @@ def _loss_per_image(targets, reconstructions, kind):
 
 
 class _Accumulator:
-  """Per-image values of one subject, concatenated at the end; face counts when judged."""
+  """Per-image values of one subject, concatenated at the end."""
 
-  def __init__(self, factors, judged):
+  def __init__(self, factors):
     self.values = {"psnr": [], "ssim": [], "reconstruction_loss": []}
     self.sharpened = {images_lib.factor_label(f): {"psnr": [], "ssim": []}
                       for f in factors if f != 1}
     self.factors = [f for f in factors if f != 1]
-    self.judged = judged
-    self.faces = 0
-    self.looked_at = 0
-
-  def add_faces(self, found):
-    """found: bool [k], the judge's verdicts on k reconstructions."""
-    self.faces += int(np.sum(found))
-    self.looked_at += len(found)
 
   def add(self, targets, reconstructions, loss_kind):
     self.values["psnr"].append(metrics.psnr(targets, reconstructions))
@@ -106,8 +98,6 @@ class _Accumulator:
     out = {name: metrics.summarize(np.concatenate(v)) for name, v in self.values.items()}
     out["sharpened"] = {f: {name: metrics.summarize(np.concatenate(v)) for name, v in d.items()}
                         for f, d in self.sharpened.items()}
-    out["face_rate"] = (self.faces / self.looked_at if self.judged and self.looked_at
-                        else None)
     return out
 
 
@@ -115,16 +105,19 @@ class SplitResult(typing.NamedTuple):
   """What `split_statistics` returns.
 
   Attributes:
-    stats: subject name -> {"psnr", "ssim", "reconstruction_loss", "sharpened", "face_rate",
-      "kind", "loss", "loss_units"}; face_rate is None without a judge.
+    stats: subject name -> {"psnr", "ssim", "reconstruction_loss", "sharpened", "kind",
+      "loss", "loss_units"}.
     grid: {"originals": uint8 [n, S, S, 3], subject name: float reconstructions [n, S, S, 3]}.
-    judged: uint8 [k, S, S, 3] the originals whose reconstructions were judged (the judge's
-      real set), or None without a judge.
+    judged: uint8 [k, S, S, 3] the originals of the images to judge, or None without
+      judge_rows.
+    reconstructions: subject name -> uint8 [k, S, S, 3] their reconstructions (rounded, not
+      sharpened: as the grids show them), or None without judge_rows.
   """
 
   stats: dict
   grid: dict
   judged: np.ndarray | None
+  reconstructions: dict | None
 
 
 def judged_rows(num_images, max_images, seed):
@@ -147,7 +140,7 @@ def judged_rows(num_images, max_images, seed):
 
 
 def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
-                     description="reconstructing", judge=None, judge_rows=None):
+                     description="reconstructing", judge_rows=False):
   """Reconstructs every batch with every subject; returns statistics and grid material.
 
   Args:
@@ -157,8 +150,8 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
     num_grid: how many of the first images to keep for the grid.
     total: number of images expected, for the progress bar.
     description: progress bar text.
-    judge: a face_judge.FaceJudge, or None (no face rates).
-    judge_rows: sorted indices (in batch order) of the images judged; None: all of them.
+    judge_rows: sorted indices (in batch order) of the images kept for the face judge; None:
+      all of them; False: none.
 
   Returns:
     A SplitResult.
@@ -169,9 +162,10 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if len({s.name for s in subjects}) != len(subjects):
     raise EvaluationError(f"models need distinct names, got {[s.name for s in subjects]}")
-  accumulators = {s.name: _Accumulator(factors, judge is not None) for s in subjects}
+  accumulators = {s.name: _Accumulator(factors) for s in subjects}
   grid = {"originals": [], **{s.name: [] for s in subjects}}
-  judged = []
+  keep = judge_rows is not False
+  judged, rounded = [], {s.name: [] for s in subjects}
   kept = 0
   count = 0
   with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
@@ -182,17 +176,15 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
       if take:
         grid["originals"].append(originals[:take])
       look = None
-      if judge is not None:
+      if keep:
         look = (np.arange(len(originals)) if judge_rows is None else
                 judge_rows[(judge_rows >= count) & (judge_rows < count + len(originals))] - count)
         judged.append(originals[look])
       for subject in subjects:
         reconstructions = subject.reconstruct(originals)
         accumulators[subject.name].add(targets, reconstructions, subject.loss)
-        if look is not None and len(look):
-          # Judged as the grids show them: rounded to uint8, unsharpened.
-          accumulators[subject.name].add_faces(
-              judge.detect(images_lib.to_uint8(reconstructions[look])))
+        if look is not None:
+          rounded[subject.name].append(images_lib.to_uint8(reconstructions[look]))
         if take:
           grid[subject.name].append(reconstructions[:take])
       kept += take
@@ -205,7 +197,9 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
     stats[subject.name] = dict(accumulators[subject.name].summary(), kind=subject.kind,
                                loss=subject.loss, loss_units=LOSS_UNITS[subject.loss])
   return SplitResult(stats, {name: np.concatenate(parts) for name, parts in grid.items()},
-                     np.concatenate(judged) if judge is not None else None)
+                     np.concatenate(judged) if keep else None,
+                     {name: np.concatenate(parts) for name, parts in rounded.items()}
+                     if keep else None)
 
 
 def comparison_grid(originals, reconstructions, subjects, factors, title=""):
@@ -237,17 +231,19 @@ DEFINITIONS = {
                            "loss_units); a VAE is evaluated at its mean z",
     "sharpened": "PSNR and SSIM of the reconstructions rounded to uint8 and sharpened "
                  "with PIL ImageEnhance.Sharpness(factor)",
-    "face_rate": "fraction in [0, 1] of the model's reconstructions (rounded to uint8, not "
-                 "sharpened) in which the independent face judge (face_judge) finds at least "
-                 "one face, over the images named in face_judge.images_judged; read it "
-                 "against face_judge.calibration.real. null when the judge is off "
-                 "(--noface_judge)",
-    "face_judge": "the judge (OpenCV Haar cascade, evaluation.face_judge: detector, cascade "
-                  "file, OpenCV version, settings), which images it looked at "
-                  "(images_judged), and its calibration: real, its face rate on the original "
-                  "images of the same split (the same images whose reconstructions are "
-                  "judged), noise, its rate on uniform noise images of the same shape (seeded "
-                  "by --seed), num_images. null when the judge is off",
+    "face_rate": "fraction in [0, 1] of the reconstructions judged (face.num_images) in which "
+                 "the independent face judge finds a face; the same as face.face_rate. null "
+                 "when the judge is off (--noface_judge)",
+    "face": "face figures (evaluation.face_figures: face_rate, detection, face_score, fd_face, "
+            "landmark_error, each with its bootstrap ci95) of the model's reconstructions "
+            "(rounded to uint8, not sharpened) of the odd rows of the images judged, against "
+            "the originals of the even rows (face_judge.images_judged); read them against "
+            "face_judge.calibration. null when the judge is off",
+    "face_judge": "the judge (MTCNN, evaluation.face_judge), which images it looked at "
+                  "(images_judged) and its calibration (evaluation.face_figures.calibration): "
+                  "the face figures of the odd rows' originals as they are, blurred, of the "
+                  "training split's mean face with and without pixel noise, and of uniform "
+                  "noise, against the even rows' originals. null when the judge is off",
 }
 GRID_FILE = "reconstructions.png"
 OWN_IMAGES_FILE = "own_images.png"
@@ -372,15 +368,24 @@ def compare(options):
   dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
                          max_images=max_images)
   with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
-    stats, grid, judged = split_statistics(subjects, dataset.as_numpy_iterator(),
-                                           options.sharpen, options.num_images,
-                                           total=max_images, judge=judge, judge_rows=look_at)
+    result = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
+                              options.num_images, total=max_images,
+                              judge_rows=look_at if judge is not None else False)
+  stats, grid = result.stats, result.grid
   judge_info, notes = None, []
   if judge is None:
-    notes.append("face judge off (--noface_judge): face_rate and face_judge are null")
+    notes.append("face judge off (--noface_judge): face_rate, face and face_judge are null")
+    for name in stats:
+      stats[name].update(face_rate=None, face=None)
   else:
-    judge_info = {**judge.describe(), "images_judged": chosen,
-                  "calibration": face_judge_lib.calibration(judge, judged, options.seed)}
+    mean_face = generation.mean_image(options.data_dir, "train", options.batch_size)
+    reference, calibration = face_figures.calibration(judge, result.judged, mean_face,
+                                                      options.seed)
+    judge_info = {**judge.describe(), "images_judged": chosen, "calibration": calibration}
+    for name, reconstructions in result.reconstructions.items():
+      held_out = face_figures.split_real(reconstructions)[1]
+      stats[name]["face"] = face_figures.figures(judge.judge(held_out), reference, options.seed)
+      stats[name]["face_rate"] = stats[name]["face"]["face_rate"]
 
   columns = ", ".join(s.label for s in subjects)
   title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "

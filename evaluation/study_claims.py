@@ -7,6 +7,7 @@ one, the figure measured in this run, and a verdict by a written rule:
 - "holds": the run's numbers satisfy the rule;
 - "does not hold": they contradict it (a short run on synthetic cartoons may well not bear a
   claim out; the table says so plainly rather than hide the row);
+- "inconclusive": a rule on face figures whose 95 % intervals straddle its threshold;
 - "not comparable": the run lacks what the rule needs (a model not trained, a sampler not run,
   another kl_factor than the claim's), with the reason.
 
@@ -16,19 +17,22 @@ tools/demo_report.py builds it from the run's files; tests build it by hand):
   m["ae"]              latent summary of the AE z-points (z_dim 256): see `latent_summary`
   m["losses"]          {"ae": val loss per image, "vae": ..., "units": str}
   m["vae"]             {"kl_share": last epoch's validation KL share, "kl_factor": float}
-  m["face_rates"]      {"real": rate of real test images, "noise": rate of uniform noise,
-                        "vae_normal", "ae_normal", "ae_gaussian", "ae_gmm": rates,
-                        "vae_uniform": {r: rate}}
+  m["faces"]          face figures (evaluation.face_figures) of the calibration sets ("real",
+                        "mean_face", ...) and of "vae_normal", "ae_normal", "ae_gaussian",
+                        "ae_gmm", "vae_uniform": {r: figures}; the rules read face_score
+                        {"mean", "ci95"}
   m["sharpening"]      {factor: {"laplacian_variance", "checkerboard_energy"}} of VAE samples
-  m["reconstruction"]  {model name: {"psnr", "ssim", "face_rate"}} on the test split
+  m["reconstruction"]  {model name: {"psnr", "ssim", "face_score"}} on the test split
   m["upsampling"]      {"transpose": checkerboard energy, "upsample": ...} of two decoders
 
-Any key may be missing: its rows are "not comparable". Rates are fractions in [0, 1].
+Any key may be missing: its rows are "not comparable". Scores and rates are in [0, 1].
 """
 
 import math
 
 HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
+INCONCLUSIVE = "inconclusive"
+FACE_THRESHOLD = 0.5  # A sampler "makes faces" at a mean face score of at least this.
 
 # The study's figures (post III, AE with z_dim 256 on 170,000 CelebA images).
 STUDY_DOMINANT_COUNT = 20
@@ -198,43 +202,71 @@ def claim_vae_loss_above_ae(m):
   return _row(6, claim, study, rule, measured, HOLDS if losses["vae"] > losses["ae"] else FAILS)
 
 
-def _rates(m, *keys):
-  rates = m.get("face_rates") or {}
-  return [rates.get(k) for k in keys]
+def _scores(m, *keys):
+  """(mean, low, high) of each key's face score in m["faces"] (else m), or None."""
+  faces = m.get("faces") or m
+  out = []
+  for key in keys:
+    score = (faces.get(key) or {}).get("face_score") or {}
+    low, high = score.get("ci95") or (None, None)
+    out.append(None if score.get("mean") is None else
+               (score["mean"], score["mean"] if low is None else low,
+                score["mean"] if high is None else high))
+  return out
+
+
+def _fmt_score(score):
+  return "n/a" if score is None else f"{score[0]:.2f} [{score[1]:.2f}, {score[2]:.2f}]"
 
 
 def _calibration(m):
-  real, noise = _rates(m, "real", "noise")
-  return f" (judge: real test images {_fmt(real)}, noise {_fmt(noise)})"
+  real, mean_face = _scores(m, "real", "mean_face")
+  return f" (judge: real photos {_fmt_score(real)}, mean face {_fmt_score(mean_face)})"
+
+
+def _decide(holds, fails):
+  return HOLDS if holds else FAILS if fails else INCONCLUSIVE
 
 
 def claim_vae_generates_faces(m):
   claim = "A VAE decodes faces from z ~ N(0, I); an AE does not."
-  rule = ("holds when the judge finds faces in at least half of the VAE's N(0, I) images and "
-          "in less than half as many of the AE's")
+  rule = (f"holds when the 95 % interval of the VAE's N(0, I) face score lies above "
+          f"{FACE_THRESHOLD} and the AE's below half the VAE's; does not hold when the VAE's "
+          f"lies below {FACE_THRESHOLD} or the AE's above half the VAE's; inconclusive when "
+          "the intervals straddle these bounds")
   study = "pictures: faces from the VAE, none from the AE (posts I and the VAE post)"
-  vae, ae = _rates(m, "vae_normal", "ae_normal")
+  vae, ae = _scores(m, "vae_normal", "ae_normal")
   if vae is None or ae is None:
-    return _row(7, claim, study, rule, "needs both models' normal-sampler face rates",
+    return _row(7, claim, study, rule, "needs both models' normal-sampler face scores",
                 NOT_COMPARABLE)
-  measured = f"face rate VAE {vae:.2f}, AE {ae:.2f}" + _calibration(m)
-  return _row(7, claim, study, rule, measured, HOLDS if vae >= 0.5 and ae < vae / 2 else FAILS)
+  measured = f"face score VAE {_fmt_score(vae)}, AE {_fmt_score(ae)}" + _calibration(m)
+  verdict = _decide(vae[1] >= FACE_THRESHOLD and ae[2] < vae[1] / 2,
+                    vae[2] < FACE_THRESHOLD or ae[1] >= vae[2] / 2)
+  return _row(7, claim, study, rule, measured, verdict)
 
 
 def claim_faces_degrade_with_distance(m):
   claim = "Faces degrade with the distance from the origin."
-  rule = ("holds when the VAE's face rate over the uniform r sweep falls with r: Spearman rank "
-          "correlation <= -0.5 and the rate at the largest r at least 0.1 below the smallest")
+  rule = ("holds when the VAE's face score over the uniform r sweep falls with r (Spearman rank "
+          "correlation of the means <= -0.5) and the drop from the smallest to the largest r "
+          "is at least 0.1 across their 95 % intervals; does not hold when the correlation is "
+          "above -0.5 or the drop is below 0.1 across them; inconclusive otherwise")
   study = "images get weirder for coordinates above about 3 (the VAE post)"
-  sweep = (m.get("face_rates") or {}).get("vae_uniform")
+  sweep = (m.get("faces") or {}).get("vae_uniform")
   if not sweep or len(sweep) < 3:
     return _row(8, claim, study, rule, "needs the VAE's uniform sweep (3+ radii)", NOT_COMPARABLE)
   radii = sorted(sweep, key=float)
-  rates = [sweep[r] for r in radii]
-  rho = _spearman([float(r) for r in radii], rates)
-  measured = ", ".join(f"r={r}: {sweep[r]:.2f}" for r in radii) + f" (Spearman {rho:.2f})"
-  holds = rho <= -0.5 and rates[-1] <= rates[0] - 0.1
-  return _row(8, claim, study, rule, measured, HOLDS if holds else FAILS)
+  scores = _scores({"faces": sweep}, *radii)
+  if any(score is None for score in scores):
+    return _row(8, claim, study, rule, "the sweep has no face scores (no real test images)",
+                NOT_COMPARABLE)
+  rho = _spearman([float(r) for r in radii], [score[0] for score in scores])
+  measured = ", ".join(f"r={r}: {_fmt_score(score)}" for r, score in zip(radii, scores))
+  measured += f" (Spearman {rho:.2f})"
+  first, last = scores[0], scores[-1]
+  drop_low, drop_high = first[1] - last[2], first[2] - last[1]
+  verdict = _decide(rho <= -0.5 and drop_low >= 0.1, rho > -0.5 or drop_high < 0.1)
+  return _row(8, claim, study, rule, measured, verdict)
 
 
 def _spearman(x, y):
@@ -286,8 +318,8 @@ def claim_large_ae_keeps_detail(m):
     return _row(10, claim, study, rule, "needs ae_z1600 and the VAE reconstructed",
                 NOT_COMPARABLE)
   measured = (f"PSNR {big['psnr']:.2f} vs {vae['psnr']:.2f} dB, SSIM {big['ssim']:.3f} vs "
-              f"{vae['ssim']:.3f}, face rate {_fmt(big.get('face_rate'))} vs "
-              f"{_fmt(vae.get('face_rate'))}")
+              f"{vae['ssim']:.3f}, face score {_fmt_score(_scores(rec, 'ae_z1600')[0])} vs "
+              f"{_fmt_score(_scores(rec, 'vae')[0])}")
   holds = big["psnr"] > vae["psnr"] and big["ssim"] > vae["ssim"]
   return _row(10, claim, study, rule, measured, HOLDS if holds else FAILS)
 
@@ -295,16 +327,20 @@ def claim_large_ae_keeps_detail(m):
 def claim_fitted_density(m):
   claim = ("Beyond the study: a plain AE does generate faces when sampled from a density fitted "
            "to its own z-points (Gaussian, GMM).")
-  rule = ("holds when the judge finds faces in at least half of the AE's images from the fitted "
-          "Gaussian or the GMM, and in more than from N(0, I)")
+  rule = (f"holds when the 95 % interval of the AE's face score from the fitted Gaussian or GMM "
+          f"(the better mean) lies above {FACE_THRESHOLD} and above N(0, I)'s; does not hold "
+          f"when it lies below {FACE_THRESHOLD} or below N(0, I)'s; inconclusive otherwise")
   study = "not in the study (it samples the AE from fixed distributions only)"
-  gaussian, gmm, normal = _rates(m, "ae_gaussian", "ae_gmm", "ae_normal")
+  gaussian, gmm, normal = _scores(m, "ae_gaussian", "ae_gmm", "ae_normal")
   if gaussian is None and gmm is None:
-    return _row(11, claim, study, rule, "needs the AE's gaussian or gmm sampler", NOT_COMPARABLE)
-  best = max(r for r in (gaussian, gmm) if r is not None)
-  measured = f"AE face rate: gaussian {_fmt(gaussian)}, GMM {_fmt(gmm)}, N(0, I) {_fmt(normal)}"
-  holds = best >= 0.5 and (normal is None or best > normal)
-  return _row(11, claim, study, rule, measured, HOLDS if holds else FAILS)
+    return _row(11, claim, study, rule, "needs the AE's gaussian or gmm sampler's face scores",
+                NOT_COMPARABLE)
+  best = max((s for s in (gaussian, gmm) if s is not None), key=lambda s: s[0])
+  measured = (f"AE face score: gaussian {_fmt_score(gaussian)}, GMM {_fmt_score(gmm)}, "
+              f"N(0, I) {_fmt_score(normal)}") + _calibration(m)
+  verdict = _decide(best[1] >= FACE_THRESHOLD and (normal is None or best[1] > normal[2]),
+                    best[2] < FACE_THRESHOLD or (normal is not None and best[2] <= normal[1]))
+  return _row(11, claim, study, rule, measured, verdict)
 
 
 def claim_upsampling(m):

@@ -140,14 +140,20 @@ def test_report_check_finds_the_real_split_numbers(tmp_path):
 
 def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
   workspace = _fake_workspace(tmp_path / "ws", ["ae", "vae", "ae_z1600"])
-  for kind, rates in (("ae", {"real": 0.99, "noise": 0.0, "normal": 0.04, "gaussian": 0.9}),
-                      ("vae", {"real": 0.99, "noise": 0.0, "normal": 0.8,
-                               "uniform": {"0.5": 0.99, "1": 0.9, "2": 0.7, "5": 0.5}})):
+  def figures(score):  # A face figures block with a tight interval.
+    return {"num_images": 200, "face_rate": score, "face_score": {
+        "mean": score, "ci95": [score - 0.01, score + 0.01]}, "fd_face": {
+            "value": 1.0 - score, "ci95": [0.9 - score, 1.1 - score]}}
+  for kind, scores in (("ae", {"real": 0.9, "noise": 0.0, "normal": 0.04, "gaussian": 0.8}),
+                       ("vae", {"real": 0.9, "noise": 0.0, "normal": 0.8,
+                                "uniform": {"0.5": 0.89, "1": 0.8, "2": 0.7, "5": 0.5}})):
+    faces = {k: ({r: figures(v) for r, v in s.items()} if isinstance(s, dict) else figures(s))
+             for k, s in scores.items()}
     out = workspace / "eval" / kind / "generation"
     out.mkdir(parents=True)
     (out / "generation.json").write_text(json.dumps({
-        "face_rates": rates, "sharpening": {"1": {"checkerboard_energy": 0.02,
-                                                  "laplacian_variance": 100.0}}}))
+        "faces": faces, "sharpening": {"1": {"checkerboard_energy": 0.02,
+                                             "laplacian_variance": 100.0}}}))
   out = workspace / "eval" / "vae_upsample" / "generation"
   out.mkdir(parents=True)
   (out / "generation.json").write_text(json.dumps(
@@ -170,4 +176,7 @@ def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
   assert verdicts[10] == "holds"  # ae_z1600 22 dB / 0.7 > VAE 21 dB / 0.6 (_fake_workspace).
   assert verdicts[1] == "not comparable"  # No latent report in this workspace.
   assert verdicts[12] == "holds"  # The upsampling VAE's period-2 share 0.005 < 0.02.
-  assert study["measurements"]["face_rates"]["vae_uniform"]["5"] == 0.5
+  assert study["measurements"]["faces"]["vae_uniform"]["5"]["face_score"]["mean"] == 0.5
+  # The judge's calibration follows the claims: real photos and noise, with intervals.
+  assert text.index("## The face judge's calibration") < text.index("## Reconstruction quality")
+  assert "| real | 200 | 0.90 | 0.9 [0.89, 0.91] | 0.1 [0, 0.2] |" in text

@@ -1,13 +1,18 @@
-"""The independent face judge (OpenCV's Haar cascade): calibrated on real photos and on noise."""
+"""The independent face judge (MTCNN) and its face figures: on real photos, blurred, the mean
+face and noise; the figures' formulas and intervals on small hand-made inputs."""
 
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
-from PIL import ImageFilter
 
+from evaluation import face_figures
 from evaluation import face_judge
+from evaluation.errors import EvaluationError
+
+# Best first: the order of FD-face, and of the face score without the mean face (below).
+CHAIN = ("real", "blur_1", "blur_2", "blur_4", "mean_face_noise", "noise")
 
 
 @pytest.fixture(scope="module")
@@ -15,34 +20,68 @@ def judge():
   return face_judge.FaceJudge()
 
 
-@pytest.fixture(scope="module")
-def real_test_crops(celeba_real_dir):
-  """The first 200 real test photos, cropped (0,40,178,218) and resized to 96 (LANCZOS)."""
-  with open(os.path.join(celeba_real_dir, "list_eval_partition.txt"), encoding="utf-8") as f:
-    names = [line.split()[0] for line in f if line.split()[1:] == ["2"]][:200]
+def _crops(real_dir, split, limit=None):
+  """Real photos of a split (list_eval_partition code), cropped (0,40,178,218), 96 LANCZOS."""
+  with open(os.path.join(real_dir, "list_eval_partition.txt"), encoding="utf-8") as f:
+    names = [line.split()[0] for line in f if line.split()[1:] == [split]][:limit]
   crops = []
   for name in names:
-    with Image.open(os.path.join(celeba_real_dir, "img_align_celeba", name)) as img:
+    with Image.open(os.path.join(real_dir, "img_align_celeba", name)) as img:
       crops.append(np.asarray(img.convert("RGB").crop((0, 40, 178, 218)).resize(
           (96, 96), Image.LANCZOS)))
   return np.stack(crops)
 
 
+@pytest.fixture(scope="module")
+def real_calibration(judge, celeba_real_dir):
+  """The calibration of all 450 real test photos (225 reference, 225 judged per set)."""
+  mean_face = _crops(celeba_real_dir, "0", 2000).mean(axis=0)
+  return face_figures.calibration(judge, _crops(celeba_real_dir, "2"), mean_face, seed=0)
+
+
 @pytest.mark.slow
-def test_judge_finds_faces_in_real_photos_and_none_in_noise(judge, real_test_crops):
-  calibration = face_judge.calibration(judge, real_test_crops, seed=0)
-  assert calibration["num_images"] == 200
-  assert calibration["real"] >= 0.95, calibration     # Measured: 0.99 on all 450.
-  assert calibration["noise"] <= 0.03, calibration    # Measured: 0.00-0.01.
-  blurred = np.stack([np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(3)))
-                      for image in real_test_crops])
-  assert judge.face_rate(blurred) < calibration["real"]  # Measured: 0.88 blurred.
+def test_figures_order_real_blur_mean_face_noise(real_calibration):
+  reference, block = real_calibration
+  assert reference.num_images == 225 and block["note"] is None
+  sets = block["sets"]
+  assert all(sets[name]["num_images"] == 225 for name in sets)
+  fds = [sets[name]["fd_face"]["value"] for name in CHAIN]
+  assert fds == sorted(fds) and len(set(fds)) == len(fds), fds
+  # One image cannot show lost variety: the mean face, a plausible face on its own, scores
+  # between blur 1 and blur 2 (measured 0.83 against real 0.90), below the real interval.
+  scores = [sets[name]["face_score"]["mean"] for name in CHAIN if name != "mean_face_noise"]
+  assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores), scores
+  for name in ("mean_face", "mean_face_noise"):
+    assert sets[name]["face_score"]["ci95"][1] < sets["real"]["face_score"]["ci95"][0]
+  # FD-face sees the lost variety: copies of the mean face lie between blur 4 and noise.
+  assert fds[3] < sets["mean_face"]["fd_face"]["value"] < fds[-1]
+  # ... and far from the real photos: the intervals do not touch.
+  assert sets["real"]["fd_face"]["ci95"][1] * 10 < sets["mean_face"]["fd_face"]["ci95"][0]
+  assert sets["real"]["face_rate"] >= 0.95 and sets["noise"]["face_rate"] == 0.0
+  for name in ("real", "blur_4", "mean_face_noise"):  # Every interval holds its estimate.
+    low, high = sets[name]["face_score"]["ci95"]
+    assert low <= sets[name]["face_score"]["mean"] <= high
+    low, high = sets[name]["fd_face"]["ci95"]
+    assert low <= sets[name]["fd_face"]["value"] <= high
+  # Landmarks: real photos scatter around their mean; noise has none.
+  assert 0 < sets["real"]["landmark_error"]["mean"] < 0.3
+  assert sets["noise"]["landmark_error"]["num_faces"] == 0
 
 
-def test_float_images_are_judged_like_their_uint8_pixels(judge, real_test_crops):
-  images = real_test_crops[:20]
-  np.testing.assert_array_equal(judge.detect(images.astype(np.float32) / 255.0),
-                                judge.detect(images))
+@pytest.mark.slow
+def test_the_same_inputs_give_the_same_figures(judge, real_calibration, celeba_real_dir):
+  real = _crops(celeba_real_dir, "2", 40)
+  first = face_figures.figures(judge.judge(real), real_calibration[0], seed=3)
+  assert face_figures.figures(judge.judge(real), real_calibration[0], seed=3) == first
+
+
+def test_float_images_are_judged_like_their_uint8_pixels(judge):
+  images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+  as_float = judge.judge(images.astype(np.float32) / 255.0)
+  as_uint8 = judge.judge(images)
+  np.testing.assert_array_equal(as_float.detection, as_uint8.detection)
+  np.testing.assert_array_equal(as_float.features, as_uint8.features)
+  assert as_uint8.features.shape == (3, 256) and as_uint8.landmarks.shape == (3, 5, 2)
 
 
 def test_flat_and_noise_images_are_not_faces(judge):
@@ -51,8 +90,75 @@ def test_flat_and_noise_images_are_not_faces(judge):
   assert judge.face_rate(flat) == 0.0
   assert judge.face_rate(noise) <= 0.1
   assert judge.face_rate(flat[:0]) is None
+  assert judge.judge(flat[:0]).features.shape == (0, 256)
   described = judge.describe()
-  assert described["cascade"] == "haarcascade_frontalface_default.xml"
-  assert described["upscale"] == 2 and described["min_neighbors"] == 3
-  with pytest.raises(face_judge.EvaluationError, match=r"\[N, H, W, 3\]"):
+  assert described["mtcnn"] == "1.0.0" and described["face_threshold"] == 0.9
+  with pytest.raises(EvaluationError, match=r"\[N, H, W, 3\]"):
     judge.detect(flat[0])
+
+
+def _judged(features, detection=None, landmarks=None):
+  features = np.asarray(features, np.float32)
+  n = len(features)
+  detection = np.ones(n) if detection is None else np.asarray(detection, np.float64)
+  if landmarks is None:
+    landmarks = np.tile(np.array([[30, 40], [66, 40], [48, 55], [35, 70], [61, 70]],
+                                 np.float64), (n, 1, 1))
+  return face_judge.Judged(detection, landmarks, features, features)
+
+
+def test_frechet_distance_and_realism_follow_their_formulas():
+  rng = np.random.default_rng(0)
+  real = rng.normal(size=(400, 256))
+  reference = face_figures.Reference.from_judged(_judged(real))
+  # FD of the reference's own features is 0; a shift of the mean adds its squared length.
+  assert face_figures.frechet_distance(real, reference) == pytest.approx(0.0, abs=1e-6)
+  shifted = real + 0.5
+  assert face_figures.frechet_distance(shifted, reference) == pytest.approx(0.25 * 256,
+                                                                            rel=1e-6)
+  # Copies of one point: no spread, FD = |mu - x|^2 + tr(S_real).
+  copies = np.repeat(real[:1], 50, axis=0)
+  expected = np.sum((real.mean(0) - real[0]) ** 2) + np.trace(np.cov(real, rowvar=False))
+  assert face_figures.frechet_distance(copies, reference) == pytest.approx(expected, rel=1e-6)
+  # Realism: a reference centre itself is inside its hypersphere (capped at 1); a far point
+  # scores radius / distance; the probability multiplies.
+  centre = reference.centres[:1]
+  far = centre + 100.0
+  scores = face_figures.face_scores(_judged(np.vstack([centre, far]), [0.5, 1.0]), reference)
+  assert scores[0] == 0.5
+  distances = np.linalg.norm(far - reference.centres, axis=1)
+  assert scores[1] == pytest.approx(np.max(reference.radii / distances))
+  # Landmarks at the reference's mean: error 0, in units of the inter-ocular distance.
+  assert reference.interocular == pytest.approx(36.0)
+  np.testing.assert_allclose(face_figures.landmark_errors(_judged(real[:2]), reference), 0)
+
+
+def test_figures_intervals_and_the_missing_reference():
+  rng = np.random.default_rng(1)
+  reference = face_figures.Reference.from_judged(_judged(rng.normal(size=(100, 256))))
+  judged = _judged(rng.normal(size=(60, 256)), rng.uniform(0.8, 1.0, 60))
+  block = face_figures.figures(judged, reference, seed=0)
+  assert block["num_images"] == 60 and block["face_rate"] == pytest.approx(
+      np.mean(judged.detection >= 0.9))
+  for key, value in (("face_score", "mean"), ("detection", "mean"), ("fd_face", "value")):
+    low, high = block[key]["ci95"]
+    assert low < block[key][value] < high, key
+  assert block["landmark_error"]["num_faces"] == int(np.sum(judged.detection >= 0.9))
+  # FD-face's interval is centred as the estimate, not shifted up by repeated images.
+  low, high = block["fd_face"]["ci95"]
+  assert abs((low + high) / 2 - block["fd_face"]["value"]) < (high - low) / 2
+  bare = face_figures.figures(judged, None, seed=0)
+  assert bare["face_score"] is None and bare["fd_face"] is None and bare["face_rate"] is not None
+  one = face_figures.figures(judged.take([0]), reference, seed=0)
+  assert one["face_score"]["ci95"] == [None, None] and one["fd_face"] is None
+  with pytest.raises(EvaluationError, match="4 or more real photos"):
+    face_figures.Reference.from_judged(_judged(rng.normal(size=(3, 256))))
+
+
+def test_calibration_with_few_photos_notes_what_is_null(judge):
+  noise = np.random.default_rng(2).integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+  reference, block = face_figures.calibration(judge, noise, None, seed=0)
+  assert reference is None and "face_score, fd_face and landmark_error are null" in block["note"]
+  assert set(block["sets"]) == {"real", "blur_1", "blur_2", "blur_4", "mean_face",
+                                "mean_face_noise", "noise"}
+  assert all(s["num_images"] == 3 and s["face_score"] is None for s in block["sets"].values())

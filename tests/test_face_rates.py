@@ -1,8 +1,8 @@
-"""Face rates by the independent judge in generation.json and reconstruction.json.
+"""Face figures by the independent judge in generation.json and reconstruction.json.
 
 The models here are crafted functions: a "decoder" that maps each z to one of the synthetic
-96x96 cartoon faces (the judge finds faces in about 0.9 of them) and one that returns uniform
-noise (about 0). A face rate that does not tell the two apart fails these tests.
+96x96 cartoon faces (the judge finds faces in about 0.75 of them) and one that returns uniform
+noise (none). Face figures that do not tell the two apart fail these tests.
 """
 
 import json
@@ -68,26 +68,32 @@ def test_generated_faces_score_high_and_noise_near_zero(faces, judge):
   made = generation.generate(_options(), _face_decoder(faces), _unused_encoder, DIM, real,
                              judge=judge)
   report = _report(made)
-  rates = report["face_rates"]
-  assert set(rates) == {"real", "noise", "normal", "uniform"}
-  assert set(rates["uniform"]) == {"0.5", "2"}
-  assert rates["real"] >= 0.6 and rates["noise"] <= 0.1, rates  # Measured: 0.9 and 0.
-  assert rates["normal"] >= 0.6 and min(rates["uniform"].values()) >= 0.6, rates
-  normal = report["samplers"]["normal"]["settings"]["N(0,I)"]
-  assert normal["face_rate"] == rates["normal"]
+  faces_table = report["faces"]
+  assert set(faces_table) == {"real", "blur_1", "blur_2", "blur_4", "mean_face",
+                              "mean_face_noise", "noise", "normal", "uniform"}
+  assert set(faces_table["uniform"]) == {"0.5", "2"}
+  real, noise = faces_table["real"], faces_table["noise"]
+  assert real["num_images"] == 12 and real["face_rate"] >= 0.5 and noise["face_rate"] == 0.0
+  normal = faces_table["normal"]
+  assert normal["face_score"]["mean"] > noise["face_score"]["mean"] + 0.3, faces_table
+  assert normal["fd_face"]["value"] < noise["fd_face"]["value"], faces_table
+  setting = report["samplers"]["normal"]["settings"]["N(0,I)"]
+  assert setting["face"] == normal and setting["face_rate"] == normal["face_rate"]
   block = report["face_judge"]
-  assert block["calibration"]["num_images"] == 24 and block["max_images_per_setting"] == 500
-  assert block["detector"].startswith("OpenCV Haar cascade")
+  assert block["calibration"]["reference_images"] == 12 and block["max_images_per_setting"] == 500
+  assert block["detector"].startswith("MTCNN")
   json.dumps(report, allow_nan=False)
 
   noise = generation.generate(_options(face_judge_images=10), _noise_decoder, _unused_encoder,
                               DIM, generation.Inputs(), judge=judge)
-  rates = _report(noise)["face_rates"]
-  assert rates["normal"] <= 0.1 and max(rates["uniform"].values()) <= 0.1, rates
-  # Without test images the real rate is null, and the noise is as many images as judged.
+  faces_table = _report(noise)["faces"]
+  assert faces_table["normal"]["face_rate"] <= 0.1, faces_table
+  assert max(f["face_rate"] for f in faces_table["uniform"].values()) <= 0.1, faces_table
+  # Without test images: noise only, as many images as judged, and no reference figures.
   calibration = noise.face_judge["calibration"]
-  assert rates["real"] is None and "calibration.real is null" in calibration["note"]
-  assert calibration["num_images"] == 10 and calibration["noise"] <= 0.1
+  assert set(calibration["sets"]) == {"noise"} and "only noise" in calibration["note"]
+  assert calibration["sets"]["noise"]["num_images"] == 10
+  assert faces_table["normal"]["face_score"] is None
 
 
 def test_sharpening_block_rises_with_the_factor(faces, judge):
@@ -110,22 +116,23 @@ def test_judge_off_gives_null_face_fields_with_a_note(faces):
   made = generation.generate(_options(face_judge=False), _face_decoder(faces), _unused_encoder,
                              DIM, generation.Inputs(test_images=faces[:4]))
   report = _report(made)
-  assert report["face_judge"] is None and report["face_rates"] is None
-  assert report["samplers"]["normal"]["settings"]["N(0,I)"]["face_rate"] is None
+  assert report["face_judge"] is None and report["faces"] is None
+  setting = report["samplers"]["normal"]["settings"]["N(0,I)"]
+  assert setting["face_rate"] is None and setting["face"] is None
   assert any("--noface_judge" in note for note in report["notes"])
   assert set(report["sharpening"]) == {"0", "1", "7"}  # Not the judge's: still measured.
 
 
-def test_missing_opencv_names_the_flag_that_turns_the_judge_off(monkeypatch):
-  def no_opencv():
-    raise EvaluationError("the face judge needs OpenCV")
-  monkeypatch.setattr(face_judge, "FaceJudge", no_opencv)
+def test_missing_mtcnn_names_the_flag_that_turns_the_judge_off(monkeypatch):
+  def no_mtcnn():
+    raise EvaluationError("the face judge needs MTCNN")
+  monkeypatch.setattr(face_judge, "FaceJudge", no_mtcnn)
   with pytest.raises(EvaluationError, match="--noface_judge"):
     generation.make_judge(True)
   assert generation.make_judge(False) is None
 
 
-def test_reconstruction_face_rates_on_a_seeded_subset(faces, judge):
+def test_reconstructions_kept_for_the_judge_on_a_seeded_subset(faces):
   rows, chosen = reconstruction.judged_rows(24, 10, seed=3)
   assert len(rows) == 10 and np.all(np.diff(rows) > 0) and rows.max() < 24
   np.testing.assert_array_equal(rows, reconstruction.judged_rows(24, 10, seed=3)[0])
@@ -136,12 +143,25 @@ def test_reconstruction_face_rates_on_a_seeded_subset(faces, judge):
   noise = reconstruction.Subject("noise", "ae", "mse", lambda x: x, _noise_decoder)
   split = faces[:24]
   batches = [split[start:start + 7] for start in range(0, 24, 7)]  # Subset spans batches.
-  stats, _, judged = reconstruction.split_statistics([identity, noise], batches, judge=judge,
-                                                     judge_rows=rows)
-  np.testing.assert_array_equal(judged, split[rows])
-  assert stats["identity"]["face_rate"] == judge.face_rate(split[rows]) >= 0.6
-  assert stats["noise"]["face_rate"] <= 0.1
-  assert stats["identity"]["psnr"]["num_infinite"] == 24  # Every image is still measured.
+  result = reconstruction.split_statistics([identity, noise], batches, judge_rows=rows)
+  np.testing.assert_array_equal(result.judged, split[rows])
+  np.testing.assert_array_equal(result.reconstructions["identity"], split[rows])
+  assert result.reconstructions["noise"].shape == (10, 96, 96, 3)
+  assert result.stats["identity"]["psnr"]["num_infinite"] == 24  # Every image is measured.
+  every = reconstruction.split_statistics([identity], batches, judge_rows=None)
+  assert len(every.judged) == 24
+  assert reconstruction.split_statistics([identity], batches).judged is None
+
+
+def test_compare_gives_face_figures_against_the_originals(tiny_runs, prepared_data_dir):
+  options = reconstruction.Options(model_dirs=(tiny_runs["ae"],), data_dir=prepared_data_dir,
+                                   split="train", num_images=2, face_judge_images=12)
+  report, _ = reconstruction.compare(options)
+  face = report["models"]["tiny_ae"]["face"]
+  assert face["num_images"] == 6 and report["models"]["tiny_ae"]["face_rate"] == face["face_rate"]
+  calibration = report["face_judge"]["calibration"]
+  assert calibration["reference_images"] == 6 and calibration["sets"]["real"]["num_images"] == 6
+  assert "subset of 12" in report["face_judge"]["images_judged"]
 
 
 def test_compare_without_the_judge(tiny_runs, prepared_data_dir):
@@ -158,7 +178,7 @@ def test_generate_tool_noface_judge(tiny_runs, tmp_path):
                     "--sharpen", "1,7", "--noface_judge")
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((tmp_path / "g" / "generation.json").read_text())
-  assert report["face_judge"] is None and report["face_rates"] is None
-  assert report["samplers"]["normal"]["settings"]["N(0,I)"]["face_rate"] is None
+  assert report["face_judge"] is None and report["faces"] is None
+  assert report["samplers"]["normal"]["settings"]["N(0,I)"]["face"] is None
   assert report["flags"]["face_judge"] is False
   assert set(report["sharpening"]) == {"1", "7"}

@@ -23,6 +23,8 @@ CASES = [
     ("prepare_data", ["--source_dir=s", "--output_dir=o", "--image_size=0"], "--image_size"),
     ("prepare_data", ["--source_dir=s", "--output_dir=o", "--crop=0,40,178"], "--crop"),
     ("verify_data", [], "--data_dir"),
+    ("judge_faces", ["--images=a", "--output_json=j.json"], "--reference"),
+    ("judge_faces", ["--images=", "--reference=r", "--output_json=j.json"], "--images"),
     ("train_ae", ["--data_dir=d"], "--model_dir"),
     ("train_ae", ["--data_dir=d", "--model_dir=m", "--preset=ae_z9"], "--preset"),
     ("train_ae", ["--data_dir=d", "--model_dir=m", "--batch_size=0"], "--batch_size"),

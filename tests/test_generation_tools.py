@@ -106,11 +106,12 @@ def test_every_sampler_gives_grids_and_records_deterministically(ae):
   assert report["samplers"]["attribute"]["params"]["vector"]["num_with"] > 0
   assert "NOT the FID" in report["definitions"]["frechet_distance_encoder_space"]
   assert "own encoder space" in report["definitions"]["frechet_distance_encoder_space"]
-  assert {"face_rate", "face_judge", "face_rates", "sharpening"} <= set(report["definitions"])
-  # No test images here: the judge's real rate is null, its noise rate a number.
-  assert report["face_rates"]["real"] is None and 0.0 <= report["face_rates"]["noise"] <= 1.0
-  assert set(report["face_rates"]) == {"real", "noise", "normal", "uniform", "gaussian", "gmm"}
-  assert set(report["face_rates"]["uniform"]) == {"0.5", "8"}
+  assert {"face_rate", "face", "face_judge", "faces", "sharpening"} <= set(report["definitions"])
+  # No test images here: noise is the only calibration set, and no figure needs a reference.
+  assert set(report["faces"]) == {"noise", "normal", "uniform", "gaussian", "gmm"}
+  assert 0.0 <= report["faces"]["noise"]["face_rate"] <= 1.0
+  assert report["faces"]["normal"]["face_score"] is None
+  assert set(report["faces"]["uniform"]) == {"0.5", "8"}
   assert set(report["sharpening"]) == {"1", "7"}
   json.dumps(report, allow_nan=False)
   again = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
@@ -219,9 +220,9 @@ def test_reconstruction_statistics_of_identity_noise_and_a_model(ae, runs):
       lambda z: np.random.default_rng(1).random(np.shape(z)).astype(np.float32))
   decode, encode = _fns(ae)
   model = reconstruction.Subject("tiny_ae", "ae", "bce", encode, decode)
-  stats, grid, judged = reconstruction.split_statistics([identity, noise, model], batches,
-                                                        factors=(1.0, 7.0), num_grid=7)
-  assert judged is None and stats["identity"]["face_rate"] is None  # No judge given.
+  stats, grid, judged, kept = reconstruction.split_statistics(
+      [identity, noise, model], batches, factors=(1.0, 7.0), num_grid=7)
+  assert judged is None and kept is None  # Nothing kept for a judge.
   assert stats["identity"]["psnr"]["num_infinite"] == 15
   assert stats["identity"]["ssim"]["mean"] == pytest.approx(1.0)
   assert stats["identity"]["reconstruction_loss"]["max"] == pytest.approx(0.0, abs=1e-6)
@@ -254,7 +255,7 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
     assert min(Image.open(io.BytesIO(data)).size) >= 96
   report = json.loads((tmp_path / "a" / "generation.json").read_text())
   other = json.loads((tmp_path / "b" / "generation.json").read_text())
-  for key in ("samplers", "reference", "face_judge", "face_rates", "sharpening"):
+  for key in ("samplers", "reference", "face_judge", "faces", "sharpening"):
     assert report[key] == other[key], key
   assert report["seed"] == 3 and report["model"]["kind"] == "vae"
   # 40 training z-points in 8 dims: the mixture was reduced, and the JSON says so.
@@ -269,10 +270,12 @@ def test_generate_tool_end_to_end_is_reproducible(runs, prepared_data_dir, tmp_p
   assert report["data"]["real"]["num_images"] == 6  # The fixture's whole test split.
   assert 0.0 <= normal["face_rate"] <= 1.0
   calibration = report["face_judge"]["calibration"]
-  assert calibration["num_images"] == 6 and 0.0 <= calibration["real"] <= 1.0
-  assert report["face_judge"]["cascade"] == "haarcascade_frontalface_default.xml"
-  assert report["face_rates"]["real"] == calibration["real"]
-  assert set(report["face_rates"]["uniform"]) == {"1", "8"}
+  # 6 test images: 3 for a reference are too few, and the calibration says so.
+  assert calibration["reference_images"] == 3 and "are null" in calibration["note"]
+  assert calibration["sets"]["real"]["num_images"] == 3
+  assert report["face_judge"]["detector"].startswith("MTCNN")
+  assert report["faces"]["real"] == calibration["sets"]["real"]
+  assert set(report["faces"]["uniform"]) == {"1", "8"}
   assert set(report["sharpening"]) == {"1", "7"}
   assert (tmp_path / "a" / "flags.txt").exists()
 
@@ -305,7 +308,7 @@ def test_compare_reconstructions_tool(runs, prepared_data_dir, tmp_path):
     assert stats["reconstruction_loss"]["mean"] > 0 and "summed" in stats["loss_units"]
     assert set(stats["sharpened"]) == {"7"}
     assert 0.0 <= stats["face_rate"] <= 1.0
-  assert report["face_judge"]["calibration"]["num_images"] == 4
+  assert report["face_judge"]["calibration"]["sets"]["real"]["num_images"] == 2
   assert "subset of 4 of the 6" in report["face_judge"]["images_judged"]
   assert report["models"]["tiny_vae"]["kind"] == "vae"
   assert str(photo) in report["provenance"]["inputs"]

@@ -30,6 +30,17 @@ def _verdict(claim, measurements):
   return claim(measurements)["verdict"]
 
 
+def _score(mean, half=0.02):
+  """A face figures block with face score `mean` and a 95 % interval of +- half."""
+  return {"face_score": {"mean": mean, "ci95": [mean - half, mean + half]}}
+
+
+def _faces(half=0.02, **scores):
+  return {"faces": {key: ({r: _score(v, half) for r, v in value.items()}
+                          if isinstance(value, dict) else _score(value, half))
+                    for key, value in scores.items()}}
+
+
 @pytest.mark.parametrize("claim, holds, fails", [
     (sc.claim_dominant_components, {"ae": _ae()},
      {"ae": _ae(median_half_width=1.8)}),                       # Most components wide.
@@ -50,13 +61,13 @@ def _verdict(claim, measurements):
      {"vae": {"kl_share": 0.007, "kl_factor": 5.0}}),
     (sc.claim_vae_loss_above_ae, {"losses": {"ae": 4850.0, "vae": 5015.0}},
      {"losses": {"ae": 5100.0, "vae": 5015.0}}),
-    (sc.claim_vae_generates_faces, {"face_rates": {"vae_normal": 0.77, "ae_normal": 0.04}},
-     {"face_rates": {"vae_normal": 0.3, "ae_normal": 0.04}}),
-    (sc.claim_vae_generates_faces, {"face_rates": {"vae_normal": 0.77, "ae_normal": 0.04}},
-     {"face_rates": {"vae_normal": 0.77, "ae_normal": 0.6}}),
+    (sc.claim_vae_generates_faces, _faces(vae_normal=0.77, ae_normal=0.04),
+     _faces(vae_normal=0.3, ae_normal=0.04)),
+    (sc.claim_vae_generates_faces, _faces(vae_normal=0.77, ae_normal=0.04),
+     _faces(vae_normal=0.77, ae_normal=0.6)),
     (sc.claim_faces_degrade_with_distance,
-     {"face_rates": {"vae_uniform": {"0.5": 0.99, "1": 0.93, "2": 0.74, "5": 0.53}}},
-     {"face_rates": {"vae_uniform": {"0.5": 0.5, "1": 0.6, "2": 0.7, "5": 0.8}}}),
+     _faces(vae_uniform={"0.5": 0.99, "1": 0.93, "2": 0.74, "5": 0.53}),
+     _faces(vae_uniform={"0.5": 0.5, "1": 0.6, "2": 0.7, "5": 0.8})),
     (sc.claim_sharpening,
      {"sharpening": {0.0: {"laplacian_variance": 50, "checkerboard_energy": 0.001},
                      7.0: {"laplacian_variance": 900, "checkerboard_energy": 0.01}}},
@@ -67,8 +78,8 @@ def _verdict(claim, measurements):
                                                                           "ssim": 0.48}}},
      {"reconstruction": {"ae_z1600": {"psnr": 18.0, "ssim": 0.7}, "vae": {"psnr": 18.8,
                                                                           "ssim": 0.48}}}),
-    (sc.claim_fitted_density, {"face_rates": {"ae_gaussian": 0.97, "ae_normal": 0.04}},
-     {"face_rates": {"ae_gaussian": 0.2, "ae_gmm": 0.3, "ae_normal": 0.04}}),
+    (sc.claim_fitted_density, _faces(ae_gaussian=0.97, ae_normal=0.04),
+     _faces(ae_gaussian=0.2, ae_gmm=0.3, ae_normal=0.04)),
     (sc.claim_upsampling, {"upsampling": {"transpose": 0.02, "upsample": 0.005}},
      {"upsampling": {"transpose": 0.005, "upsample": 0.02}}),
 ])
@@ -84,7 +95,24 @@ def test_missing_numbers_and_other_settings_are_not_comparable():
   assert _verdict(sc.claim_kl_share, {"vae": {"kl_share": 0.03, "kl_factor": 15.0}}) == (
       sc.NOT_COMPARABLE)
   assert _verdict(sc.claim_faces_degrade_with_distance,
-                  {"face_rates": {"vae_uniform": {"1": 0.9}}}) == sc.NOT_COMPARABLE
+                  _faces(vae_uniform={"1": 0.9})) == sc.NOT_COMPARABLE
+
+
+@pytest.mark.parametrize("claim, straddling", [
+    (sc.claim_vae_generates_faces, _faces(0.1, vae_normal=0.55, ae_normal=0.04)),
+    (sc.claim_vae_generates_faces, _faces(0.1, vae_normal=0.8, ae_normal=0.38)),
+    (sc.claim_faces_degrade_with_distance,
+     _faces(0.05, vae_uniform={"1": 0.9, "3": 0.85, "8": 0.78})),
+    (sc.claim_fitted_density, _faces(0.1, ae_gaussian=0.55, ae_normal=0.04)),
+])
+def test_intervals_across_a_threshold_are_inconclusive(claim, straddling):
+  row = claim(straddling)
+  assert row["verdict"] == sc.INCONCLUSIVE and "[" in row["measured"]
+  # The same means with tight intervals decide.
+  tight = {"faces": {k: ({r: _score(f["face_score"]["mean"], 0.001) for r, f in v.items()}
+                         if "face_score" not in v else _score(v["face_score"]["mean"], 0.001))
+                     for k, v in straddling["faces"].items()}}
+  assert claim(tight)["verdict"] in (sc.HOLDS, sc.FAILS)
 
 
 def test_rows_carry_the_study_figure_and_the_run_figure():

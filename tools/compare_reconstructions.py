@@ -12,9 +12,10 @@ Writes:
   reconstruction.json  per model, over the split (or its first --max_images): mean, std and
                        percentiles of PSNR and SSIM (tf.image, max_val 1.0) and of the
                        reconstruction loss in training units; also for the sharpened output;
-                       the face rate of its reconstructions by an independent judge (OpenCV's
-                       Haar cascade; --noface_judge turns it off), with the judge's rates on
-                       the originals and on noise; plus the inputs (sha256), seed and versions.
+                       the face figures of its reconstructions (face rate, face score,
+                       FD-face, with 95 % intervals) by an independent judge (MTCNN;
+                       --noface_judge turns it off) and the judge's calibration on the
+                       originals; plus the inputs (sha256), seed and versions.
   flags.txt            the resolved flags.
 """
 
@@ -78,11 +79,19 @@ def main(argv):
     outputs.write_report(FLAGS.output_dir, "reconstruction.json", report, files)
   for name, stats in report["models"].items():
     logging.info("%s (%s): PSNR %.2f +- %.2f dB, SSIM %.3f +- %.3f, %s loss %.1f per image, "
-                 "face rate %s", name, stats["kind"], stats["psnr"]["mean"] or float("inf"),
+                 "face score %s", name, stats["kind"], stats["psnr"]["mean"] or float("inf"),
                  stats["psnr"]["std"] or 0.0, stats["ssim"]["mean"], stats["ssim"]["std"],
                  stats["loss"], stats["reconstruction_loss"]["mean"],
-                 "n/a" if stats["face_rate"] is None else f"{stats['face_rate']:.2f}")
+                 _face_score(stats["face"]))
   logging.info("wrote %s and reconstruction.json to %s", ", ".join(files), FLAGS.output_dir)
+
+
+def _face_score(face):
+  score = (face or {}).get("face_score")
+  if not score:
+    return "n/a"
+  low, high = score["ci95"]
+  return f"{score['mean']:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
 
 
 def run():

@@ -40,16 +40,16 @@ def define_output_dir(what):
 def define_face_judge(default_images, images_help):
   """--face_judge (bool) and --face_judge_images: the independent face judge and its cap.
 
-  The judge is OpenCV's Haar cascade (evaluation.face_judge); --noface_judge leaves the face
-  rates out (null in the report), for a user without OpenCV.
+  The judge is MTCNN (evaluation.face_judge); --noface_judge leaves the face figures out
+  (null in the report).
 
   Args:
     default_images: the default of --face_judge_images.
     images_help: what --face_judge_images caps, for its help.
   """
-  flags.DEFINE_bool("face_judge", True, "Measure face rates with the independent face judge "
-                    "(OpenCV Haar cascade, opencv-python-headless<5), calibrated on the real "
-                    "images and on noise; --noface_judge leaves them out (null).")
+  flags.DEFINE_bool("face_judge", True, "Measure face figures (face rate, face score, FD-face, "
+                    "with 95 % intervals) with the independent face judge (MTCNN), calibrated "
+                    "on the real images; --noface_judge leaves them out (null).")
   flags.DEFINE_integer("face_judge_images", default_images, images_help, lower_bound=1)
 
 

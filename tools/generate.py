@@ -19,9 +19,9 @@ ImageEnhance.Sharpness; 1 = unchanged). The default 1,3,7 shows the raw output b
 and the study's strong sharpening (the study used 0, 3, 6 and 7).
 
 Writes <sampler>[_<setting>].png grids, generation.json (per setting: radius statistics,
-fraction inside the data cloud, Frechet distance in the model's own encoder space, face rate
-by an independent judge (OpenCV's Haar cascade; --noface_judge turns it off); the judge's
-rates on the real test images and on noise, every face rate in one table, sharpness and
+fraction inside the data cloud, Frechet distance in the model's own encoder space, face
+figures with 95 % intervals by an independent judge (MTCNN; --noface_judge turns it off); the
+judge's calibration on the real test images, every face figure in one table, sharpness and
 grid-artefact measures per --sharpen factor; notes on regularisation; inputs with sha256,
 seed, versions) and flags.txt. The same inputs and --seed give byte-identical grids and the
 same numbers.
