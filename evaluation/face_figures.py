@@ -4,7 +4,8 @@
   realism is the realism score of Kynkaenniemi et al., "Improved precision and recall metric
   for assessing generative models", NeurIPS 2019 (section 4) in the judge's features of the
   face's box: max over real photos r of NND_3(r) / ||f - r||, over the half of the real
-  hyperspheres with the smallest radii. Blur lowers it; one image cannot show lost variety.
+  hyperspheres with the smallest radii. Blur lowers it; one image cannot show lost variety,
+  and a smaller reference has wider hyperspheres (compare against references of equal size).
 - FD-face: the Frechet distance (Dowson & Landau 1982; FID's formula, Heusel et al. 2017)
   between Gaussians fitted to the set's features of the central box and the real photos'
   (one geometry for every image: docs/benchmarks/face_judge.md). It grows with lost
