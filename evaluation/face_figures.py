@@ -67,7 +67,7 @@ class Reference:
     points = judged.landmarks[judged.has_face]
     if len(e) <= K or len(points) < 2:
       raise EvaluationError(f"the face judge's reference needs {K + 1} or more real photos, 2 "
-                            f"of them faces; got {len(e)} photos, {len(points)} faces")
+                            f"of them with a face; got {len(e)}, {len(points)} with a face")
     distances = np.linalg.norm(f[:, None] - f[None], axis=-1)
     radii = np.sort(distances, axis=1)[:, K]  # Column 0 is the photo itself.
     keep = radii <= np.median(radii)
@@ -226,10 +226,12 @@ def calibration(judge, real_images, mean_face, seed=0):
   block = {"reference_images": int(len(reference_images)), "note": note,
            "sets": {name: figures(judge.judge(images), reference, seed)
                     for name, images in sets.items()},
-           "definition": "real: held-out real test photos; blur_S: the same, Gaussian blur "
-                         "sigma S px at 96x96; mean_face: copies of the training split's mean "
-                         f"image; mean_face_noise: it plus N(0, {MEAN_FACE_NOISE:g}^2) pixel "
-                         "noise; noise: uniform; all as many images as real"}
+           "definition": "real: the real photos' odd rows (the even rows are the reference); "
+                         "blur_S: the same, Gaussian blur sigma S px at 96x96; mean_face: "
+                         "copies of the mean image given (generate and compare_reconstructions: "
+                         "the training split's; judge_faces: the reference's); "
+                         f"mean_face_noise: it plus N(0, {MEAN_FACE_NOISE:g}^2) pixel noise; "
+                         "noise: uniform; all as many images as real"}
   return reference, block
 
 

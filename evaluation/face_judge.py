@@ -11,6 +11,7 @@ needs the full `tensorflow` package beside tensorflow-cpu): docs/benchmarks/face
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -137,6 +138,16 @@ class FaceJudge:
                         "256-d features", "mtcnn": metadata.version("mtcnn"),
             "working_size": SIZE, "face_threshold": FACE_THRESHOLD,
             "face": f"O-Net probability >= {FACE_THRESHOLD} for the image's best face"}
+
+
+@functools.cache
+def shared():
+  """The process's one FaceJudge: its weights are read, and its functions traced, once.
+
+  Raises:
+    EvaluationError: as FaceJudge (not cached: a later call tries again).
+  """
+  return FaceJudge()
 
 
 def working_size(images):

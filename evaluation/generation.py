@@ -85,7 +85,8 @@ DEFINITIONS = {
                   "(evaluation.face_figures.calibration): the face figures of the odd rows of "
                   "the real test images as they are, blurred (sigma 1, 2, 4 px), of the "
                   "training split's mean face with and without pixel noise, and of uniform "
-                  "noise (seeded by the run's seed), each as many images as a setting's. "
+                  "noise (seeded by the run's seed), each as many images as the odd rows "
+                  "(at most max_images_per_setting). "
                   "Without real test images: noise only. null when the judge is off.",
     "faces": "Every face figure of the run in one table: the calibration sets, normal, "
              "gaussian, gmm (their one setting) and uniform {r: figures}, for the samplers "
@@ -354,7 +355,7 @@ def make_judge(enabled, flag="--noface_judge"):
   if not enabled:
     return None
   try:
-    return face_judge_lib.FaceJudge()
+    return face_judge_lib.shared()
   except EvaluationError as error:
     raise EvaluationError(f"{error}; or pass {flag} to leave the face figures out") from None
 

@@ -17,7 +17,7 @@ CHAIN = ("real", "blur_1", "blur_2", "blur_4", "mean_face_noise", "noise")
 
 @pytest.fixture(scope="module")
 def judge():
-  return face_judge.FaceJudge()
+  return face_judge.shared()
 
 
 def _crops(real_dir, split, limit=None):
@@ -35,7 +35,7 @@ def _crops(real_dir, split, limit=None):
 @pytest.fixture(scope="module")
 def real_calibration(judge, celeba_real_dir):
   """The calibration of all 450 real test photos (225 reference, 225 judged per set)."""
-  mean_face = _crops(celeba_real_dir, "0", 2000).mean(axis=0)
+  mean_face = _crops(celeba_real_dir, "0", 500).mean(axis=0)
   return face_figures.calibration(judge, _crops(celeba_real_dir, "2"), mean_face, seed=0)
 
 
@@ -82,6 +82,10 @@ def test_float_images_are_judged_like_their_uint8_pixels(judge):
   np.testing.assert_array_equal(as_float.detection, as_uint8.detection)
   np.testing.assert_array_equal(as_float.features, as_uint8.features)
   assert as_uint8.features.shape == (3, 256) and as_uint8.landmarks.shape == (3, 5, 2)
+
+
+def test_one_judge_per_process(judge):
+  assert face_judge.shared() is judge and isinstance(judge, face_judge.FaceJudge)
 
 
 def test_flat_and_noise_images_are_not_faces(judge):

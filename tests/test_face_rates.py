@@ -29,7 +29,7 @@ def faces(prepared_data_dir_96):
 
 @pytest.fixture(scope="module")
 def judge():
-  return face_judge.FaceJudge()
+  return face_judge.shared()
 
 
 def _face_decoder(faces):
@@ -126,7 +126,7 @@ def test_judge_off_gives_null_face_fields_with_a_note(faces):
 def test_missing_mtcnn_names_the_flag_that_turns_the_judge_off(monkeypatch):
   def no_mtcnn():
     raise EvaluationError("the face judge needs MTCNN")
-  monkeypatch.setattr(face_judge, "FaceJudge", no_mtcnn)
+  monkeypatch.setattr(face_judge, "shared", no_mtcnn)
   with pytest.raises(EvaluationError, match="--noface_judge"):
     generation.make_judge(True)
   assert generation.make_judge(False) is None

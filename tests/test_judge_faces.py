@@ -51,10 +51,15 @@ def test_judges_each_set_against_the_reference(face_sets, tmp_path):
   assert set(report["provenance"]["inputs"]) == {face_sets["folder"], face_sets["noise"],
                                                   face_sets["faces"]}
   assert (tmp_path / "out" / "judged.flags.txt").is_file()
+  assert f"{face_sets['noise']}: 32 images, face rate 0.00" in result.stderr
+  assert f"wrote {output} (reference: 16 of {face_sets['faces']}'s images)" in result.stderr
   again = tmp_path / "again.json"
-  assert run_main("judge_faces", f"--images={images}", f"--reference={face_sets['faces']}",
-                  f"--output_json={again}", "--seed=1", "--nocalibration").returncode == 0
-  assert json.loads(again.read_text())["sets"] == report["sets"]  # Same inputs, same figures.
+  assert run_main("judge_faces", f"--images={face_sets['noise']}",
+                  f"--reference={face_sets['faces']}", f"--output_json={again}", "--seed=1",
+                  "--nocalibration").returncode == 0
+  second = json.loads(again.read_text())
+  assert second["calibration"] is None
+  assert second["sets"][face_sets["noise"]] == noise  # Same inputs and seed, same figures.
 
 
 def test_bad_inputs_are_one_line_errors(face_sets, tmp_path):
@@ -78,6 +83,7 @@ def test_bad_inputs_are_one_line_errors(face_sets, tmp_path):
       (broken, good, "cannot read the image"),
       (tmp_path / "broken.png", good, "neither a folder of images nor a .npy file"),
       (root / "noise.npy", tmp_path / "few.npy", "--reference"),
+      (root / "noise.npy", tmp_path / "few.npy", "it needs at least 8"),
   ):
     result = run_main("judge_faces", f"--images={images}", f"--reference={reference}",
                       f"--output_json={output}")

@@ -12,11 +12,13 @@ sets of equal size.
 """
 
 from absl import flags
+from absl import logging
 
 from tools import _cli
 from tools import flags_data
 
 FLAGS = flags.FLAGS
+MIN_REFERENCE = 8  # 4 reference photos (the realism score's 3 neighbours + 1), 4 judged.
 
 flags.DEFINE_list("images", None, "Image sets to judge: folders of .png/.jpg files or uint8 "
                   ".npy arrays [N, H, W, 3], comma-separated.")
@@ -47,7 +49,11 @@ def main(argv):
     for path in FLAGS.images:
       sets[path], inputs[path] = image_sets.load(path, "--images")
     reference, inputs[FLAGS.reference] = image_sets.load(FLAGS.reference, "--reference")
-    judge = face_judge.FaceJudge()
+    if len(reference) < MIN_REFERENCE:
+      raise EvaluationError(f"--reference {FLAGS.reference} has {len(reference)} images; it "
+                            f"needs at least {MIN_REFERENCE} (its even rows are the reference, "
+                            "its odd rows the calibration's real set)")
+    judge = face_judge.shared()
     try:
       report = face_figures.judge_sets(judge, sets, reference, FLAGS.seed, FLAGS.calibration)
     except EvaluationError as error:
@@ -57,6 +63,19 @@ def main(argv):
     stem = os.path.splitext(FLAGS.output_json)[0]
     _cli.write_flagfile(f"{stem}.flags.txt")
     provenance.atomic_write_json(FLAGS.output_json, report)
+  for path, figures in report["sets"].items():
+    logging.info("%s: %d images, face rate %.2f, face score %s, FD-face %s", path,
+                 figures["num_images"], figures["face_rate"],
+                 _interval(figures["face_score"], "mean"), _interval(figures["fd_face"], "value"))
+  logging.info("wrote %s (reference: %d of %s's images)", FLAGS.output_json,
+               report["reference_images"], FLAGS.reference)
+
+
+def _interval(block, key):
+  if not block:
+    return "n/a"
+  low, high = block["ci95"]
+  return f"{block[key]:.3f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
 
 
 def run():
