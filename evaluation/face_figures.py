@@ -222,17 +222,31 @@ def calibration(judge, real_images, mean_face, seed=0):
     note = None
   except EvaluationError as error:  # Too few photos: the figures that need them are null.
     reference, note = None, f"{error}: face_score, fd_face and landmark_error are null"
+  return reference, _calibration_block(judge, reference, len(reference_images), held_out,
+                                       mean_face, seed, note)
+
+
+def format_interval(block, key, spec=".3f"):
+  """"value [low, high]" of a figures block ({key, "ci95"}), "value" alone without an
+  interval, "n/a" for a null block; numbers formatted with `spec`."""
+  if not block:
+    return "n/a"
+  low, high = block["ci95"]
+  return format(block[key], spec) + ("" if low is None else
+                                      f" [{format(low, spec)}, {format(high, spec)}]")
+
+
+def _calibration_block(judge, reference, num_reference, held_out, mean_face, seed, note):
   sets = calibration_sets(held_out, mean_face, seed)
-  block = {"reference_images": int(len(reference_images)), "note": note,
-           "sets": {name: figures(judge.judge(images), reference, seed)
-                    for name, images in sets.items()},
-           "definition": "real: the real photos' odd rows (the even rows are the reference); "
+  return {"reference_images": int(num_reference), "note": note,
+          "sets": {name: figures(judge.judge(images), reference, seed)
+                   for name, images in sets.items()},
+          "definition": "real: the real photos' odd rows (the even rows are the reference); "
                          "blur_S: the same, Gaussian blur sigma S px at 96x96; mean_face: "
                          "copies of the mean image given (generate and compare_reconstructions: "
                          "the training split's; judge_faces: the reference's); "
                          f"mean_face_noise: it plus N(0, {MEAN_FACE_NOISE:g}^2) pixel noise; "
                          "noise: uniform; all as many images as real"}
-  return reference, block
 
 
 def judge_sets(judge, sets, real_images, seed=0, with_calibration=True):
@@ -253,9 +267,10 @@ def judge_sets(judge, sets, real_images, seed=0, with_calibration=True):
   Raises:
     EvaluationError: too few real photos, or too few faces among them, for a reference.
   """
-  reference_images = split_real(real_images)[0]
+  reference_images, held_out = split_real(real_images)
   reference = Reference.from_judged(judge.judge(reference_images))
-  block = (calibration(judge, real_images, np.mean(real_images, axis=0), seed)[1]
+  block = (_calibration_block(judge, reference, len(reference_images), held_out,
+                              np.mean(real_images, axis=0), seed, None)
            if with_calibration else None)
   return {"sets": {name: figures(judge.judge(images), reference, seed)
                    for name, images in sets.items()},

@@ -202,9 +202,8 @@ def claim_vae_loss_above_ae(m):
   return _row(6, claim, study, rule, measured, HOLDS if losses["vae"] > losses["ae"] else FAILS)
 
 
-def _scores(m, *keys):
-  """(mean, low, high) of each key's face score in m["faces"] (else m), or None."""
-  faces = m.get("faces") or m
+def _scores(faces, *keys):
+  """(mean, low, high) of the face score of each key of a {key: figures} table, or None."""
   out = []
   for key in keys:
     score = (faces.get(key) or {}).get("face_score") or {}
@@ -220,7 +219,7 @@ def _fmt_score(score):
 
 
 def _calibration(m):
-  real, mean_face = _scores(m, "real", "mean_face")
+  real, mean_face = _scores(m.get("faces") or {}, "real", "mean_face")
   return f" (judge: real photos {_fmt_score(real)}, mean face {_fmt_score(mean_face)})"
 
 
@@ -235,7 +234,7 @@ def claim_vae_generates_faces(m):
           f"lies below {FACE_THRESHOLD} or the AE's above half the VAE's; inconclusive when "
           "the intervals straddle these bounds")
   study = "pictures: faces from the VAE, none from the AE (posts I and the VAE post)"
-  vae, ae = _scores(m, "vae_normal", "ae_normal")
+  vae, ae = _scores(m.get("faces") or {}, "vae_normal", "ae_normal")
   if vae is None or ae is None:
     return _row(7, claim, study, rule, "needs both models' normal-sampler face scores",
                 NOT_COMPARABLE)
@@ -256,7 +255,7 @@ def claim_faces_degrade_with_distance(m):
   if not sweep or len(sweep) < 3:
     return _row(8, claim, study, rule, "needs the VAE's uniform sweep (3+ radii)", NOT_COMPARABLE)
   radii = sorted(sweep, key=float)
-  scores = _scores({"faces": sweep}, *radii)
+  scores = _scores(sweep, *radii)
   if any(score is None for score in scores):
     return _row(8, claim, study, rule, "the sweep has no face scores (no real test images)",
                 NOT_COMPARABLE)
@@ -331,7 +330,7 @@ def claim_fitted_density(m):
           f"(the better mean) lies above {FACE_THRESHOLD} and above N(0, I)'s; does not hold "
           f"when it lies below {FACE_THRESHOLD} or below N(0, I)'s; inconclusive otherwise")
   study = "not in the study (it samples the AE from fixed distributions only)"
-  gaussian, gmm, normal = _scores(m, "ae_gaussian", "ae_gmm", "ae_normal")
+  gaussian, gmm, normal = _scores(m.get("faces") or {}, "ae_gaussian", "ae_gmm", "ae_normal")
   if gaussian is None and gmm is None:
     return _row(11, claim, study, rule, "needs the AE's gaussian or gmm sampler's face scores",
                 NOT_COMPARABLE)

@@ -64,6 +64,7 @@ def main(argv):
   # Imported here so that --help and flag errors answer without loading TensorFlow.
   # pylint: disable=g-import-not-at-top
   from data_pipeline import locking
+  from evaluation import face_figures
   from evaluation import reconstruction
   # pylint: enable=g-import-not-at-top
   options = reconstruction.Options(
@@ -82,16 +83,9 @@ def main(argv):
                  "face score %s", name, stats["kind"], stats["psnr"]["mean"] or float("inf"),
                  stats["psnr"]["std"] or 0.0, stats["ssim"]["mean"], stats["ssim"]["std"],
                  stats["loss"], stats["reconstruction_loss"]["mean"],
-                 _face_score(stats["face"]))
+                 face_figures.format_interval((stats["face"] or {}).get("face_score"), "mean",
+                                              ".2f"))
   logging.info("wrote %s and reconstruction.json to %s", ", ".join(files), FLAGS.output_dir)
-
-
-def _face_score(face):
-  score = (face or {}).get("face_score")
-  if not score:
-    return "n/a"
-  low, high = score["ci95"]
-  return f"{score['mean']:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
 
 
 def run():

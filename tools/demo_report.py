@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 
+from evaluation import face_figures
 from evaluation import study_claims
 from modeling import choices
 
@@ -199,13 +200,6 @@ CALIBRATION_SETS = ("real", "blur_1", "blur_2", "blur_4", "mean_face", "mean_fac
                     "noise")
 
 
-def _interval(block, key):
-  if not block:
-    return "n/a"
-  low, high = block["ci95"]
-  return f"{block[key]:.3g}" + ("" if low is None else f" [{low:.3g}, {high:.3g}]")
-
-
 def _calibration_lines(faces):
   """The face judge's figures on the calibration sets: what every face figure is read against."""
   present = [name for name in CALIBRATION_SETS if faces.get(name)]
@@ -221,8 +215,8 @@ def _calibration_lines(faces):
     block = faces[name]
     rate = "n/a" if block["face_rate"] is None else f"{block['face_rate']:.2f}"
     lines.append(f"| {name} | {block['num_images']} | {rate} | "
-                 f"{_interval(block['face_score'], 'mean')} | "
-                 f"{_interval(block['fd_face'], 'value')} |")
+                 f"{face_figures.format_interval(block['face_score'], 'mean', '.3g')} | "
+                 f"{face_figures.format_interval(block['fd_face'], 'value', '.3g')} |")
   return lines + [""]
 
 

@@ -66,16 +66,10 @@ def main(argv):
   for path, figures in report["sets"].items():
     logging.info("%s: %d images, face rate %.2f, face score %s, FD-face %s", path,
                  figures["num_images"], figures["face_rate"],
-                 _interval(figures["face_score"], "mean"), _interval(figures["fd_face"], "value"))
+                 face_figures.format_interval(figures["face_score"], "mean"),
+                 face_figures.format_interval(figures["fd_face"], "value"))
   logging.info("wrote %s (reference: %d of %s's images)", FLAGS.output_json,
                report["reference_images"], FLAGS.reference)
-
-
-def _interval(block, key):
-  if not block:
-    return "n/a"
-  low, high = block["ci95"]
-  return f"{block[key]:.3f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
 
 
 def run():
