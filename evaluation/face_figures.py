@@ -1,11 +1,17 @@
 """Face figures of an image set against real photos, with bootstrap 95 % intervals.
 
-- face score, per image in [0, 1]: the judge's face probability times min(1, realism), where
-  realism is the realism score of Kynkaenniemi et al., "Improved precision and recall metric
-  for assessing generative models", NeurIPS 2019 (section 4) in the judge's features of the
-  face's box: max over real photos r of NND_3(r) / ||f - r||, over the half of the real
-  hyperspheres with the smallest radii. Blur lowers it; one image cannot show lost variety,
-  and a smaller reference has wider hyperspheres (compare against references of equal size).
+- face score, per image in [0, 1]: the judge's face probability x min(1, realism) x
+  distinctness. Realism is the realism score of Kynkaenniemi et al., "Improved precision and
+  recall metric for assessing generative models", NeurIPS 2019 (section 4) in the judge's
+  features of the face's box: max over real photos r of NND_3(r) / ||f - r||, over the half of
+  the real hyperspheres with the smallest radii; blur lowers it. Distinctness (this project's)
+  is 1 / (1 + the image's near-copies in its set), so that each distinct face counts once: a
+  near-copy is another image of the set closer than all but DUPLICATE_QUANTILE of the real
+  photos are to their nearest other photo, counted among R - 1 others of the set drawn at
+  random (R the reference's size), so that a set of any size is read like the reference. One
+  average face, however plausible (the judge sees it as a face better than a blurred photo),
+  repeated, scores near 0. A smaller reference has wider hyperspheres: compare against
+  references of equal size.
 - FD-face: the Frechet distance (Dowson & Landau 1982; FID's formula, Heusel et al. 2017)
   between Gaussians fitted to the set's features of the central box and the real photos'
   (one geometry for every image: docs/benchmarks/face_judge.md). It grows with lost
@@ -28,6 +34,7 @@ from evaluation.errors import EvaluationError
 K = 3  # Neighbours of the realism score's hyperspheres (Kynkaenniemi et al.).
 RESAMPLES = 1000  # Bootstrap resamples of the means.
 FD_RESAMPLES = 200  # Of FD-face (a matrix square root each).
+DUPLICATE_QUANTILE = 0.05  # Of the real photos' nearest-other distances: below is a near-copy.
 CALIBRATION_BLURS = (1, 2, 4)  # Gaussian sigmas, pixels at the judge's working size.
 MEAN_FACE_NOISE = 8.0  # Pixel-noise sigma (uint8 levels) of the noisy mean face.
 
@@ -40,6 +47,8 @@ class Reference:
     radii: float64 [R'] distances to the K-th nearest other photo's face-box features, the
       smaller half of the R photos'.
     centres: float64 [R', 256] the face-box features those radii belong to.
+    duplicate_radius: the DUPLICATE_QUANTILE quantile of the R photos' distances to their
+      nearest other photo, face-box features.
     mean_landmarks: float64 [5, 2] at the judge's working size.
     interocular: mean distance between the eyes, pixels.
     mu, sigma: the central-box features' mean [256] and covariance [256, 256].
@@ -48,6 +57,7 @@ class Reference:
   """
   radii: np.ndarray
   centres: np.ndarray
+  duplicate_radius: float
   mean_landmarks: np.ndarray
   interocular: float
   mu: np.ndarray
@@ -69,22 +79,40 @@ class Reference:
       raise EvaluationError(f"the face judge's reference needs {K + 1} or more real photos, 2 "
                             f"of them with a face; got {len(e)}, {len(points)} with a face")
     distances = np.linalg.norm(f[:, None] - f[None], axis=-1)
-    radii = np.sort(distances, axis=1)[:, K]  # Column 0 is the photo itself.
+    nearest = np.sort(distances, axis=1)  # Column 0 is the photo itself.
+    radii = nearest[:, K]
     keep = radii <= np.median(radii)
     mean = points.mean(axis=0)
     sigma = np.cov(e, rowvar=False)
     values, vectors = np.linalg.eigh(sigma)
     root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-    return cls(radii[keep], f[keep], mean, float(np.linalg.norm(mean[1] - mean[0])),
+    return cls(radii[keep], f[keep], float(np.quantile(nearest[:, 1], DUPLICATE_QUANTILE)),
+               mean, float(np.linalg.norm(mean[1] - mean[0])),
                e.mean(axis=0), sigma, root, len(e))
 
 
-def face_scores(judged, reference):
-  """float64 [N]: detection x min(1, realism) of each image."""
+def face_scores(judged, reference, seed=0):
+  """float64 [N]: detection x min(1, realism) x distinctness of each image of a set.
+
+  `seed` draws the others each image's near-copies are counted among (sets over R images).
+  """
   e = judged.face_features.astype(np.float64)
   distances = np.linalg.norm(e[:, None] - reference.centres[None], axis=-1)
   realism = np.max(reference.radii[None] / np.maximum(distances, 1e-12), axis=1)
-  return judged.detection * np.minimum(1.0, realism)
+  return judged.detection * np.minimum(1.0, realism) * distinctness(e, reference, seed)
+
+
+def distinctness(features, reference, seed=0):
+  """float64 [N]: 1 / (1 + near-copies) of each row of face-box features [N, 256]."""
+  n, others = len(features), reference.num_images - 1
+  rng = np.random.default_rng(seed)
+  copies = np.zeros(n)
+  for row in range(n):
+    pool = np.arange(n - 1) if n <= others else rng.choice(n - 1, others, replace=False)
+    pool = pool + (pool >= row)  # Every row but this one.
+    distances = np.linalg.norm(features[pool] - features[row], axis=1)
+    copies[row] = np.sum(distances < reference.duplicate_radius)
+  return 1.0 / (1.0 + copies)
 
 
 def landmark_errors(judged, reference):
@@ -148,7 +176,7 @@ def figures(judged, reference=None, seed=0):
          "face_score": None, "fd_face": None, "landmark_error": None}
   if reference is None or n == 0:
     return out
-  out["face_score"] = _mean_block(face_scores(judged, reference), seed)
+  out["face_score"] = _mean_block(face_scores(judged, reference, seed), seed)
   errors = landmark_errors(judged, reference)
   out["landmark_error"] = dict(_mean_block(errors, seed), num_faces=int(len(errors)))
   if n >= 2:

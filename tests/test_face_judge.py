@@ -11,7 +11,7 @@ from evaluation import face_figures
 from evaluation import face_judge
 from evaluation.errors import EvaluationError
 
-# Best first: the order of FD-face, and of the face score without the mean face (below).
+# Best first: the order of FD-face and of the face score.
 CHAIN = ("real", "blur_1", "blur_2", "blur_4", "mean_face_noise", "noise")
 
 
@@ -47,14 +47,13 @@ def test_figures_order_real_blur_mean_face_noise(real_calibration):
   assert all(sets[name]["num_images"] == 225 for name in sets)
   fds = [sets[name]["fd_face"]["value"] for name in CHAIN]
   assert fds == sorted(fds) and len(set(fds)) == len(fds), fds
-  # One image cannot show lost variety: the mean face, a plausible face on its own, scores
-  # between blur 1 and blur 2 (measured 0.83 against real 0.90), below the real interval.
-  scores = [sets[name]["face_score"]["mean"] for name in CHAIN if name != "mean_face_noise"]
+  scores = [sets[name]["face_score"]["mean"] for name in CHAIN]
   assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores), scores
-  for name in ("mean_face", "mean_face_noise"):
-    assert sets[name]["face_score"]["ci95"][1] < sets["real"]["face_score"]["ci95"][0]
-  # FD-face sees the lost variety: copies of the mean face lie between blur 4 and noise.
+  # Both see the lost variety: copies of the mean face lie between blur 4 and noise.
   assert fds[3] < sets["mean_face"]["fd_face"]["value"] < fds[-1]
+  assert scores[3] > sets["mean_face"]["face_score"]["mean"] > scores[-1]
+  for name in ("mean_face", "mean_face_noise"):  # Far below the real interval.
+    assert sets[name]["face_score"]["ci95"][1] * 10 < sets["real"]["face_score"]["ci95"][0]
   # ... and far from the real photos: the intervals do not touch.
   assert sets["real"]["fd_face"]["ci95"][1] * 10 < sets["mean_face"]["fd_face"]["ci95"][0]
   assert sets["real"]["face_rate"] >= 0.95 and sets["noise"]["face_rate"] == 0.0
@@ -135,6 +134,26 @@ def test_frechet_distance_and_realism_follow_their_formulas():
   # Landmarks at the reference's mean: error 0, in units of the inter-ocular distance.
   assert reference.interocular == pytest.approx(36.0)
   np.testing.assert_allclose(face_figures.landmark_errors(_judged(real[:2]), reference), 0)
+
+
+def test_distinctness_counts_each_near_copy_among_a_reference_sized_draw():
+  rng = np.random.default_rng(3)
+  reference = face_figures.Reference.from_judged(_judged(rng.normal(size=(50, 256))))
+  nearest = np.sort(np.linalg.norm(reference.centres[:, None] - reference.centres[None],
+                                   axis=-1), axis=1)
+  assert 0 < reference.duplicate_radius < np.median(nearest[:, 1])
+  # Spread wider than the reference: no near-copies. Three copies of a point: 1/3 each.
+  spread = 2.0 * rng.normal(size=(40, 256))
+  copies = np.repeat(spread[:1], 3, axis=0)
+  weights = face_figures.distinctness(np.vstack([spread[1:], copies]), reference)
+  np.testing.assert_allclose(weights, [1.0] * 39 + [1 / 3] * 3)
+  # 200 copies: counted among R - 1 = 49 others, so 1/50 whatever the set's size, and
+  # the face score falls by as much.
+  many = np.repeat(spread[:1], 200, axis=0)
+  np.testing.assert_allclose(face_figures.distinctness(many, reference), 1 / 50)
+  scores = face_figures.face_scores(_judged(many), reference)
+  alone = face_figures.face_scores(_judged(many[:1]), reference)
+  np.testing.assert_allclose(scores, np.full(200, alone[0] / 50))
 
 
 def test_figures_intervals_and_the_missing_reference():

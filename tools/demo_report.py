@@ -191,8 +191,9 @@ def _claims_lines(rows):
   return ["## The study's claims, measured", "",
           "Verdicts from this run's numbers only (evaluation/study_claims.py; a short run on "
           "synthetic cartoon faces need not bear a claim out). Face scores are MTCNN's face "
-          "probability times the realism of its face features against real test photos, "
-          "mean [95 % bootstrap interval] (evaluation/face_figures.py).", "",
+          "probability times the realism of its face features against real test photos times "
+          "its distinctness in its set (a repeated face counts once), mean [95 % bootstrap "
+          "interval] (evaluation/face_figures.py).", "",
           *study_claims.markdown_table(rows), ""]
 
 
