@@ -223,7 +223,9 @@ def test_mirrored_trainer_fed_by_the_service_tool_then_resumed_locally(prepared_
     try:
       returncode = dispatcher.wait(timeout=60)
     except subprocess.TimeoutExpired:
-      returncode = "still running after 60 s"
+      with open(f"/proc/{dispatcher.pid}/status", encoding="utf-8") as f:
+        masks = [line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+      returncode = f"still running after 60 s ({', '.join(masks)})"
     assert returncode == 0, log_path.read_text(errors="replace")
     assert "stopped" in log_path.read_text(errors="replace")
   finally:
