@@ -86,13 +86,12 @@ def main(argv):
   else:
     logging.info("worker listening on port %d, registered with %s as %s", port,
                  FLAGS.dispatcher_address, FLAGS.worker_address or f"localhost:{port}")
-  # server.join() blocks inside TensorFlow where Python never sees Ctrl-C. Python runs signal
-  # handlers in the main thread only, and a signal the kernel hands to one of TensorFlow's
-  # threads does not wake a long sleep: short sleeps see it within a second.
+  # server.join() blocks inside TensorFlow where Python never sees Ctrl-C; sleeping in
+  # Python keeps the process interruptible (SIGTERM too, e.g. from a process manager).
   signal.signal(signal.SIGTERM, _stop_on_sigterm)
   try:
     while True:
-      time.sleep(1)
+      time.sleep(3600)
   except KeyboardInterrupt:
     server.stop()
     logging.info("%s on port %d stopped", FLAGS.role, port)
