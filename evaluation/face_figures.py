@@ -108,7 +108,7 @@ def distinctness(features, reference, seed=0):
   rng = np.random.default_rng(seed)
   copies = np.zeros(n)
   for row in range(n):
-    pool = np.arange(n - 1) if n <= others else rng.choice(n - 1, others, replace=False)
+    pool = np.arange(n - 1) if n - 1 <= others else rng.choice(n - 1, others, replace=False)
     pool = pool + (pool >= row)  # Every row but this one.
     distances = np.linalg.norm(features[pool] - features[row], axis=1)
     copies[row] = np.sum(distances < reference.duplicate_radius)
