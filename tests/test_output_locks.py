@@ -162,8 +162,11 @@ def _holds(lock_file, pid, tool):
 
 
 def _group_states(pgid):
-  """{pid: state (R, S, T, Z, ...)} of the processes in process group `pgid` (Linux /proc)."""
-  states = {}
+  """{pid: state (R, S, T, Z, ...)} of the processes in process group `pgid` (Linux /proc).
+
+  A parent in vfork (how subprocess starts children) whose child stopped before its exec waits
+  uninterruptibly, in state D, until the child goes on: it shows as `V`, as stopped as a T."""
+  states, parents = {}, {}
   for entry in os.listdir("/proc"):
     if not entry.isdigit():
       continue
@@ -173,8 +176,22 @@ def _group_states(pgid):
     except (OSError, IndexError):
       continue
     if int(fields[2]) == pgid:
-      states[int(entry)] = fields[0]
+      states[int(entry)], parents[int(entry)] = fields[0], int(fields[1])
+  for pid, state in states.items():
+    children_stopped = [states[c] in "Tt" for c, parent in parents.items() if parent == pid]
+    if state == "D" and children_stopped and all(children_stopped) and _in_vfork(pid):
+      states[pid] = "V"
   return states
+
+
+def _in_vfork(pid):
+  """Whether process `pid` is in the vfork, clone or clone3 system call (x86-64 and arm64)."""
+  try:
+    with open(f"/proc/{pid}/syscall") as f:
+      number = f.read().split()[0]
+  except (OSError, IndexError):
+    return False
+  return number in {"58", "56", "435", "220"}
 
 
 @contextlib.contextmanager
@@ -191,7 +208,7 @@ def stopped_writer(tool, args, lock_file, log, ready=None):
     # Sent again until all have stopped: a child being forked as the first signal went out
     # may have missed it.
     _wait_until(lambda: (os.killpg(process.pid, signal.SIGSTOP)
-                         or set(_group_states(process.pid).values()) <= set("TtZ")),
+                         or set(_group_states(process.pid).values()) <= set("TtZV")),
                 process, log, "every process of its group stopped", timeout=10,
                 details=lambda: _group_states(process.pid))
     yield process
