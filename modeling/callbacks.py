@@ -1,4 +1,5 @@
-"""Keras callbacks of the trainers: divergence stop, resumable backup, best model, image grids.
+"""Keras callbacks of the trainers: divergence stop, resumable backup, best model, early stop,
+image grids.
 
 Each one is a small subclass of a Keras callback that fixes what a resumable, crash-safe run
 needs; the order in which modeling.training lists them matters (see there).
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from modeling import convergence
 from modeling import run_dir
 
 _TMP_PREFIX = ".tmp-"  # Of Backup's files while they are written (run_dir ignores it too).
@@ -279,6 +281,38 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     if math.isfinite(value) and value < self.best:
       self.best = value
       _replace(self.filepath, lambda tmp: self.model.save(tmp))
+
+
+class EarlyStoppingFromHistory(keras.callbacks.Callback):
+  """Stops training once val_loss has not improved by a relative min_delta for `patience`
+  epochs (modeling.convergence.replay over history.csv's rows and this run's epochs).
+
+  Keras' EarlyStopping has the same rule with an absolute min_delta; the study's losses (sums
+  over pixels) differ by model and image size, so here it is a fraction of the best loss. And
+  its state lives in memory only: replaying the history, a resumed run stops at the epoch an
+  uninterrupted one would.
+  """
+
+  def __init__(self, history_path, patience, min_delta=0.0):
+    super().__init__()
+    self.history_path = history_path
+    self.patience = patience
+    self.min_delta = min_delta
+    self.val_losses = []
+
+  def on_train_begin(self, logs=None):
+    self.val_losses = [row.get("val_loss", math.nan)
+                       for row in run_dir.read_history(self.history_path)]
+
+  def on_epoch_end(self, epoch, logs=None):
+    del self.val_losses[epoch:]  # Epochs of a history that Backup trimmed on resume.
+    self.val_losses.append(float((logs or {}).get("val_loss", math.nan)))
+    state = convergence.replay(self.val_losses, self.patience, self.min_delta)
+    if state.converged:
+      logging.info("early stopping after epoch %d: val_loss has not improved by %g of its "
+                   "best (%.6g, epoch %d) for %d epochs", epoch + 1, self.min_delta,
+                   state.best, state.best_epoch + 1, self.patience)
+      self.model.stop_training = True
 
 
 def image_grid(rows, pad=2):

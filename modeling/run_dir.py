@@ -301,8 +301,8 @@ def load_run(model_dir, checkpoint="final"):
 
   Args:
     model_dir: a run dir written by tools.train_ae / tools.train_vae.
-    checkpoint: "final" (model.keras, after the last epoch) or "best" (best.keras, the
-      lowest validation loss).
+    checkpoint: "final" (model.keras, after the last epoch; with early stopping, the best
+      epoch's weights) or "best" (best.keras, the lowest validation loss).
 
   Returns:
     LoadedRun with the ModelConfig and the models; `encoder` maps uint8 images to z (AE) or

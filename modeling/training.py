@@ -13,12 +13,14 @@ from absl import logging
 
 from modeling import choices
 from modeling import config as config_lib
+from modeling import convergence
 from modeling import run_dir
 from modeling.errors import ModelError
 
 # Train-config fields that may change between runs in the same run dir: training for more
 # epochs, or resuming on other hardware, continues the same run.
-RESUMABLE_FIELDS = ("epochs", "strategy", "jit_compile", "backup_every_steps")
+RESUMABLE_FIELDS = ("epochs", "strategy", "jit_compile", "backup_every_steps", "patience",
+                    "min_delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,10 @@ class TrainConfig:
       dynamic loss scaling). `train` records the resolved mode in config.json.
     strategy: "default", "one_device", "mirrored" or "multi_worker_mirrored".
     backup_every_steps: also back up every N batches (None: at epoch ends only).
+    patience: stop early once the validation loss has not improved by `min_delta` for this
+      many epochs (modeling.convergence), keeping the best epoch's weights; `epochs` is then
+      the most epochs to run. None: train all `epochs`.
+    min_delta: the relative improvement of the validation loss that counts (0.001: 0.1 %).
   """
 
   epochs: int = 10
@@ -53,18 +59,22 @@ class TrainConfig:
   mixed_precision: str = "off"
   strategy: str = "default"
   backup_every_steps: int | None = None
+  patience: int | None = None
+  min_delta: float = 0.0
 
   def validate(self):
     """Raises ModelError with a one-line message for impossible values."""
     positive = {"epochs": self.epochs, "batch_size": self.batch_size,
                 "steps_per_epoch": self.steps_per_epoch,
                 "validation_steps": self.validation_steps,
-                "backup_every_steps": self.backup_every_steps}
+                "backup_every_steps": self.backup_every_steps, "patience": self.patience}
     for name, value in positive.items():
       if value is not None and value < 1:
         raise ModelError(f"{name} must be >= 1, got {value}")
     if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
       raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
+    if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
+      raise ModelError(f"min_delta must be in [0, 1), got {self.min_delta}")
     if self.mixed_precision not in choices.PRECISIONS:
       raise ModelError(f"mixed_precision must be one of {choices.PRECISIONS}, got "
                        f"{self.mixed_precision!r}")
@@ -78,11 +88,24 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-  """What `train` did: the full history (all epochs of the run), and where it started."""
+  """What `train` did: the full history (all epochs of the run), and where it started.
+
+  `convergence` is the early-stopping state after the run (None without patience): whether it
+  stopped early, and its best epoch, whose weights the .keras files hold.
+  """
   history: list
   initial_epoch: int
   epochs: int
   already_complete: bool
+  convergence: object = None
+
+
+def convergence_of(history, train_config):
+  """modeling.convergence.State of history.csv's rows under the config's rule, or None."""
+  if train_config.patience is None:
+    return None
+  return convergence.replay([row.get("val_loss", math.nan) for row in history],
+                            train_config.patience, train_config.min_delta)
 
 
 def make_run_config(model_config, train_config, extra=None):
@@ -223,10 +246,16 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
       logging.warning("the chief's run is complete but %s is not; copy the chief's .keras "
                       "files there if this worker's copy is needed", run.root)
     finished = bool(chief_finished)
-  if done >= train_config.epochs and finished:
-    logging.info("%s already holds all %d epochs; nothing to train (raise --epochs to train "
-                 "further)", run.root, done)
-    return TrainResult(run_dir.read_history(run.history), done, train_config.epochs, True)
+  if train_config.patience is not None and val_ds is None:
+    raise ModelError("early stopping (patience) needs a validation split")
+  history = run_dir.read_history(run.history)
+  state = convergence_of([row for row in history if row["epoch"] < done], train_config)
+  converged = state is not None and state.converged
+  if finished and (done >= train_config.epochs or converged):
+    logging.info("%s already holds %s; nothing to train%s", run.root,
+                 f"a run stopped early after epoch {done}" if converged else
+                 f"all {done} epochs", "" if converged else " (raise --epochs to train further)")
+    return TrainResult(history, done, train_config.epochs, True, state)
 
   train_ds, val_ds = without_autotuning(train_ds), without_autotuning(val_ds)
   if multi_worker:
@@ -262,6 +291,9 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   ]
   if val_ds is not None:
     all_callbacks.append(callbacks_lib.BestModelCheckpoint(run.best, run.history))
+  if train_config.patience is not None:
+    all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
+        run.history, train_config.patience, train_config.min_delta))
   all_callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False,
                                                    profile_batch=0))
   if preview_images is not None and len(preview_images):
@@ -275,7 +307,9 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
                model_config.kind.upper(), model.count_params(), train_config.epochs,
                train_config.batch_size, run.root)
   try:
-    model.fit(train_ds, epochs=train_config.epochs, initial_epoch=initial_epoch,
+    # A run that stopped early but was killed before its .keras files runs no more epochs.
+    model.fit(train_ds, epochs=initial_epoch if converged else train_config.epochs,
+              initial_epoch=initial_epoch,
               steps_per_epoch=train_config.steps_per_epoch, validation_data=val_ds,
               validation_steps=train_config.validation_steps,
               callbacks=all_callbacks, shuffle=False, verbose=verbose)
@@ -293,10 +327,14 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
         f"(loss={error.loss}); the last good state is in {run.backup}; lower --learning_rate "
         f"(now {train_config.learning_rate}) and rerun with --overwrite") from None
 
+  history = run_dir.read_history(run.history)
+  if train_config.patience is not None and os.path.exists(run.best):
+    # Early stopping keeps the best epoch: the .keras files get best.keras' weights.
+    model.load_weights(run.best)
   for part, path in ((model, run.model), (model.encoder, run.encoder),
                      (model.decoder, run.decoder)):
     _save_atomic(part, path)
   logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
-  return TrainResult(run_dir.read_history(run.history), backup.restored_epoch,
-                     train_config.epochs, False)
+  return TrainResult(history, backup.restored_epoch, train_config.epochs, False,
+                     convergence_of(history, train_config))
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 from modeling import callbacks as callbacks_lib
 from modeling import choices
 from modeling import config as config_lib
+from modeling import convergence
 from modeling import losses
 from modeling import run_dir
 from modeling import training
@@ -150,6 +151,62 @@ def test_finished_run_is_kept_and_more_epochs_continue_it(tmp_path):
   more = _train(tmp_path / "run", kind="ae", epochs=2)
   assert not more.already_complete and more.initial_epoch == 1
   assert [row["epoch"] for row in more.history] == [0, 1]
+
+
+def test_convergence_replays_keras_early_stopping_with_a_relative_min_delta():
+  replay = convergence.replay
+  assert replay([], 2) == convergence.State(None, -1, 0, None)
+  # 1 % of the best: 99.5 is no improvement on 100, 98 is; two epochs without one stop.
+  assert replay([100, 99.5, 98, 97.5, 97.9], 2, 0.01) == convergence.State(98, 2, 2, 4)
+  assert replay([100, 99.5, 98, 97.5], 2, 0.01).stopped_epoch is None
+  assert replay([100, 99.5, 98, 97.5], 2).stopped_epoch is None  # min_delta 0: 97.5 improves.
+  assert replay([100, float("nan"), 101, 90], 2).stopped_epoch == 2  # NaN never improves.
+  assert replay([5, 6, 4, 7], 1) == convergence.State(5, 0, 1, 1)  # Epochs after a stop: ignored.
+
+
+class _Scramble(keras.callbacks.Callback):
+  """From epoch `epoch` on, multiplies every weight by 5 as the epoch begins: its validation
+  loss is then worse than epoch 0's, whatever the data."""
+
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch >= self.epoch:
+      for weight in self.model.trainable_weights:
+        weight.assign(weight * 5.0)
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_epoch_and_a_resume_stops_where_a_run_would(tmp_path):
+  early = dict(kind="ae", epochs=20, patience=2, min_delta=0.01, loss="mse")
+  # Killed in epoch 2, after two epochs without improvement: the resumed run must count them
+  # (replayed from history.csv) and stop after epoch 2, as the uninterrupted run does.
+  with pytest.raises(KeyboardInterrupt):
+    _train(tmp_path / "run", callbacks=[_Scramble(1), _Interrupt(epoch=2, step=1)], **early)
+  result = _train(tmp_path / "run", callbacks=[_Scramble(1)], **early)
+  straight = _train(tmp_path / "straight", callbacks=[_Scramble(1)], **early)
+  for run in (result, straight):
+    assert [row["epoch"] for row in run.history] == [0, 1, 2]
+    assert run.convergence == convergence.State(run.history[0]["val_loss"], 0, 2, 2)
+  assert result.initial_epoch == 2
+  # The .keras files hold epoch 0 (best.keras), not the scrambled last epoch (the backup).
+  images = _colour_images()[:8]
+  run = run_dir.paths(tmp_path / "run")
+  final = run_dir.load_run(run.root).model
+  best = run_dir.load_run(run.root, "best").model
+  np.testing.assert_array_equal(final.encode(images), best.encode(images))
+  best.load_weights(os.path.join(run.backup, callbacks_lib.Backup.WEIGHTS))
+  assert not np.allclose(final.encode(images), best.encode(images))
+  # A converged run is complete although fewer than --epochs ran; killed after stopping but
+  # before its .keras files, it writes them without another epoch.
+  assert _train(tmp_path / "run", **early).already_complete
+  os.remove(run.model)
+  again = _train(tmp_path / "run", **early)
+  assert not again.already_complete and len(again.history) == 3 and os.path.isfile(run.model)
+  np.testing.assert_array_equal(run_dir.load_run(run.root).model.encode(images),
+                                final.encode(images))
 
 
 def test_a_different_config_is_refused_unless_overwrite(tmp_path):

@@ -102,7 +102,14 @@ def define_train_flags(kind):
                        "(default: stop with an error naming the shard and record). Every epoch "
                        "logs how many records it lost; tools.verify_data names them.")
   flags.DEFINE_integer("epochs", 10, "Total epochs of the run (a resumed or extended run "
-                       "trains the remaining ones).", lower_bound=1)
+                       "trains the remaining ones); with --patience, the most epochs.",
+                       lower_bound=1)
+  flags.DEFINE_integer("patience", None, "Stop early once the validation loss has not improved "
+                       "by --min_delta for this many epochs, keeping the best epoch "
+                       "(default: train all --epochs).", lower_bound=1)
+  flags.DEFINE_float("min_delta", 0.0, "With --patience: the relative improvement of the "
+                     "validation loss that counts (0.001: 0.1 percent below the best so far).",
+                     lower_bound=0.0, upper_bound=0.5)
   flags_data.define_batch_size(128, "Global batch size (split across replicas).")
   flags.DEFINE_float("learning_rate", 0.0005, "Adam learning rate (the study's 0.0005).")
   flags_data.define_max_images("Train on the first N training images only.")

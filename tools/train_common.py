@@ -66,7 +66,8 @@ def _train_config():
       steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
       seed=FLAGS.seed, deterministic=FLAGS.deterministic, jit_compile=FLAGS.jit_compile,
       mixed_precision=devices.resolve_precision(FLAGS.mixed_precision)[0],
-      strategy=FLAGS.strategy, backup_every_steps=FLAGS.backup_every_steps).validate()
+      strategy=FLAGS.strategy, backup_every_steps=FLAGS.backup_every_steps,
+      patience=FLAGS.patience, min_delta=FLAGS.min_delta).validate()
 
 
 def _check_sizes(manifest):
@@ -201,4 +202,9 @@ def _run_training_locked(kind):
     last = result.history[-1]
     summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()) if k != "epoch")
     logging.info("epoch %d of %d: %s", last["epoch"] + 1, train_config.epochs, summary)
+  if result.convergence is not None:
+    logging.info("%s: %s", "converged" if result.convergence.converged else "not converged",
+                 f"stopped early after epoch {result.convergence.stopped_epoch + 1}"
+                 if result.convergence.converged else
+                 f"still improving after {len(result.history)} epochs (raise --epochs)")
   logging.info("run dir: %s", run.root)
