@@ -21,8 +21,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[cpu,test]'
 	touch $(STAMP)
 
+# Two pytest workers, each taking whole test files (their module fixtures are built once).
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(PY) -m tools.demo --workspace $(WORKSPACE) --num_images $(IMAGES) --epochs $(EPOCHS) \
