@@ -126,14 +126,18 @@ def frechet_distance(features, reference):
   """FD between a Gaussian fitted to `features` [N >= 2, 256] and the reference's.
 
   tr sqrt(S R) is computed as tr sqrt(R^1/2 S R^1/2), a symmetric matrix with the same
-  eigenvalues, so that it is real and one eigvalsh.
+  eigenvalues, so that it is real. With S = C^T C (C the centred features / sqrt(N - 1)) that
+  matrix is A^T A for A = C R^1/2, whose non-zero eigenvalues are those of A A^T: one
+  eigvalsh of the smaller of the two (N x N for the bootstrap's small sets).
   """
   e = np.asarray(features, np.float64)
-  mu, sigma = e.mean(axis=0), np.cov(e, rowvar=False)
-  root = reference.sigma_root
-  cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(root @ sigma @ root), 0.0, None)))
-  return float(np.sum((mu - reference.mu) ** 2) + np.trace(sigma) + np.trace(reference.sigma)
-               - 2.0 * cross)
+  mu = e.mean(axis=0)
+  centred = (e - mu) / np.sqrt(len(e) - 1)
+  a = centred @ reference.sigma_root
+  gram = a @ a.T if len(e) <= e.shape[1] else a.T @ a
+  cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None)))
+  return float(np.sum((mu - reference.mu) ** 2) + np.sum(centred ** 2)
+               + np.trace(reference.sigma) - 2.0 * cross)
 
 
 def _bootstrap(data, statistic, seed, resamples, vectorized):

@@ -1,5 +1,5 @@
 """Keras callbacks of the trainers: divergence stop, resumable backup, best model, early stop,
-image grids.
+time budget, image grids.
 
 Each one is a small subclass of a Keras callback that fixes what a resumable, crash-safe run
 needs; the order in which modeling.training lists them matters (see there).
@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -312,6 +313,26 @@ class EarlyStoppingFromHistory(keras.callbacks.Callback):
       logging.info("early stopping after epoch %d: val_loss has not improved by %g of its "
                    "best (%.6g, epoch %d) for %d epochs", epoch + 1, self.min_delta,
                    state.best, state.best_epoch + 1, self.patience)
+      self.model.stop_training = True
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+  """Starts no epoch after `deadline` (time.time() seconds): a run's time budget.
+
+  Checked at epoch ends, so the epoch under way finishes and is backed up, and a run trains at
+  least one epoch; `stopped_epoch` is the 0-based epoch after which it stopped, or None.
+  """
+
+  def __init__(self, deadline):
+    super().__init__()
+    self.deadline = deadline
+    self.stopped_epoch = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    last = epoch + 1 >= self.params.get("epochs", math.inf)
+    if time.time() >= self.deadline and not (self.model.stop_training or last):
+      logging.info("time budget spent after epoch %d: no further epoch starts", epoch + 1)
+      self.stopped_epoch = epoch
       self.model.stop_training = True
 
 

@@ -92,12 +92,14 @@ class TrainResult:
 
   `convergence` is the early-stopping state after the run (None without patience): whether it
   stopped early, and its best epoch, whose weights the .keras files hold.
+  `stopped_by_deadline`: the time budget ended it before its epochs or its early stop.
   """
   history: list
   initial_epoch: int
   epochs: int
   already_complete: bool
   convergence: object = None
+  stopped_by_deadline: bool = False
 
 
 def convergence_of(history, train_config):
@@ -189,7 +191,7 @@ def _save_atomic(model, path):
 
 
 def train(model_config, train_config, train_ds, val_ds, model_dir, preview_images=None, *,
-          extra_config=None, callbacks=(), verbose="auto"):
+          extra_config=None, callbacks=(), verbose="auto", deadline=None):
   """Trains (or resumes) a run and saves model.keras, encoder.keras and decoder.keras.
 
   Args:
@@ -206,6 +208,8 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
       identity.
     callbacks: more Keras callbacks, run after the built-in ones.
     verbose: Keras' fit verbosity.
+    deadline: time.time() after which no epoch starts (the run's time budget), or None. A run
+      it stops is saved like a finished one; rerunning it trains on.
 
   Returns:
     TrainResult.
@@ -294,6 +298,9 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   if train_config.patience is not None:
     all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
         run.history, train_config.patience, train_config.min_delta))
+  budget = None if deadline is None else callbacks_lib.StopAtDeadline(deadline)
+  if budget is not None:
+    all_callbacks.append(budget)
   all_callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False,
                                                    profile_batch=0))
   if preview_images is not None and len(preview_images):
@@ -335,6 +342,8 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
                      (model.decoder, run.decoder)):
     _save_atomic(part, path)
   logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
-  return TrainResult(history, backup.restored_epoch, train_config.epochs, False,
-                     convergence_of(history, train_config))
+  state = convergence_of(history, train_config)
+  return TrainResult(history, backup.restored_epoch, train_config.epochs, False, state,
+                     stopped_by_deadline=bool(budget and budget.stopped_epoch is not None
+                                              and not (state and state.converged)))
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -207,6 +208,20 @@ def test_early_stopping_keeps_the_best_epoch_and_a_resume_stops_where_a_run_woul
   assert not again.already_complete and len(again.history) == 3 and os.path.isfile(run.model)
   np.testing.assert_array_equal(run_dir.load_run(run.root).model.encode(images),
                                 final.encode(images))
+
+
+@pytest.mark.slow
+def test_a_spent_time_budget_stops_after_one_epoch_and_a_rerun_trains_on(tmp_path):
+  model_config = config_lib.resolve_config("ae_z256", dict(TINY, loss="mse"))
+  train_config = training.TrainConfig(epochs=3, batch_size=BATCH, seed=1)
+  images = _dataset(_colour_images())
+  spent = training.train(model_config, train_config, images, images, str(tmp_path / "run"),
+                         verbose=0, deadline=time.time())
+  assert spent.stopped_by_deadline and len(spent.history) == 1
+  assert os.path.isfile(run_dir.paths(tmp_path / "run").model)  # Saved as a finished run.
+  more = training.train(model_config, train_config, images, images, str(tmp_path / "run"),
+                        verbose=0, deadline=time.time() + 3600)
+  assert not more.stopped_by_deadline and more.initial_epoch == 1 and len(more.history) == 3
 
 
 def test_a_different_config_is_refused_unless_overwrite(tmp_path):

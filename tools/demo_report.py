@@ -227,7 +227,7 @@ def write(workspace, results, paths):
   measured = study_measurements(paths)
   rows = study_claims.verdicts(measured)
   provenance.atomic_write_json(os.path.join(workspace, "study.json"),
-                               {"claims": rows, "measurements": _json_safe(measured)})
+                               {"claims": rows, "measurements": json_safe(measured)})
   ran = sum(r.seconds for r in results if r.status == "ran")
   chain = sum(r.seconds for r in results)
   lines = ["# celeba-stream demo report", "", *_claims_lines(rows),
@@ -246,12 +246,12 @@ def write(workspace, results, paths):
   return path
 
 
-def _json_safe(value):
+def json_safe(value):
   """Measurements as JSON: dict keys as strings, NaN/inf as null."""
   if isinstance(value, dict):
-    return {str(k): _json_safe(v) for k, v in value.items()}
+    return {str(k): json_safe(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
+    return [json_safe(v) for v in value]
   if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
     return None
   return value

@@ -43,6 +43,12 @@ class DemoSettings:
   # Also train the VAE with upsampling layers instead of Conv2DTranspose (the study's hint on
   # crossing-line artefacts; claim 12 of the report).
   upsampling_variant: bool = False
+  # Prepared shards to train on instead of preparing them (tools.study shares one data dir
+  # between its seeds), and more flags for every trainer (the study's early stopping).
+  data_dir: str | None = None
+  train_flags: tuple = ()
+  # Samples judged per generation setting.
+  metric_images: int = GENERATION_METRIC_IMAGES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,12 @@ class Step:
   # The tool's flag for replacing earlier outputs, passed only when a step must redo work whose
   # outputs exist (its command or an upstream step changed); None: the tool replaces them itself.
   overwrite_flag: str | None = None
+  # Whether the step's outputs are complete, when the outputs' existence does not tell
+  # (a training run stopped by a time budget resumes); None: they exist.
+  complete: object = None
+  # A function giving flags passed to the tool when it starts but not part of the step's
+  # identity (the time budget left); None: no such flags.
+  volatile: object = None
 
   def command(self, python="python", overwrite=False):
     extra = [self.overwrite_flag] if overwrite and self.overwrite_flag else []
@@ -68,11 +80,12 @@ class StepResult:
   seconds: float     # for a reused step: what it took when it ran
 
 
-def _paths(s):
+def paths(s):
+  """The demo's folders: source, data, runs, eval."""
   ws = s.workspace
   return {
       "source": s.celeba_dir or os.path.join(ws, "celeba_synthetic"),
-      "data": os.path.join(ws, "data"),
+      "data": s.data_dir or os.path.join(ws, "data"),
       "runs": os.path.join(ws, "runs"),
       "eval": os.path.join(ws, "eval"),
   }
@@ -84,7 +97,30 @@ def _z_points(paths, kind):
 
 def build_steps(s):
   """The chain of the demo, in order; later steps read what earlier ones wrote."""
-  p = _paths(s)
+  p = paths(s)
+  steps = [] if s.data_dir else data_steps(s, p)
+  steps += model_steps(s, p)
+  if s.upsampling_variant:
+    steps += _upsampling_steps(s, p)
+  return steps + [reconstruction_step(s)]
+
+
+def reconstruction_step(s):
+  """The three models' reconstructions of the test split, compared."""
+  p = paths(s)
+  out = os.path.join(p["eval"], "reconstruction")
+  runs = ",".join(os.path.join(p["runs"], kind) for kind, _, _ in MODELS)
+  return Step(
+      "compare_reconstructions", "AE, VAE and AE z1600 reconstructions of the test split: "
+      "PSNR, SSIM, loss, face rate",
+      "compare_reconstructions",
+      (f"--model_dirs={runs}", f"--data_dir={p['data']}", f"--output_dir={out}",
+       "--sharpen=1,6", f"--seed={s.seed}"),
+      (os.path.join(out, "reconstruction.json"),))
+
+
+def data_steps(s, p):
+  """Synthetic faces (without --celeba_dir), prepare_data and verify_data."""
   steps = []
   if s.celeba_dir is None:
     steps.append(Step(
@@ -102,14 +138,24 @@ def build_steps(s):
       "--overwrite"))
   steps.append(Step("verify_data", "read back every record and checked it against the manifest",
                     "verify_data", (f"--data_dir={p['data']}", "--noprogress"), ()))
+  return steps
+
+
+def training_step(name, what, trainer, args, run, s):
+  """A trainer's step on run dir `run`, with the settings' extra training flags."""
+  return Step(name, what, trainer, (*args, *s.train_flags), _trained_files(run), "--overwrite")
+
+
+def model_steps(s, p):
+  """Training of the three models, then encoding, latent analysis and generation of two."""
+  steps = []
   for kind, preset, trainer in MODELS:
     run = os.path.join(p["runs"], kind)
-    steps.append(Step(
+    steps.append(training_step(
         f"train_{kind}", f"trained the {kind.upper()} ({preset} preset) for {s.epochs} epochs, "
         "streaming uint8 batches from the shards", trainer,
         (f"--data_dir={p['data']}", f"--model_dir={run}", f"--preset={preset}",
-         f"--epochs={s.epochs}", f"--batch_size={s.batch_size}", f"--seed={s.seed}"),
-        _trained_files(run), "--overwrite"))
+         f"--epochs={s.epochs}", f"--batch_size={s.batch_size}", f"--seed={s.seed}"), run, s))
   for kind in ANALYZED:
     run, z_points = os.path.join(p["runs"], kind), _z_points(p, kind)
     args = [f"--model_dir={run}", f"--data_dir={p['data']}", "--split=train",
@@ -133,19 +179,8 @@ def build_steps(s):
          f"--data_dir={p['data']}", f"--seed={s.seed}", f"--sharpen={STUDY_SHARPEN}",
          # Fewer points per setting than the tool's 500 keep the demo's two generation runs to
          # about a minute each on a 2-core CPU; the grids look the same.
-         f"--num_metric_images={GENERATION_METRIC_IMAGES}"),
+         f"--num_metric_images={s.metric_images}"),
         (os.path.join(out, "generation.json"),)))
-  if s.upsampling_variant:
-    steps += _upsampling_steps(s, p)
-  out = os.path.join(p["eval"], "reconstruction")
-  runs = ",".join(os.path.join(p["runs"], kind) for kind, _, _ in MODELS)
-  steps.append(Step(
-      "compare_reconstructions", "AE, VAE and AE z1600 reconstructions of the test split: "
-      "PSNR, SSIM, loss, face rate",
-      "compare_reconstructions",
-      (f"--model_dirs={runs}", f"--data_dir={p['data']}", f"--output_dir={out}",
-       "--sharpen=1,6", f"--seed={s.seed}"),
-      (os.path.join(out, "reconstruction.json"),)))
   return steps
 
 
@@ -154,34 +189,35 @@ def _upsampling_steps(s, p):
   run = os.path.join(p["runs"], UPSAMPLING_RUN)
   out = os.path.join(p["eval"], UPSAMPLING_RUN, "generation")
   return [
-      Step(f"train_{UPSAMPLING_RUN}", f"trained the VAE with upsampling layers instead of "
-           f"Conv2DTranspose (vae_fact5, --upsampling upsample) for {s.epochs} epochs",
-           "train_vae", (f"--data_dir={p['data']}", f"--model_dir={run}", "--preset=vae_fact5",
-                         "--upsampling=upsample", f"--epochs={s.epochs}",
-                         f"--batch_size={s.batch_size}", f"--seed={s.seed}"),
-           _trained_files(run),
-           "--overwrite"),
+      training_step(f"train_{UPSAMPLING_RUN}", f"trained the VAE with upsampling layers instead "
+                    f"of Conv2DTranspose (vae_fact5, --upsampling upsample) for {s.epochs} "
+                    "epochs", "train_vae",
+                    (f"--data_dir={p['data']}", f"--model_dir={run}", "--preset=vae_fact5",
+                     "--upsampling=upsample", f"--epochs={s.epochs}",
+                     f"--batch_size={s.batch_size}", f"--seed={s.seed}"), run, s),
       Step(f"generate_{UPSAMPLING_RUN}", "N(0, I) samples of the upsampling VAE, for the "
            "checkerboard measure", "generate",
            (f"--model_dir={run}", f"--output_dir={out}", "--samplers=normal", "--sharpen=1",
-            f"--seed={s.seed}", f"--num_metric_images={GENERATION_METRIC_IMAGES}"),
+            f"--seed={s.seed}", f"--num_metric_images={s.metric_images}"),
            (os.path.join(out, "generation.json"),)),
   ]
 
 
-def _marker_path(settings, step):
-  return os.path.join(settings.workspace, _MARKERS, f"{step.name}.json")
+def _marker_path(workspace, step):
+  return os.path.join(workspace, _MARKERS, f"{step.name}.json")
 
 
-def _completed_seconds(settings, step):
+def _completed_seconds(workspace, step):
   """Seconds the step took when it last ran, if it is complete; else None.
 
   Complete = its outputs exist and its marker records this step's command.
   """
   if not step.outputs or not all(os.path.exists(path) for path in step.outputs):
     return None
+  if step.complete is not None and not step.complete():
+    return None
   try:
-    with open(_marker_path(settings, step), encoding="utf-8") as f:
+    with open(_marker_path(workspace, step), encoding="utf-8") as f:
       marker = json.load(f)
     return float(marker["seconds"]) if marker["command"] == step.command() else None
   except (OSError, ValueError, KeyError, TypeError):
@@ -212,31 +248,37 @@ def select_steps(settings, stop_after=None):
 
 
 def run_all(settings, python, force=False, stop_after=None):
-  """Runs every incomplete step; returns their results. Raises SystemExit on a failed step.
+  """Runs every incomplete step of the demo's chain; returns their results (run_steps)."""
+  return run_steps(select_steps(settings, stop_after), settings.workspace, python, force)
+
+
+def run_steps(steps, workspace, python, force=False, tool="demo"):
+  """Runs every incomplete step of `steps`; returns their results. Raises SystemExit on a
+  failed step. Markers go to WORKSPACE/.demo/, logs to WORKSPACE/logs/.
 
   Once a step with outputs runs, every later step runs too (its inputs changed), passing its
   overwrite flag where the tool would otherwise refuse to replace what an older chain wrote.
   """
-  steps = select_steps(settings, stop_after)
   results, upstream_ran = [], False
   for index, step in enumerate(steps, 1):
     header = f"[{index}/{len(steps)}] {step.name}"
-    earlier = None if force or upstream_ran else _completed_seconds(settings, step)
+    earlier = None if force or upstream_ran else _completed_seconds(workspace, step)
     if earlier is not None:
       print(f"{header}: complete, reused", flush=True)
       results.append(StepResult(step, "reused", earlier))
       continue
     overwrite = any(os.path.exists(path) for path in step.outputs)
     print(f"{header}: {shlex.join(step.command(overwrite=overwrite))}", flush=True)
-    log_path = os.path.join(settings.workspace, "logs", f"{step.name}.log")
+    log_path = os.path.join(workspace, "logs", f"{step.name}.log")
     start = time.perf_counter()
-    code = _run_logged(step.command(python, overwrite), log_path)
+    extra = step.volatile() if step.volatile else ()
+    code = _run_logged([*step.command(python, overwrite), *extra], log_path)
     seconds = time.perf_counter() - start
     if code != 0:
-      raise SystemExit(f"demo: error: step {step.name} failed (exit {code}) after "
+      raise SystemExit(f"{tool}: error: step {step.name} failed (exit {code}) after "
                        f"{seconds:.0f} s; its output is in {log_path}; fix the cause and rerun "
-                       "`make demo` to continue from this step")
-    marker = _marker_path(settings, step)
+                       "the same command to continue from this step")
+    marker = _marker_path(workspace, step)
     os.makedirs(os.path.dirname(marker), exist_ok=True)
     with open(marker, "w", encoding="utf-8") as f:
       json.dump({"command": step.command(), "seconds": seconds}, f)
@@ -246,4 +288,4 @@ def run_all(settings, python, force=False, stop_after=None):
 
 
 def write_report(settings, results):
-  return demo_report.write(settings.workspace, results, _paths(settings))
+  return demo_report.write(settings.workspace, results, paths(settings))

@@ -16,6 +16,7 @@ logging the records lost in every epoch.
 """
 
 import os
+import time
 import warnings
 
 import tensorflow as tf
@@ -144,12 +145,14 @@ def run_training(kind):
   # the end, so that a second trainer on this run dir is refused instead of mixing its epochs
   # into the history. In a multi-worker cluster every worker writes a run dir of its own
   # (docs/DISTRIBUTED.md) and locks that one.
+  deadline = (None if FLAGS.time_budget_minutes is None
+              else time.time() + 60.0 * FLAGS.time_budget_minutes)
   with locking.output_dir(FLAGS.model_dir, f"train_{kind}", "--model_dir"):
-    _run_training_locked(kind)
+    _run_training_locked(kind, deadline)
 
 
-def _run_training_locked(kind):
-  """run_training with --model_dir locked."""
+def _run_training_locked(kind, deadline):
+  """run_training with --model_dir locked; no epoch starts after `deadline` (or None)."""
   # Devices first: TensorFlow fixes its device set-up at the first tensor it creates.
   devices.configure_devices(memory_growth=FLAGS.gpu_memory_growth,
                             gpu_memory_limit_mb=FLAGS.gpu_memory_limit_mb,
@@ -197,7 +200,11 @@ def _run_training_locked(kind):
 
   with _reading():
     result = training.train(model_config, train_config, train_ds, val_ds, run.root,
-                            preview_images=preview_images, extra_config=extra_config)
+                            preview_images=preview_images, extra_config=extra_config,
+                            deadline=deadline)
+  if result.stopped_by_deadline:
+    logging.info("stopped by --time_budget_minutes after %d of %d epochs; rerun to train on",
+                 len(result.history), train_config.epochs)
   if result.history:
     last = result.history[-1]
     summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()) if k != "epoch")
