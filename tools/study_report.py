@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -107,13 +108,8 @@ def _with_budget(step, deadline):
   """A training step that is complete only when converged, and gets the budget left."""
   model_dir = next(a.split("=", 1)[1] for a in step.args if a.startswith("--model_dir="))
   volatile = None if deadline is None else (
-      lambda: (f"--time_budget_minutes={max(0.0, deadline - _now()) / 60:.3f}",))
+      lambda: (f"--time_budget_minutes={max(0.0, deadline - time.time()) / 60:.3f}",))
   return dataclasses.replace(step, complete=lambda: _complete(model_dir), volatile=volatile)
-
-
-def _now():
-  import time  # pylint: disable=g-import-not-at-top
-  return time.time()
 
 
 def _prepared(steps, prefix, deadline):
@@ -191,7 +187,7 @@ def _load(path):
 
 
 def _runs(plan):
-  """{seed: {model: run_record}} of the seeds' chains, and [(factor, record)] of the sweep."""
+  """{seed: {model: run_record}} of the seeds' chains."""
   per_seed = {}
   for seed in plan.seeds:
     runs = os.path.join(plan.seed_dir(seed), "runs")
@@ -353,7 +349,7 @@ def write(plan, results, deadline=None):
   claims = claims_over_seeds(per_seed_rows, per_seed_runs)
   records, ae = sweep_records(plan)
   trade = tradeoff(records)
-  budget_spent = deadline is not None and _now() >= deadline
+  budget_spent = deadline is not None and time.time() >= deadline
   record = {
       "plan": dataclasses.asdict(plan),
       "budget": {"minutes": plan.time_budget_minutes, "spent": budget_spent},
