@@ -6,6 +6,7 @@ short process; they run two at a time.
 """
 
 import concurrent.futures
+import os
 
 import pytest
 
@@ -75,3 +76,25 @@ def results(tmp_path_factory):
 def test_bad_flag_is_one_line_with_exit_code_2(results, index):
   _, _, flag = CASES[index]
   assert_clean_error(results[index], flag, code=2)
+
+
+def test_a_tilde_in_a_path_flag_means_home(tmp_path, monkeypatch):
+  # Quoted on a command line or read from a flagfile, `~` reaches the tool unexpanded; it must
+  # mean the home folder, never a folder named `~` in the current directory.
+  from tests.toolrun import run_main  # pylint: disable=g-import-not-at-top
+  home, cwd = tmp_path / "home", tmp_path / "cwd"
+  home.mkdir()
+  cwd.mkdir()
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(cwd)
+  flagfile = tmp_path / "flags.txt"
+  flagfile.write_text("--output_dir=~/faces\n--num_images=3\n")
+  assert run_main("make_synthetic_faces", f"--flagfile={flagfile}").returncode == 0
+  assert len(os.listdir(home / "faces" / "img_align_celeba")) == 3
+  result = run_main("compare_reconstructions", "--model_dirs=~/a,~/b", "--data_dir=~/d",
+                    "--output_dir=~/out")
+  assert_clean_error(result, f"data dir {home}/d does not exist", code=1)
+  result = run_main("judge_faces", "--images=~/a,~/b", "--reference=~/r",
+                    "--output_json=~/j.json")  # A list flag: each item expanded.
+  assert_clean_error(result, f"--images {home}/a", code=1)
+  assert os.listdir(cwd) == []

@@ -43,10 +43,28 @@ def fail(message, code=EXIT_USER_ERROR):
 
 def _parse_flags(argv):
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
   except flags.Error as error:
     message = " ".join(str(error).split())
     fail(f"{message} (see --helpshort)", EXIT_FLAG_ERROR)
+  expand_home()
+  return remaining
+
+
+def expand_home():
+  """Expands a leading `~` in every string flag and list-flag item, as the shell would have.
+
+  A value the shell did not expand (quoted, `--flag=~/x` in some shells, or read from a
+  flagfile) would otherwise become a folder literally named `~` in the current directory.
+  """
+  for name in FLAGS:
+    flag = FLAGS[name]
+    if isinstance(flag.value, str) and flag.value.startswith("~"):
+      flag.value = os.path.expanduser(flag.value)
+    elif isinstance(flag.value, list) and any(
+        isinstance(item, str) and item.startswith("~") for item in flag.value):
+      flag.value = [os.path.expanduser(item) if isinstance(item, str) else item
+                    for item in flag.value]
 
 
 def _guarded(main):
