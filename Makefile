@@ -39,12 +39,13 @@ SEEDS ?= 0
 KL_FACTORS ?= 1,5,20
 MAX_EPOCHS ?= 40
 PATIENCE ?= 3
+MIN_EPOCHS ?= 1
 TIME_BUDGET ?=
 STUDY_FLAGS ?=
 
 study: install
 	$(PY) -m tools.study --workspace $(STUDY_WORKSPACE) --seeds $(SEEDS) \
-		--kl_factors $(KL_FACTORS) --max_epochs $(MAX_EPOCHS) --patience $(PATIENCE) \
+		--kl_factors $(KL_FACTORS) --max_epochs $(MAX_EPOCHS) --patience $(PATIENCE) --min_epochs $(MIN_EPOCHS) \
 		$(if $(CELEBA_DIR),--celeba_dir $(CELEBA_DIR),) $(if $(DATA_DIR),--data_dir $(DATA_DIR),) \
 		$(if $(TIME_BUDGET),--time_budget_minutes $(TIME_BUDGET),) $(STUDY_FLAGS)
 

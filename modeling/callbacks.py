@@ -294,11 +294,12 @@ class EarlyStoppingFromHistory(keras.callbacks.Callback):
   uninterrupted one would.
   """
 
-  def __init__(self, history_path, patience, min_delta=0.0):
+  def __init__(self, history_path, patience, min_delta=0.0, min_epochs=1):
     super().__init__()
     self.history_path = history_path
     self.patience = patience
     self.min_delta = min_delta
+    self.min_epochs = min_epochs
     self.val_losses = []
 
   def on_train_begin(self, logs=None):
@@ -308,7 +309,8 @@ class EarlyStoppingFromHistory(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     del self.val_losses[epoch:]  # Epochs of a history that Backup trimmed on resume.
     self.val_losses.append(float((logs or {}).get("val_loss", math.nan)))
-    state = convergence.replay(self.val_losses, self.patience, self.min_delta)
+    state = convergence.replay(self.val_losses, self.patience, self.min_delta,
+                               self.min_epochs)
     if state.converged:
       logging.info("early stopping after epoch %d: val_loss has not improved by %g of its "
                    "best (%.6g, epoch %d) for %d epochs", epoch + 1, self.min_delta,

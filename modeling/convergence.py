@@ -2,7 +2,8 @@
 
 The rule is Keras' EarlyStopping's (monitor val_loss, mode min) with a *relative* min_delta: an
 epoch improves on the best so far when its loss is below best * (1 - min_delta). Training stops
-once `patience` epochs in a row have not improved. The trainers' callback
+once `patience` epochs in a row have not improved, but not before `min_epochs` epochs (Keras'
+start_from_epoch plays that part there). The trainers' callback
 (modeling.callbacks.EarlyStoppingFromHistory) and the study's records both call `replay`, so a
 resumed run stops where an uninterrupted one would, and a report can tell from history.csv
 alone whether a run converged.
@@ -39,7 +40,7 @@ def improves(loss, best, min_delta):
   return best is None or loss < best - abs(best) * min_delta
 
 
-def replay(val_losses, patience, min_delta=0.0):
+def replay(val_losses, patience, min_delta=0.0, min_epochs=1):
   """The rule's state after epochs with validation losses `val_losses` (in epoch order).
 
   Args:
@@ -47,6 +48,7 @@ def replay(val_losses, patience, min_delta=0.0):
       improves).
     patience: epochs without improvement after which training stops (>= 1).
     min_delta: the relative improvement that counts (0.01: 1 % below the best so far).
+    min_epochs: the fewest epochs of a run: no stop before this many.
 
   Returns:
     State; epochs after a stop are ignored.
@@ -57,6 +59,6 @@ def replay(val_losses, patience, min_delta=0.0):
       best, best_epoch, wait = loss, epoch, 0
       continue
     wait += 1
-    if wait >= patience:
+    if wait >= patience and epoch + 1 >= min_epochs:
       return State(best, best_epoch, wait, epoch)
   return State(best, best_epoch, wait, None)

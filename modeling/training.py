@@ -20,7 +20,7 @@ from modeling.errors import ModelError
 # Train-config fields that may change between runs in the same run dir: training for more
 # epochs, or resuming on other hardware, continues the same run.
 RESUMABLE_FIELDS = ("epochs", "strategy", "jit_compile", "backup_every_steps", "patience",
-                    "min_delta")
+                    "min_delta", "min_epochs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class TrainConfig:
       many epochs (modeling.convergence), keeping the best epoch's weights; `epochs` is then
       the most epochs to run. None: train all `epochs`.
     min_delta: the relative improvement of the validation loss that counts (0.001: 0.1 %).
+    min_epochs: with patience, no early stop before this many epochs.
   """
 
   epochs: int = 10
@@ -61,13 +62,15 @@ class TrainConfig:
   backup_every_steps: int | None = None
   patience: int | None = None
   min_delta: float = 0.0
+  min_epochs: int = 1
 
   def validate(self):
     """Raises ModelError with a one-line message for impossible values."""
     positive = {"epochs": self.epochs, "batch_size": self.batch_size,
                 "steps_per_epoch": self.steps_per_epoch,
                 "validation_steps": self.validation_steps,
-                "backup_every_steps": self.backup_every_steps, "patience": self.patience}
+                "backup_every_steps": self.backup_every_steps, "patience": self.patience,
+                "min_epochs": self.min_epochs}
     for name, value in positive.items():
       if value is not None and value < 1:
         raise ModelError(f"{name} must be >= 1, got {value}")
@@ -107,7 +110,8 @@ def convergence_of(history, train_config):
   if train_config.patience is None:
     return None
   return convergence.replay([row.get("val_loss", math.nan) for row in history],
-                            train_config.patience, train_config.min_delta)
+                            train_config.patience, train_config.min_delta,
+                            train_config.min_epochs)
 
 
 def make_run_config(model_config, train_config, extra=None):
@@ -297,7 +301,7 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     all_callbacks.append(callbacks_lib.BestModelCheckpoint(run.best, run.history))
   if train_config.patience is not None:
     all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
-        run.history, train_config.patience, train_config.min_delta))
+        run.history, train_config.patience, train_config.min_delta, train_config.min_epochs))
   budget = None if deadline is None else callbacks_lib.StopAtDeadline(deadline)
   if budget is not None:
     all_callbacks.append(budget)

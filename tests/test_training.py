@@ -163,6 +163,7 @@ def test_convergence_replays_keras_early_stopping_with_a_relative_min_delta():
   assert replay([100, 99.5, 98, 97.5], 2).stopped_epoch is None  # min_delta 0: 97.5 improves.
   assert replay([100, float("nan"), 101, 90], 2).stopped_epoch == 2  # NaN never improves.
   assert replay([5, 6, 4, 7], 1) == convergence.State(5, 0, 1, 1)  # Epochs after a stop: ignored.
+  assert replay([5, 6, 7, 4, 8], 1, min_epochs=4) == convergence.State(4, 3, 1, 4)
 
 
 class _Scramble(keras.callbacks.Callback):

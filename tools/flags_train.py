@@ -107,6 +107,8 @@ def define_train_flags(kind):
   flags.DEFINE_integer("patience", None, "Stop early once the validation loss has not improved "
                        "by --min_delta for this many epochs, keeping the best epoch "
                        "(default: train all --epochs).", lower_bound=1)
+  flags.DEFINE_integer("min_epochs", 1, "With --patience: no early stop before this many "
+                       "epochs.", lower_bound=1)
   flags.DEFINE_float("time_budget_minutes", None, "Start no epoch after this many minutes "
                      "(the run is saved as after its last epoch; the same command later trains "
                      "on).", lower_bound=0.0)

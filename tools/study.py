@@ -45,6 +45,8 @@ flags.DEFINE_integer("patience", 3, "Early stopping: epochs without improvement 
 flags.DEFINE_float("min_delta", 0.002, "Early stopping: the relative improvement that counts "
                    "(0.002: 0.2 percent below the best so far).", lower_bound=0.0,
                    upper_bound=0.5)
+flags.DEFINE_integer("min_epochs", 1, "Early stopping: the fewest epochs of each model.",
+                     lower_bound=1)
 flags.DEFINE_list("seeds", ["0"], "Training seeds; the demo's chain runs once per seed.")
 flags.DEFINE_list("kl_factors", ["1", "5", "20"], "KL factors of the trade-off sweep (the "
                   "VAE trained at each, first seed; 5 is the study's and reuses that run).")
@@ -92,7 +94,7 @@ def main(argv):
       seeds=tuple(_numbers("seeds", FLAGS.seeds, int)),
       kl_factors=tuple(_numbers("kl_factors", FLAGS.kl_factors, float)),
       batch_size=FLAGS.batch_size, time_budget_minutes=FLAGS.time_budget_minutes,
-      metric_images=FLAGS.num_metric_images)
+      metric_images=FLAGS.num_metric_images, min_epochs=FLAGS.min_epochs)
   deadline = (None if plan.time_budget_minutes is None
               else time.time() + 60.0 * plan.time_budget_minutes)
   with locking.output_dir(workspace, "study", "--workspace"):

@@ -49,6 +49,7 @@ class Plan:
   batch_size: int
   time_budget_minutes: float | None = None
   metric_images: int = demo_steps.GENERATION_METRIC_IMAGES  # Samples judged per setting.
+  min_epochs: int = 1  # No early stop before this many epochs.
 
   @property
   def data(self):
@@ -72,7 +73,8 @@ class Plan:
         workspace=self.seed_dir(seed), celeba_dir=self.celeba_dir, num_images=self.num_images,
         epochs=self.max_epochs, batch_size=self.batch_size, image_size=self.image_size,
         seed=seed, data_dir=self.data, metric_images=self.metric_images,
-        train_flags=(f"--patience={self.patience}", f"--min_delta={self.min_delta:g}"))
+        train_flags=(f"--patience={self.patience}", f"--min_delta={self.min_delta:g}",
+                     *([f"--min_epochs={self.min_epochs}"] if self.min_epochs > 1 else [])))
 
 
 def run_record(model_dir):
@@ -82,7 +84,8 @@ def run_record(model_dir):
     train = json.load(f)["train"]
   history = run_dir.read_history(os.path.join(model_dir, run_dir.HISTORY))
   losses = [row.get("val_loss", math.nan) for row in history]
-  state = convergence.replay(losses, train["patience"], train["min_delta"])
+  state = convergence.replay(losses, train["patience"], train["min_delta"],
+                             train.get("min_epochs", 1))
   best = int(np.nanargmin(losses)) if history else None
   if state.converged:
     stopped_by = STOPPED_EARLY
@@ -367,8 +370,8 @@ def write(plan, results, deadline=None):
   converged = all(r["converged"] for runs in per_seed_runs.values() for r in runs.values())
   lines = ["# celeba-stream study report", "",
            f"Seeds {', '.join(map(str, plan.seeds))}; early stopping on the validation loss "
-           f"(patience {plan.patience}, min_delta {plan.min_delta:g} relative, at most "
-           f"{plan.max_epochs} epochs); "
+           f"(patience {plan.patience}, min_delta {plan.min_delta:g} relative, "
+           f"{plan.min_epochs} to {plan.max_epochs} epochs); "
            + ("every model converged." if converged else "NOT every model converged (see "
               "Convergence)") + ("" if plan.time_budget_minutes is None else
                                  f" Time budget {plan.time_budget_minutes:g} min"

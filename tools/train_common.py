@@ -68,7 +68,8 @@ def _train_config():
       seed=FLAGS.seed, deterministic=FLAGS.deterministic, jit_compile=FLAGS.jit_compile,
       mixed_precision=devices.resolve_precision(FLAGS.mixed_precision)[0],
       strategy=FLAGS.strategy, backup_every_steps=FLAGS.backup_every_steps,
-      patience=FLAGS.patience, min_delta=FLAGS.min_delta).validate()
+      patience=FLAGS.patience, min_delta=FLAGS.min_delta,
+      min_epochs=FLAGS.min_epochs).validate()
 
 
 def _check_sizes(manifest):
