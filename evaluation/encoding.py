@@ -100,8 +100,9 @@ def projector_problem(points, thumbnail):
   Shared by tools.encode's flag validator and encode_split, so both word it alike.
   """
   from evaluation import projector  # pylint: disable=g-import-not-at-top
-  if thumbnail < 1:
-    return f"--projector_thumbnail must be >= 1 pixel, got {thumbnail}"
+  if not 1 <= thumbnail <= projector.SPRITE_LIMIT:
+    return (f"--projector_thumbnail must be 1..{projector.SPRITE_LIMIT} pixels (the side of "
+            f"TensorBoard's largest sprite image), got {thumbnail}")
   limit = projector.max_points(thumbnail)
   if not 1 <= points <= limit:
     return (f"--projector_points must be 1..{limit} for {thumbnail} px thumbnails (all must "

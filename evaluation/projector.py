@@ -28,12 +28,12 @@ CONFIG_FILE = "projector_config.pbtxt"
 VECTORS_FILE = "z_points.tsv"
 METADATA_FILE = "metadata.tsv"
 SPRITE_FILE = "sprite.png"
-_SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels.
+SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels.
 
 
 def max_points(thumbnail):
   """The most points whose `thumbnail`-pixel images fit into one sprite."""
-  per_side = _SPRITE_LIMIT // thumbnail
+  per_side = SPRITE_LIMIT // thumbnail
   return per_side * per_side
 
 
@@ -85,7 +85,7 @@ def write_projector(log_dir, vectors, thumbnails, metadata):
   limit = max_points(thumbnails.shape[1])
   if count > limit:
     raise EvaluationError(f"{count} points of {thumbnails.shape[1]} px do not fit into one "
-                          f"{_SPRITE_LIMIT} px sprite (at most {limit}); pass fewer points")
+                          f"{SPRITE_LIMIT} px sprite (at most {limit}); pass fewer points")
   for name, values in metadata.items():
     if len(values) != count:
       raise EvaluationError(f"metadata column {name} has {len(values)} values for {count} "

@@ -46,6 +46,9 @@ def _parse_flags(argv):
     remaining = FLAGS(argv)
   except flags.Error as error:
     message = " ".join(str(error).split())
+    if "Unable to open flagfile" in message:  # absl's wording: "ERROR:: Unable to open ...".
+      message = "--flagfile " + message.split("Unable to open flagfile:", 1)[1].strip()
+      fail(f"{message}; check the path of --flagfile", EXIT_FLAG_ERROR)
     fail(f"{message} (see --helpshort)", EXIT_FLAG_ERROR)
   expand_home()
   return remaining
