@@ -42,7 +42,8 @@ def _plan(workspace, data_dir, **changes):
 def test_every_model_trains_with_early_stopping_and_the_budget_left(tmp_path):
   plan = _plan(tmp_path, "/d", seeds=(0, 1), kl_factors=(0.5, 5.0, 20.0))
   groups = study_report.step_groups(plan, deadline=time.time() + 600)
-  assert [len(g) for g in groups] == [10, 10, 9]
+  assert [len(g) for g in groups] == [10, 9, 10]  # Seed 0, the sweep, seed 1.
+  assert groups[1][0].name == "sweep_train_vae_kl0.5"
   steps = {step.name: step for group in groups for step in group}
   trainers = [step for step in steps.values() if step.tool.startswith("train_")]
   assert len(trainers) == 8  # Three models per seed and the two factors other than 5.

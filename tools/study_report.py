@@ -122,7 +122,8 @@ def _prepared(steps, prefix, deadline):
 
 
 def step_groups(plan, deadline=None):
-  """[data steps, one group per seed, the sweep]: lists of demo_steps.Step.
+  """[data steps, the first seed's chain, the sweep, the other seeds' chains]: lists of
+  demo_steps.Step.
 
   A later step of a group reruns when an earlier one of the same group ran; groups are
   independent, except that the sweep reads the first seed's runs.
@@ -132,13 +133,15 @@ def step_groups(plan, deadline=None):
     data_settings = dataclasses.replace(plan.settings(plan.seeds[0]),
                                         workspace=plan.workspace, data_dir=None)
     groups.append(demo_steps.data_steps(data_settings, demo_steps.paths(data_settings)))
+  chains = []
   for seed in plan.seeds:
     settings = plan.settings(seed)
-    groups.append(_prepared(demo_steps.model_steps(settings, demo_steps.paths(settings))
+    chains.append(_prepared(demo_steps.model_steps(settings, demo_steps.paths(settings))
                             + [demo_steps.reconstruction_step(settings)],
                             f"seed_{seed}_", deadline))
-  groups.append(_prepared(_sweep_steps(plan), "sweep_", deadline))
-  return groups
+  # The sweep right after the first seed's chain, whose runs it reads: a budget spent on the
+  # later seeds then leaves the trade-off measured.
+  return groups + chains[:1] + [_prepared(_sweep_steps(plan), "sweep_", deadline)] + chains[1:]
 
 
 def _sweep_eval(plan, factor):
