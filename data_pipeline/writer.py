@@ -8,9 +8,7 @@ min(8, n // 256) so that a small split still spreads over the workers; shard i g
 contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the source and the
 settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
 
-Work. One task per shard, run by `num_workers` processes: forked on Linux while the caller has
-started no thread since importing this module, so that TensorFlow is not imported again, and
-spawned otherwise (forking a process whose TF runtime threads run can deadlock the worker). A
+Work. One task per shard, run by `num_workers` spawned processes (data_pipeline.pool). A
 worker writes `<shard>.tmp`, fsyncs it, hashes it and renames it into place, so a shard file
 either is complete or does not exist. Unusable source images (missing, empty, truncated, not an
 image) are skipped and reported with their reason.
@@ -27,8 +25,8 @@ Lock. For its whole duration `prepare` holds an exclusive flock on `<output_dir>
 (`locking.py`), so a second writer into the same dir, with `overwrite` or not, is refused with
 the first one's pid instead of mixing shards. The kernel drops the lock when the holder exits or
 is killed, so no stale lock survives a crash; the small file itself stays. Workers die with the
-writer (Linux: PR_SET_PDEATHSIG; elsewhere they check their parent between records), so that no
-orphan goes on writing beside a rerun.
+writer (data_pipeline.pool; elsewhere than Linux they check their parent between records), so
+that no orphan goes on writing beside a rerun.
 
 Faults. A full disk (ENOSPC, EDQUOT) or a dir that cannot be written (EACCES, EPERM, EROFS)
 while writing any file of the data dir raises a one-line `DataError` naming `--output_dir`; the
@@ -39,7 +37,6 @@ resumes. A worker that dies (e.g. out of memory) ends the run with a `DataError`
 import collections
 import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import itertools
@@ -47,8 +44,6 @@ import math
 import multiprocessing
 import os
 import re
-import signal
-import sys
 import time
 from typing import Optional
 
@@ -58,6 +53,7 @@ import tensorflow as tf
 
 from data_pipeline import locking
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import pool as pool_lib
 from data_pipeline import provenance
 from data_pipeline import records
 from data_pipeline import transform
@@ -234,18 +230,7 @@ _WORKER = {}
 
 def _init_worker(source, settings, counter, parent_pid=None):
   _WORKER.update(source=source, settings=settings, counter=counter, parent_pid=parent_pid)
-  if parent_pid is not None:
-    _die_with_parent(parent_pid)
-
-
-def _die_with_parent(parent_pid):
-  """Makes a pool worker die with the writer, so that no orphan writes beside a rerun."""
-  if sys.platform.startswith("linux"):
-    # PR_SET_PDEATHSIG (1): the kernel SIGKILLs this process when its parent dies, even by
-    # SIGKILL. Best effort: elsewhere, or if it fails, _exit_if_orphaned checks per record.
-    with contextlib.suppress(OSError, AttributeError):
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-  _exit_if_orphaned()  # The parent may have died before the prctl took effect.
+  _exit_if_orphaned()  # The parent may have died before the worker started.
 
 
 def _exit_if_orphaned():
@@ -370,41 +355,6 @@ def _shard_is_intact(output_dir, entry):
           and provenance.sha256_file(path) == entry["sha256"])
 
 
-def _thread_names():
-  """The names of this process's threads (Linux /proc), or None where they cannot be read."""
-  try:
-    names = []
-    for task in os.listdir("/proc/self/task"):
-      with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
-        names.append(f.read().strip())
-    return names
-  except OSError:  # No /proc, or a thread that ended while listed.
-    return None
-
-
-# How many threads were alive once this module (and so TensorFlow) was imported: TF's import
-# starts a few idle ones. A thread started later (TF's runtime pools, named tf_*, a tf.data
-# iterator's, a summary writer's) may hold a lock (TF's file-system registry, a pool's queue) at
-# the moment of a fork, and a forked worker that needs that lock then waits for ever: the likely
-# cause of a CI test session that hung in a prepare after other tests had trained models.
-_NAMES_AT_IMPORT = _thread_names()
-_THREADS_AT_IMPORT = None if _NAMES_AT_IMPORT is None else len(_NAMES_AT_IMPORT)
-del _NAMES_AT_IMPORT
-
-
-def _mp_context():
-  """fork while this process has started no thread since import, nor TF's runtime (the
-  prepare_data tool): workers inherit the imported TensorFlow instead of importing it again
-  (seconds each). Otherwise (a notebook or test session that has run TF, a late import of this
-  module, no /proc) spawn, which is always safe."""
-  names = _thread_names()
-  if ("fork" in multiprocessing.get_all_start_methods() and names is not None
-      and _THREADS_AT_IMPORT is not None and len(names) <= _THREADS_AT_IMPORT
-      and not any(name.startswith("tf_") for name in names)):
-    return multiprocessing.get_context("fork")
-  return multiprocessing.get_context("spawn")
-
-
 def _iter_tasks(source, plan, settings, output_dir, done):
   """Yields a _Task for every planned shard not in `done` (records read lazily, in order)."""
   for split, (count, num_shards) in plan.items():
@@ -430,18 +380,13 @@ def _run_tasks(tasks, source, settings, num_workers, total_images, on_done, prog
         for task in tasks:
           on_done(_write_shard(task))
       return
-    context = _mp_context()
-    counter = context.Value("q", 0)
+    counter = multiprocessing.get_context("spawn").Value("q", 0)
     # A lazy source (file names only) goes to the workers once; a streaming one stays here.
     worker_source = source if source.lazy else None
-    with concurrent.futures.ProcessPoolExecutor(
-        num_workers, mp_context=context, initializer=_init_worker,
-        initargs=(worker_source, settings, counter, os.getpid())) as pool:
+    with pool_lib.process_pool(num_workers, _init_worker,
+                               (worker_source, settings, counter, os.getpid()),
+                               what="prepare_data worker") as pool:
       _drive_pool(pool, iter(tasks), num_workers, counter, make_bar, on_done)
-  except concurrent.futures.process.BrokenProcessPool:
-    raise DataError(f"a prepare_data worker process died (killed, e.g. by the out-of-memory "
-                    f"killer); rerun the same command to resume from the complete shards, with "
-                    f"fewer --num_workers (now {num_workers}) if memory is short") from None
   finally:
     _WORKER.clear()
 
@@ -459,7 +404,7 @@ def _drive_pool(pool, tasks, num_workers, counter, make_bar, on_done):
           break
         pending.add(pool.submit(_write_shard, task))
       if bar is None:
-        bar = make_bar()  # Only after the first submit forked the workers: no tqdm thread then.
+        bar = make_bar()
       if not pending:
         break
       done, pending = concurrent.futures.wait(

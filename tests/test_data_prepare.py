@@ -219,27 +219,11 @@ def test_rerun_resumes_and_reproduces_identical_shards(synthetic_celeba_dir, pre
 
 
 @pytest.mark.slow
-def test_workers_are_spawned_once_this_process_runs_threads(synthetic_celeba_dir,
-                                                           prepared_data_dir, tmp_path,
-                                                           monkeypatch):
-  # A thread started after import (TF's runtime pools, a tf.data iterator's) may hold a lock at
-  # the fork, and a forked worker then waits for ever: spawn instead.
-  at_import = ["python"] * 4  # The main thread and the three that TF's import starts.
-  for names, method in ((at_import, "fork"), (at_import[:3], "fork"),
-                        (at_import + ["python"], "spawn"),  # One more, of any kind.
-                        # This module imported after TF had run: as many, but TF's own.
-                        (at_import[:2] + ["tf_Compute", "tf_Compute"], "spawn"),
-                        (None, "spawn")):  # No /proc: never fork.
-    monkeypatch.setattr(writer, "_THREADS_AT_IMPORT", len(at_import))
-    monkeypatch.setattr(writer, "_thread_names", lambda names=names: names)
-    assert writer._mp_context().get_start_method() == method, names
-  monkeypatch.undo()
-  assert all(isinstance(name, str) for name in writer._thread_names())  # Reads this process.
-  # Spawned workers (the source and settings pickled to them) write the same shards.
-  with monkeypatch.context() as patch:
-    patch.setattr(writer, "_mp_context", lambda: writer.multiprocessing.get_context("spawn"))
-    manifest = _prepare(synthetic_celeba_dir, tmp_path / "out", image_size=32, shard_mb=0.05,
-                        num_workers=2)
+def test_two_spawned_workers_write_the_same_shards(synthetic_celeba_dir, prepared_data_dir,
+                                                   tmp_path):
+  # The source and settings are pickled to spawned workers (data_pipeline.pool), never forked.
+  manifest = _prepare(synthetic_celeba_dir, tmp_path / "out", image_size=32, shard_mb=0.05,
+                      num_workers=2)
   assert _shard_hashes(manifest) == _shard_hashes(dp.read_manifest(prepared_data_dir))
 
 

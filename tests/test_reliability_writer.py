@@ -30,6 +30,7 @@ import pytest
 
 from data_pipeline import locking
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import pool as pool_lib
 from data_pipeline import sources
 from data_pipeline import verify
 from data_pipeline import writer
@@ -105,7 +106,8 @@ def _wait_until(condition, process, log_dir, what, timeout=300):
 
 
 def _children(pid):
-  """Pids of the live processes whose parent is `pid` (Linux /proc)."""
+  """Pids of the live worker processes whose parent is `pid` (Linux /proc); not the
+  multiprocessing resource tracker that spawned pools start beside them."""
   found = []
   for entry in os.listdir("/proc"):
     if not entry.isdigit():
@@ -113,9 +115,11 @@ def _children(pid):
     try:
       with open(f"/proc/{entry}/stat") as f:
         state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+      with open(f"/proc/{entry}/cmdline", "rb") as f:
+        tracker = b"resource_tracker" in f.read()
     except (OSError, IndexError, ValueError):
       continue
-    if int(ppid) == pid and state != "Z":
+    if int(ppid) == pid and state != "Z" and not tracker:
       found.append(int(entry))
   return found
 
@@ -205,6 +209,39 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_clean_result(big_source, big
     for image_id, pixels in resumed:
       np.testing.assert_array_equal(pixels, clean[image_id], err_msg=image_id)
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the workers in /proc")
+def test_ctrl_c_pressed_again_and_again_ends_the_tool_within_seconds(big_source, tmp_path):
+  """Ctrl-C in a terminal reaches the whole process group, workers included, and a user who
+  sees no exit presses it again: the tool ends at once, keeping its complete shards."""
+  out = tmp_path / "data"
+  os.makedirs(tmp_path / "run", exist_ok=True)
+  with open(tmp_path / "run" / "stdout", "w") as stdout, \
+       open(tmp_path / "run" / "stderr", "w") as stderr:
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tools.prepare_data", f"--source_dir={big_source}",
+         f"--output_dir={out}", "--image_size=32", "--encoding=raw", "--shard_mb=0.02",
+         "--num_workers=2", "--noprogress"], cwd=REPO_ROOT, env=_TOOL_ENV, stdout=stdout,
+        stderr=stderr, start_new_session=True)  # Its own process group, as in a terminal.
+  _wait_until(lambda: _complete_shards(out) >= 2, run, tmp_path / "run", "2 complete shards")
+  workers = _children(run.pid)
+  for _ in range(4):
+    os.killpg(run.pid, signal.SIGINT)
+    time.sleep(0.1)
+  try:
+    code = run.wait(timeout=30)
+  except subprocess.TimeoutExpired:
+    os.killpg(run.pid, signal.SIGKILL)
+    pytest.fail("prepare_data still runs 30 s after Ctrl-C")
+  stderr = _stderr(tmp_path / "run")
+  assert code == 130, stderr
+  errors = [line for line in stderr.splitlines() if ": error: " in line]
+  assert len(errors) == 1 and "interrupted; rerun the same command" in errors[0], stderr
+  assert "Traceback" not in stderr
+  assert not [pid for pid in workers if _is_alive(pid)], "workers outlived the tool"
+  assert _complete_shards(out) >= 2 and not os.path.exists(out / manifest_lib.MANIFEST)
 
 
 @pytest.mark.slow
@@ -427,3 +464,18 @@ def test_a_complete_dir_that_cannot_be_locked_is_still_nothing_to_do(prepared_da
   manifest = _prepare(synthetic_celeba_dir, out, image_size=32, shard_mb=0.05)
   assert manifest["shards"] == dp.read_manifest(prepared_data_dir)["shards"]
   assert {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out)} == before
+
+
+def test_a_pool_left_by_an_exception_kills_its_busy_workers_at_once():
+  """Both writers' pool (data_pipeline.pool): an interrupt does not wait for running tasks."""
+  start = time.monotonic()
+  with pytest.raises(KeyboardInterrupt):
+    with pool_lib.process_pool(2) as pool:
+      futures = [pool.submit(time.sleep, 60) for _ in range(4)]
+      while not all(f.running() for f in futures[:2]):
+        time.sleep(0.05)
+      workers = [p.pid for p in pool_lib.multiprocessing.active_children()]
+      raise KeyboardInterrupt
+  assert time.monotonic() - start < 30
+  assert not [pid for pid in workers if _is_alive(pid)]
+  assert all(f.cancelled() for f in futures[2:])  # Queued tasks never start.

@@ -7,6 +7,7 @@ still raise so that they can be reported.
 """
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -82,6 +83,8 @@ def _guarded(main):
     except USER_ERRORS as error:
       fail(str(error), EXIT_USER_ERROR)
     except KeyboardInterrupt:
+      # Exiting already: a Ctrl-C pressed again would break into the exit's clean-up.
+      signal.signal(signal.SIGINT, signal.SIG_IGN)
       fail("interrupted; rerun the same command to continue where it stopped", 130)
   return wrapper
 

@@ -32,11 +32,9 @@ lock).
 This module imports NumPy and PIL only (no TensorFlow), so tools and tests load it fast.
 """
 
-import concurrent.futures
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
 import time
@@ -46,6 +44,7 @@ import numpy as np
 import tqdm
 
 from data_pipeline import locking
+from data_pipeline import pool as pool_lib
 from data_pipeline import provenance
 from data_pipeline.attributes import ATTRIBUTE_FILE
 from data_pipeline.attributes import ATTRIBUTE_NAMES
@@ -232,19 +231,12 @@ def _run_workers(image_dir, seed, num_images, jpeg_quality, existing, num_worker
         results.append(_process_range(image_dir, seed, start, stop, jpeg_quality, chunk_skip))
         bar.update(stop - start)
     else:
-      # "spawn" rather than fork: the caller may be a process with TensorFlow's threads running
-      # (a test session), and forking those can deadlock.
-      context = multiprocessing.get_context("spawn")
-      pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context)
-      try:
+      with pool_lib.process_pool(num_workers, what="make_synthetic_faces worker") as pool:
         futures = [pool.submit(_process_range, image_dir, seed, start, stop, jpeg_quality,
                                chunk_skip) for (start, stop), chunk_skip in zip(chunks, skip)]
         for future, (start, stop) in zip(futures, chunks):
           results.append(future.result())
           bar.update(stop - start)
-      finally:
-        # On an error or Ctrl-C, drop the queued chunks instead of rendering them all first.
-        pool.shutdown(wait=True, cancel_futures=True)
   attributes = np.concatenate([r[0] for r in results])
   points = np.concatenate([r[1] for r in results])
   digests = [digest for r in results for digest in r[2]]
