@@ -77,9 +77,12 @@ def atomic_write_bytes(path, data):
     # mkstemp creates the file as 0600; give it the mode a plain open() would have.
     os.chmod(tmp_path, 0o666 & ~_umask())
     os.replace(tmp_path, path)
-  except BaseException:
+  except BaseException as error:
     if os.path.exists(tmp_path):
       os.remove(tmp_path)
+    if isinstance(error, OSError) and not error.filename:
+      # A failed write names no file: name the one that was being written.
+      raise OSError(error.errno, error.strerror, path) from error
     raise
 
 

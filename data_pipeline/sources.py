@@ -21,8 +21,10 @@ on every run.
 
 import csv
 import dataclasses
+import glob
 import hashlib
 import os
+import re
 import zipfile
 from typing import Optional, Union
 
@@ -307,13 +309,38 @@ class TfdsSource:
     try:
       self._builder = tfds.builder(dataset, data_dir=self.tfds_data_dir)
     except Exception as error:  # TFDS raises several types for unknown names/dirs.
+      infos = glob.glob(os.path.join(self.tfds_data_dir or "", dataset, "*", "dataset_info.json"))
+      where = f" (read from {', '.join(infos)})" if infos else ""
       raise DataError(f"cannot open TFDS dataset {dataset} in --tfds_data_dir "
-                      f"{self.tfds_data_dir}: {error}") from None
+                      f"{self.tfds_data_dir}{where}: {str(error).splitlines()[0]}; "
+                      f"{self._rebuild_advice()}") from None
     self.attribute_names = celeba.ATTRIBUTE_NAMES
     known = set(self._builder.info.splits.keys())
     # An unprepared builder (or tfds.testing.mock_data) knows no splits: try all three.
     self._split_names = [s for s in SPLITS if not known or s in known]
     self._sizes = None
+    for split in known:
+      for path in self._builder.info.splits[split].filepaths:
+        if not os.path.exists(path):
+          raise DataError(f"{path} ({split} split) is missing from TFDS dataset {dataset} "
+                          f"in --tfds_data_dir {self.tfds_data_dir}; "
+                          f"{self._rebuild_advice()}")
+
+  def _rebuild_advice(self):
+    return (f"rebuild it with `tfds build {self.dataset} --data_dir "
+            f"{self.tfds_data_dir or '~/tensorflow_datasets'}` (needs CelebA's manual "
+            "download), or give the CelebA folder as --source_dir instead")
+
+  def _damaged_file(self, split, records_read):
+    """The file of `split` that holds record number `records_read` (0-based), or None."""
+    info = self._builder.info.splits[split] if split in self._builder.info.splits else None
+    if info is None:
+      return None
+    for path, length in zip(info.filepaths, info.shard_lengths):
+      if records_read < length:
+        return path
+      records_read -= length
+    return None
 
   def _dataset(self, split):
     tfds = self._tfds
@@ -340,8 +367,26 @@ class TfdsSource:
     return dict(self._sizes)
 
   def iter_split(self, split):
-    """Records in TFDS' stored order (deterministic with shuffle_files=False), data loaded."""
-    for example in self._dataset(split).as_numpy_iterator():
+    """Records in TFDS' stored order (deterministic with shuffle_files=False), data loaded.
+
+    Raises:
+      DataError: a file of the split cannot be read (truncated, damaged, removed meanwhile),
+        naming it.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    examples, read = self._dataset(split).as_numpy_iterator(), 0
+    while True:
+      try:
+        example = next(examples)
+      except StopIteration:
+        return
+      except tf.errors.OpError as error:
+        path = self._damaged_file(split, read) or f"a file of the {split} split"
+        # TF's message without its op wrapping ("{{function_node ...}}", "[Op:...]").
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", error.message.splitlines()[0])
+        raise DataError(f"{path} of TFDS dataset {self.dataset} cannot be read after "
+                        f"{read} records ({reason.strip()}); {self._rebuild_advice()}") from None
+      read += 1
       attrs = tuple(1 if example["attributes"][name] else -1 for name in self.attribute_names)
       yield SourceRecord(split, example["tfds_id"].decode("utf-8"), example["image"], attrs)
 

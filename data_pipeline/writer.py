@@ -9,17 +9,17 @@ contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the 
 settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
 
 Work. One task per shard, run by `num_workers` spawned processes (data_pipeline.pool). A
-worker writes `<shard>.tmp`, fsyncs it, hashes it and renames it into place, so a shard file
-either is complete or does not exist. Unusable source images (missing, empty, truncated, not an
+worker writes `<shard>.tmp`, fsyncs it and hashes it; the writer renames it into place, so a
+shard file either is complete or does not exist. Unusable source images (missing, empty, truncated, not an
 image) are skipped and reported with their reason.
 
 Resume. `prepare_progress.json` (written atomically after every shard) records the settings and
 each finished shard's records, bytes and sha256. A rerun with the same settings keeps every
 shard whose file still matches its entry and redoes the rest; other settings are refused unless
-`overwrite`. The manifest (last file written) marks the data dir complete. So a run killed at
-any moment (SIGKILL included) is finished by rerunning the same command: at worst it leaves
-`.tmp` files (removed by the rerun) and complete shards not yet in the progress file (written
-again, to identical bytes).
+`overwrite`. A shard is listed there before it is renamed from `.tmp` into place, so a rerun
+never writes a complete shard again. The manifest (last file written) marks the data dir
+complete. So a run killed at any moment (SIGKILL included) is finished by rerunning the same
+command: at worst it leaves incomplete `.tmp` files, which the rerun removes.
 
 Lock. For its whole duration `prepare` holds an exclusive flock on `<output_dir>/.prepare.lock`
 (`locking.py`), so a second writer into the same dir, with `overwrite` or not, is refused with
@@ -295,7 +295,6 @@ def _write_shard(task):
                "records": count, "bytes": os.path.getsize(tmp_path),
                "sha256": provenance.sha256_file(tmp_path)}
       _exit_if_orphaned()
-      os.replace(tmp_path, task.path)
   except BaseException:
     # lexists: a dangling or odd .tmp entry goes too. Best effort: a read-only dir cannot
     # drop it, and the original error is the one to report (a rerun removes .tmp files).
@@ -520,6 +519,7 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
   settings.validate()
   num_workers = num_workers or os.cpu_count() or 1
   output_dir = os.path.abspath(os.fspath(output_dir))
+  created = not os.path.isdir(output_dir)
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
@@ -539,8 +539,16 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
       # goes on unlocked. A complete data dir is then "nothing to do", as on read-only media;
       # anything else fails at its first write, with the one-line error of _writing.
       logging.info("%s is not writable; checking it without the lock", output_dir)
-    manifest = _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress,
-                               start)
+    try:
+      manifest = _prepare_locked(source, output_dir, settings, num_workers, overwrite,
+                                 progress, start)
+    except BaseException:
+      if created and os.listdir(output_dir) == [locking.LOCK_FILE]:
+        # Refused before writing anything (a bad source): no folder is left behind.
+        with contextlib.suppress(OSError):
+          os.remove(os.path.join(output_dir, locking.LOCK_FILE))
+          os.rmdir(output_dir)
+      raise
     if on_complete is not None:
       on_complete(output_dir)
     return manifest
@@ -586,8 +594,13 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
     logging.info("resuming: %d of %d shards are complete", len(done), len(planned))
 
   def on_done(result):
+    # Listed before it is renamed into place: a shard under its final name is always in the
+    # progress file, and a listed one still under its .tmp name is renamed by the rerun.
     done[result["shard"]["file"]] = result
     save_progress()
+    path = os.path.join(output_dir, result["shard"]["file"])
+    with _writing(output_dir, f"renaming {os.path.basename(path)}{manifest_lib.TMP_SUFFIX}"):
+      os.replace(path + manifest_lib.TMP_SUFFIX, path)
 
   tasks = _iter_tasks(source, plan, settings, output_dir, done)
   _run_tasks(tasks, source, settings, num_workers, todo, on_done, progress)
@@ -637,7 +650,16 @@ def _resume_state(output_dir, settings, settings_record, overwrite):
     for file_name in _owned_files(output_dir, names):
       os.remove(os.path.join(output_dir, file_name))
     return {}
-  # Leftover temporary files of an interrupted run are incomplete by definition.
+  # A shard listed as complete but killed before its rename is renamed into place; every other
+  # leftover temporary file of an interrupted run is incomplete by definition.
+  for entry in (state or {}).get("shards", []):
+    shard = entry.get("shard", entry)
+    final = os.path.join(output_dir, shard["file"])
+    tmp = final + manifest_lib.TMP_SUFFIX
+    if (not os.path.exists(final) and os.path.isfile(tmp)
+        and _shard_is_intact(output_dir, {**shard, "file": shard["file"] +
+                                          manifest_lib.TMP_SUFFIX})):
+      os.replace(tmp, final)
   tmp_pattern = re.compile(rf"{re.escape(manifest_lib.TMP_SUFFIX)}$")
   for file_name in _owned_files(output_dir, {settings.name}):
     if tmp_pattern.search(file_name) or _ATOMIC_TMP.match(file_name):

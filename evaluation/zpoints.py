@@ -87,6 +87,16 @@ class ZPointsWriter:
     os.makedirs(directory, exist_ok=True)
     self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float32,
                                             shape=(self.num_rows, self.dim))
+    # The map's file is sparse: on a full disk, a write into it would kill the process with
+    # SIGBUS. Its blocks are allocated now instead, where a full disk is an OSError.
+    try:
+      with open(self._tmp, "r+b") as f:
+        if hasattr(os, "posix_fallocate"):
+          os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as error:
+      self._array = None
+      os.remove(self._tmp)
+      raise OSError(error.errno, error.strerror, self.path) from error
     return self
 
   def append(self, rows):
@@ -117,8 +127,13 @@ def save_companion(path, kind, array):
   """Writes Z.<kind>.npy beside Z.npy atomically (ids, log_var)."""
   target = companion_path(os.fspath(path), kind)
   tmp = f"{target}.partial.npy"
-  np.save(tmp, np.asarray(array), allow_pickle=False)
-  os.replace(tmp, target)
+  try:
+    np.save(tmp, np.asarray(array), allow_pickle=False)
+    os.replace(tmp, target)
+  except OSError as error:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise OSError(error.errno, error.strerror, target) from error
   return target
 
 

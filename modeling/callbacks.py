@@ -5,6 +5,7 @@ Each one is a small subclass of a Keras callback that fixes what a resumable, cr
 needs; the order in which modeling.training lists them matters (see there).
 """
 
+import errno
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from absl import logging
 
 from modeling import convergence
 from modeling import run_dir
+from modeling.errors import ModelError
 
 _TMP_PREFIX = ".tmp-"  # Of Backup's files while they are written (run_dir ignores it too).
 
@@ -215,20 +217,22 @@ class Backup(keras.callbacks.Callback):
     weights, metadata = self._paths(self.backup_dir)
     for current in (weights, metadata):
       if os.path.exists(current):
-        _replace(current + self.PREVIOUS, lambda tmp, source=current: _link_or_copy(source, tmp))
-    _replace(weights, lambda tmp: self.model.save_weights(tmp, overwrite=True))
+        save_atomic(current + self.PREVIOUS,
+                    lambda tmp, source=current: _link_or_copy(source, tmp), 0)
+    save_atomic(weights, lambda tmp: self.model.save_weights(tmp, overwrite=True),
+                saved_bytes(self.model))
     text = json.dumps({"epoch": int(epoch), "batch": int(batch)})
 
     def write_metadata(tmp):
       with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    _replace(metadata, write_metadata)
+    save_atomic(metadata, write_metadata, 0)
 
 
 def _link_or_copy(source, target):
   """A hard link of `source` at `target` (a copy where the file system has none).
 
-  A link suffices: `source` is never written in place, only replaced by a rename (_replace),
+  A link suffices: `source` is never written in place, only replaced by a rename (save_atomic),
   which leaves the linked file's contents as they were. For ae_z1600 it saves copying 190 MB
   (weights and optimizer state) at every backup.
   """
@@ -238,38 +242,84 @@ def _link_or_copy(source, target):
     shutil.copyfile(source, target)
 
 
-def _replace(path, write):
-  """Calls write(tmp) for a temporary name beside `path`, then renames it onto `path`."""
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# What a saved file holds beyond its variables' bytes (HDF5 and zip headers, the config).
+_OVERHEAD_BYTES, _OVERHEAD_SHARE = 1 << 20, 0.02
+
+
+def saved_bytes(model):
+  """About the bytes of `model`'s saved file: its variables and its optimizer's, if any."""
+  optimizer = getattr(model, "optimizer", None)
+  variables = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+  total = 0
+  for variable in variables:
+    try:
+      itemsize = np.dtype(variable.dtype).itemsize
+    except TypeError:  # A dtype NumPy does not know (bfloat16 without ml_dtypes).
+      itemsize = 4
+    total += int(np.prod(variable.shape)) * itemsize
+  return int(total * (1 + _OVERHEAD_SHARE)) + _OVERHEAD_BYTES
+
+
+def _no_space(directory, name, needed, free):
+  return ModelError(
+      f"no space left on the device of {directory} to save {name}: it needs about "
+      f"{needed / 1e6:,.0f} MB, {free / 1e6:,.0f} MB are free; free space there, then rerun "
+      "the same command: it resumes from the last complete backup")
+
+
+def save_atomic(path, write, needed_bytes):
+  """Calls write(tmp) for a temporary name beside `path`, then renames it onto `path`.
+
+  A kill at any point leaves the previous file whole. A full disk is checked before the
+  write starts (`needed_bytes` against the free space): h5py, which writes the weights, can
+  leave its file handle broken and crash the interpreter at exit after a failed write.
+
+  Raises:
+    ModelError: not enough free space, before or during the write (one line, naming the
+      directory and the space needed); the previous file is kept.
+  """
   directory, name = os.path.split(path)
+  free = shutil.disk_usage(directory).free
+  if free < needed_bytes:
+    raise _no_space(directory, name, needed_bytes, free)
   # The name keeps its suffix: save_weights insists on ".weights.h5", save on ".keras".
   tmp = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-{name}")
   try:
     write(tmp)
     os.replace(tmp, path)
+  except OSError as error:
+    if error.errno not in _NO_SPACE:
+      raise
+    raise _no_space(directory, name, needed_bytes, shutil.disk_usage(directory).free) from None
   finally:
-    if os.path.exists(tmp):
+    if os.path.lexists(tmp):
       os.remove(tmp)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
   """Saves the model with the lowest `monitor` (val_loss) as best.keras, atomically.
 
-  On resume, the best value so far is read back from history.csv, so that a worse epoch after
-  the restart does not replace a better best.keras. An epoch whose value is missing or not
-  finite is never the best.
+  On resume, the best value so far is read back from history.csv (the epochs before the
+  restored backup's), so that a worse epoch after the restart does not replace a better
+  best.keras. An epoch whose value is missing or not finite is never the best. It runs
+  before the backup: an epoch whose best.keras could not be written is not backed up either,
+  so the rerun repeats it and best.keras is never missing an epoch.
   """
 
-  def __init__(self, filepath, history_path, monitor="val_loss"):
+  def __init__(self, filepath, history_path, backup, monitor="val_loss"):
     super().__init__()
     self.filepath = os.path.abspath(filepath)
     self.history_path = history_path
+    self.backup = backup  # The run's Backup: the epoch it restored.
     self.monitor = monitor
     self.best = math.inf
 
   def on_train_begin(self, logs=None):
     self.best = math.inf
     values = [row[self.monitor] for row in run_dir.read_history(self.history_path)
-              if math.isfinite(row.get(self.monitor, math.nan))]
+              if row["epoch"] < self.backup.restored_epoch
+              and math.isfinite(row.get(self.monitor, math.nan))]
     if values and os.path.exists(self.filepath):
       self.best = min(values)
 
@@ -281,7 +331,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     value = float(value)
     if math.isfinite(value) and value < self.best:
       self.best = value
-      _replace(self.filepath, lambda tmp: self.model.save(tmp))
+      save_atomic(self.filepath, lambda tmp: self.model.save(tmp), saved_bytes(self.model))
 
 
 class EarlyStoppingFromHistory(keras.callbacks.Callback):

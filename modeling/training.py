@@ -182,16 +182,15 @@ def without_autotuning(dataset):
   return dataset.with_options(options)
 
 
-def _save_atomic(model, path):
-  """model.save through a temporary name in the same dir and a rename (never half-written)."""
-  directory, name = os.path.split(path)
-  tmp_path = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-  try:
-    model.save(tmp_path)
-    os.replace(tmp_path, path)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
+def _warn_if_incomplete(run, validated):
+  """Names every file a finished run dir should hold (WORKSPACE.md) but does not."""
+  promised = [run.config, run.history, run.model, run.encoder, run.decoder,
+              *([run.best] if validated else [])]
+  missing = [os.path.basename(path) for path in promised if not os.path.exists(path)]
+  if missing:
+    logging.warning("%s is missing %s (deleted, or written by an older version); rerun with "
+                    "--overwrite to train it anew if they are needed", run.root,
+                    ", ".join(missing))
 
 
 def train(model_config, train_config, train_ds, val_ds, model_dir, preview_images=None, *,
@@ -260,6 +259,7 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
   state = convergence_of([row for row in history if row["epoch"] < done], train_config)
   converged = state is not None and state.converged
   if finished and (done >= train_config.epochs or converged):
+    _warn_if_incomplete(run, val_ds is not None)
     logging.info("%s already holds %s; nothing to train%s", run.root,
                  f"a run stopped early after epoch {done}" if converged else
                  f"all {done} epochs", "" if converged else " (raise --epochs to train further)")
@@ -291,14 +291,16 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
 
   # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
   # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
-  # resume trims (a duplicate) rather than a missing row.
+  # resume trims (a duplicate) rather than a missing row;
+  # BestModelCheckpoint before Backup, so that an epoch whose best.keras failed (a full disk)
+  # is not backed up and runs again.
   all_callbacks = [
       callbacks_lib.StopOnNaN(),
       keras.callbacks.CSVLogger(run.history, append=True),
+      *([callbacks_lib.BestModelCheckpoint(run.best, run.history, backup)]
+        if val_ds is not None else []),
       backup,
   ]
-  if val_ds is not None:
-    all_callbacks.append(callbacks_lib.BestModelCheckpoint(run.best, run.history))
   if train_config.patience is not None:
     all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
         run.history, train_config.patience, train_config.min_delta, train_config.min_epochs))
@@ -344,8 +346,9 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     model.load_weights(run.best)
   for part, path in ((model, run.model), (model.encoder, run.encoder),
                      (model.decoder, run.decoder)):
-    _save_atomic(part, path)
+    callbacks_lib.save_atomic(path, part.save, callbacks_lib.saved_bytes(part))
   logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
+  _warn_if_incomplete(run, val_ds is not None)
   state = convergence_of(history, train_config)
   return TrainResult(history, backup.restored_epoch, train_config.epochs, False, state,
                      stopped_by_deadline=bool(budget and budget.stopped_epoch is not None

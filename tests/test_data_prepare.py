@@ -17,6 +17,7 @@ from data_pipeline import sources
 from data_pipeline import writer
 from data_pipeline.errors import DataError
 import data_pipeline as dp
+from tests.toolrun import assert_clean_error, run_main
 
 SPLITS = ("train", "validation", "test")
 
@@ -219,6 +220,37 @@ def test_rerun_resumes_and_reproduces_identical_shards(synthetic_celeba_dir, pre
 
 
 @pytest.mark.slow
+def test_a_shard_listed_but_not_yet_renamed_is_kept_by_the_rerun(synthetic_celeba_dir,
+                                                                 prepared_data_dir, tmp_path,
+                                                                 monkeypatch):
+  out = tmp_path / "out"
+  real_replace, renames = os.replace, []
+
+  def interrupted_rename(source, target):
+    if str(source).endswith(manifest_lib.TMP_SUFFIX):
+      renames.append(target)
+      if len(renames) == 2:
+        raise KeyboardInterrupt  # Ctrl-C after the second shard was listed as complete.
+    return real_replace(source, target)
+
+  monkeypatch.setattr(writer.os, "replace", interrupted_rename)
+  with pytest.raises(KeyboardInterrupt):
+    _prepare(synthetic_celeba_dir, out, image_size=32, shard_mb=0.05)
+  monkeypatch.undo()
+  listed = json.loads((out / manifest_lib.PROGRESS).read_text())["shards"]
+  assert [entry["shard"]["file"] for entry in listed] == [os.path.basename(r) for r in renames]
+  assert not os.path.exists(renames[1])
+
+  written = []
+  real_write_shard = writer._write_shard
+  monkeypatch.setattr(writer, "_write_shard",
+                      lambda task: written.append(task.path) or real_write_shard(task))
+  manifest = _prepare(synthetic_celeba_dir, out, image_size=32, shard_mb=0.05)
+  assert not set(written) & set(renames)  # Both listed shards kept, neither written again.
+  assert _shard_hashes(manifest) == _shard_hashes(dp.read_manifest(prepared_data_dir))
+
+
+@pytest.mark.slow
 def test_two_spawned_workers_write_the_same_shards(synthetic_celeba_dir, prepared_data_dir,
                                                    tmp_path):
   # The source and settings are pickled to spawned workers (data_pipeline.pool), never forked.
@@ -353,3 +385,65 @@ def test_unprepared_tfds_source_is_a_clear_error(tmp_path):
   source = sources.open_source("tfds", tfds_data_dir=str(tmp_path / "empty"))
   with pytest.raises(DataError, match="not prepared"):
     source.split_sizes()
+
+
+def _prepared_tfds_celeb_a(data_dir):
+  """A tiny celeb_a as `tfds build` leaves it (6/3/3 random images, celeb_a's features)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = tfds.builder("celeb_a", data_dir=str(data_dir)).info.features
+  version_dir = os.path.join(data_dir, "celeb_a", "2.1.0")
+  os.makedirs(version_dir)
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 6), ("validation", 3), ("test", 3)):
+    path = os.path.join(version_dir, f"celeb_a-{split}.tfrecord-00000-of-00001")
+    with tf.io.TFRecordWriter(path) as records:
+      for i in range(count):
+        records.write(features.serialize_example({
+            "image": rng.integers(0, 256, (218, 178, 3), np.uint8),
+            "landmarks": {name: 1 for name in features["landmarks"].keys()},
+            "attributes": {name: bool(i % 2) for name in features["attributes"].keys()},
+            "identity": {"Identity_No": i}}))
+  tfds.folder_dataset.write_metadata(data_dir=version_dir, features=features)
+  return version_dir
+
+
+def _truncate_train(version_dir):
+  path = os.path.join(version_dir, "celeb_a-train.tfrecord-00000-of-00001")
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) - 1000)  # Inside the last of its 6 records.
+  return (path, "cannot be read after 5 records", "truncated record")
+
+
+def _remove_validation(version_dir):
+  path = os.path.join(version_dir, "celeb_a-validation.tfrecord-00000-of-00001")
+  os.remove(path)
+  return (path, "(validation split) is missing")
+
+
+def _html_dataset_info(version_dir):
+  path = os.path.join(version_dir, "dataset_info.json")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("<html><body>Google Drive - quota exceeded</body></html>")
+  return (f"(read from {path})", "Failed to load JSON")
+
+
+@pytest.mark.slow
+def test_a_prepared_tfds_celeb_a_and_its_damages_named_in_one_line(tmp_path):
+  tfds_dir = tmp_path / "tfds"
+  version_dir = _prepared_tfds_celeb_a(tfds_dir)
+  result = run_main("prepare_data", "--source=tfds", f"--tfds_data_dir={tfds_dir}",
+                    f"--output_dir={tmp_path / 'whole'}", "--image_size=24", "--num_workers=1")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert {s: v["num_examples"] for s, v in dp.read_manifest(str(tmp_path / "whole"))["splits"]
+          .items()} == {"train": 6, "validation": 3, "test": 3}
+  for damage in (_truncate_train, _remove_validation, _html_dataset_info):
+    damaged = tmp_path / damage.__name__
+    shutil.copytree(tfds_dir, damaged)
+    expected = damage(str(damaged / os.path.relpath(version_dir, tfds_dir)))
+    out = tmp_path / f"out{damage.__name__}"
+    result = run_main("prepare_data", "--source=tfds", f"--tfds_data_dir={damaged}",
+                      f"--output_dir={out}", "--image_size=24", "--num_workers=1")
+    assert_clean_error(result, *expected, f"rebuild it with `tfds build celeb_a --data_dir "
+                       f"{damaged}`", "or give the CelebA folder as --source_dir", code=1)
+    assert not out.exists()  # Refused before writing anything: no folder left behind.

@@ -6,6 +6,7 @@ User mistakes are printed as one `error: ...` line on stderr, never as a traceba
 still raise so that they can be reported.
 """
 
+import errno
 import os
 import signal
 import sys
@@ -71,6 +72,22 @@ def expand_home():
                     for item in flag.value]
 
 
+def _no_space_where(error):
+  """'FOLDER (what failed)' for a write that failed on a full disk or quota, else None."""
+  if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if error.filename:
+      return f"{os.path.dirname(os.path.abspath(error.filename))} (writing " \
+             f"{os.path.basename(error.filename)}: {error.strerror})"
+    return f"the output folder ({error.strerror or error})"
+  tf = sys.modules.get("tensorflow")
+  if (tf is not None and isinstance(error, tf.errors.ResourceExhaustedError)
+      and "space" in str(error).lower()):
+    # TensorFlow words a failed write as "<path>; No space left on device".
+    path, _, reason = str(error).splitlines()[0].rpartition("; ")
+    return f"{os.path.dirname(path) or 'the output folder'} ({reason})"
+  return None
+
+
 def _guarded(main):
   def wrapper(argv):
     if len(argv) > 1:
@@ -82,6 +99,12 @@ def _guarded(main):
       fail(str(error), EXIT_FLAG_ERROR)
     except USER_ERRORS as error:
       fail(str(error), EXIT_USER_ERROR)
+    except Exception as error:  # pylint: disable=broad-except
+      where = _no_space_where(error)
+      if where is None:
+        raise
+      fail(f"no space left on the device of {where}; free space there, then rerun the same "
+           "command: what is complete is kept and it goes on from there", EXIT_USER_ERROR)
     except KeyboardInterrupt:
       # Exiting already: a Ctrl-C pressed again would break into the exit's clean-up.
       signal.signal(signal.SIGINT, signal.SIG_IGN)
