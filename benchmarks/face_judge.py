@@ -1,7 +1,7 @@
 """How fast the face judge is: seconds to judge N images at 96x96 and to give their figures.
 
 The images are a --images set (a folder or .npy, e.g. real photos) or synthetic faces drawn in
-memory; the first half of them is the reference of the figures. Target (the face judge issue):
+memory; the first half of them is the reference of the figures. Target:
 judging 1,000 images (probability, landmarks, features) in at most 60 s on a 2-core CPU.
 """
 

@@ -1,44 +1,14 @@
-"""The GPU check (issue 14, item 5): train images/s per preset, batch size, precision and XLA,
-the GPU memory peak, and whether the stream from the shards keeps the GPU fed.
+"""The GPU check: train images/s per preset, batch size, precision and XLA, the GPU memory
+peak, and whether the stream from the shards keeps the GPU fed.
 
     python -m benchmarks.gpu --data_dir=/tmp/faces96 --output_json=gpu_check.json
 
-benchmarks/gpu_check.sh runs it on a fresh GPU machine (install, synthetic data, this). For
-each batch size of --batch_sizes and preset of --presets, one fresh child process
-(`python -m benchmarks.gpu SPEC.json RESULT.json`, benchmarks/child_tasks.py) measures every
-precision of --precisions (float32, bf16, fp16), each with XLA off and on (--xla). One child
-per (preset, batch) rather than per config: Keras 3 layers take the global dtype policy when
-they are built, so a fresh model built after keras.mixed_precision.set_global_policy runs at
-its own precision within the same process (checked with Keras 3.15: float32, mixed_bfloat16
-and mixed_float16 models built one after the other compute in float32, bfloat16 and float16),
-and every config after the first saves TensorFlow's and CUDA's start-up. A separate child per
-batch size keeps an out-of-memory at 512 from touching the numbers at 128.
-
-How one config is measured (`measure_config`):
-
-1. keras.backend.clear_session, then the GPU's memory statistics are reset. The model is built
-   under the default strategy at the config's precision and compiled with jit_compile = XLA
-   (fp16 with a LossScaleOptimizer, as modeling.training does), its optimizer built.
-2. Constant batch: fit's own compiled train function (`model.train_function`) on an iterator
-   that repeats one batch of the shards: --warmup_steps untimed calls (the first one traces,
-   and with XLA compiles), then --steps timed ones.
-3. Stream: the same function on data_pipeline.make_dataset over the shards (shuffled,
-   repeating, whole batches, tf.data autotuning off as modeling.training feeds fit). Its
-   warm-up has more steps: the pipeline's parallel map and prefetch hold up to about one batch
-   per core made ahead while the model traces, and timing steps served from that backlog would
-   make a stream that cannot keep up look as fast as the GPU.
-4. Each timing ends by reading the last step's loss: the GPU runs asynchronously, and that
-   value exists only once every step before it has finished.
-
-ratio = stream images/s / constant images/s; >= STREAM_VS_CONSTANT means the stream keeps the
-GPU fed. Both feeds copy their uint8 batch from the host to the GPU every step, so the ratio
-isolates the pipeline's host work. GPU memory peak: tf.config.experimental.get_memory_info's
-"peak" over the config (both feeds). A config that fails (out of memory, XLA or bf16
-unsupported) becomes a row with its error text; the next config still runs.
-
-The parent side loads no TensorFlow (its children do; a probe child reads the GPUs and the
-TensorFlow build): `config_plan`, `child_specs`, `run_children`, `evaluate_targets`,
-`markdown_lines`, `refusal`, `main`.
+benchmarks/gpu_check.sh runs it on a fresh GPU machine (install, synthetic data, this). One fresh
+child process per (preset, batch size) measures every precision with XLA off and on
+(`measure_config`): fit's compiled train function on one constant batch, then on the stream from
+the shards; ratio = stream images/s / constant images/s. A config that fails (out of memory,
+XLA or bf16 unsupported) becomes a row with its error text. The parent loads no TensorFlow.
+docs/benchmarks/README.md explains the method in full.
 """
 
 import argparse
@@ -71,7 +41,7 @@ PRESETS = tuple(config_lib.PRESETS)
 PRECISION_MODES = {name: mode for mode, name in choices.PRECISION_NAMES.items()}
 PRECISIONS = tuple(PRECISION_MODES)
 XLA_CHOICES = {"both": (False, True), "off": (False,), "on": (True,)}
-STREAM_VS_CONSTANT = 0.95  # Target (issue 14): the stream keeps the GPU fed.
+STREAM_VS_CONSTANT = 0.95  # Target: the stream keeps the GPU fed.
 # The order in which a child measures its configs: the trainers' defaults first (their "auto"
 # precision is bf16 on compute capability >= 8.0 and float32 below, without XLA), so that when
 # --budget_s runs out, the configs left out are the least used ones.
@@ -629,13 +599,16 @@ def _stream(spec):
 
 
 def stream_warmup_steps(warmup_steps):
-  """Untimed stream steps: --warmup_steps plus the pipeline's backlog (module docstring, 3)."""
+  """Untimed stream steps: --warmup_steps plus the pipeline's backlog.
+
+  docs/benchmarks/README.md, the GPU check, step 3.
+  """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return warmup_steps + (cores or 1) + STREAM_EXTRA_WARMUP
 
 
 def measure_config(spec, model_config, constant_batch, precision, xla):
-  """One config's row (see the module docstring); raises what the model or TensorFlow raise.
+  """One config's row (see docs/benchmarks/README.md); raises what the model or TensorFlow raise.
 
   Args:
     spec: the child's spec.

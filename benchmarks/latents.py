@@ -1,32 +1,14 @@
 """The latent-evaluation benchmark: exact statistics of ALL z-points, time and peak memory.
 
-The target (the latent-space issue): the full correlation of 170,000 x 256 z-points in at most
-30 s on a 2-core machine with a peak RSS under 1 GB, where the study had to fall back to
-numpy.corrcoef on a random 5,000 of them.
-
-`run_benchmark(options)` writes a seeded synthetic float32 z-point file of that size with
-planted correlations (`write_synthetic`, chunk by chunk through the atomic memory-mapped
-`zpoints.ZPointsWriter`, never the whole array in RAM), optionally drops it from the page cache,
-and then measures in a FRESH child process (`python -m benchmarks.latents SPEC.json
-RESULT.json`), so that the peak RSS belongs to the measurement alone:
-
-- `load`: `zpoints.load_z_points` (memory map, rank/dtype checks, a full NaN/Inf scan);
-- `accumulate`: `correlation.accumulate` over every row (the streaming pass);
-- `correlation`: `StreamingCorrelation.correlation()`;
-- `counts`: `correlation.counts_above` at the default thresholds;
-- `statistics`: `statistics.component_statistics` over every row (two more streaming passes:
-  min/max, then the per-component histograms);
-- `subset_corrcoef`: for comparison, the study's approach: numpy.corrcoef of a seeded random
-  5,000-row subset (its gather from the file is timed separately as `subset_gather`).
-
-`full_correlation` = load + accumulate + correlation + counts is the issue's 30 s target;
-`correlation_and_statistics` adds `statistics` (everything a latent report computes over all
-points) and is held to the same 30 s. Peak RSS is that of the child at its end, in MB
-(10**6 bytes), read as VmHWM (`benchmarks.process_memory.peak_rss_mb` says why not
-getrusage's ru_maxrss, which is reported beside it).
-
-`measure(...)` is the child's work and can be called in-process (tests do, on tiny files).
-Nothing here imports TensorFlow.
+Its target: the full correlation of 170,000 x 256 z-points (the study's size; it had to fall back
+to numpy.corrcoef on a random 5,000) within 30 s and 1 GB of peak RSS on a small CPU.
+`run_benchmark(options)` writes a seeded synthetic float32 z-point file with planted
+correlations, chunk by chunk, then measures in a fresh child process (`python -m
+benchmarks.latents SPEC.json RESULT.json`, so the peak RSS is the measurement's alone) each
+stage: load, the streaming correlation, counts, component statistics, and the study's subset
+corrcoef for comparison. `measure(...)` is the child's work and can be called in-process
+(tests do, on tiny files). Nothing here imports TensorFlow. docs/benchmarks/README.md explains
+the method.
 """
 
 import dataclasses
@@ -147,7 +129,7 @@ def _blas_info():
 
 def measure(path, chunk_rows=correlation.DEFAULT_CHUNK_ROWS, subset_rows=STUDY_SUBSET_ROWS,
             seed=0, pairs=()):
-  """Times each stage on the z-point file `path` in this process (see the module docstring).
+  """Times each stage on the z-point file `path` in this process (docs/benchmarks/README.md).
 
   Args:
     path: a z-point .npy file.
@@ -222,7 +204,7 @@ def _target(name, description, value, threshold):
 
 
 def evaluate_targets(result):
-  """The issue's targets (lower is better) with pass/fail."""
+  """The targets (lower is better) with pass/fail."""
   seconds = result["seconds"]
   size = f"{result['num_vectors']:,} x {result['dim']}"
   return [

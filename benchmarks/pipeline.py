@@ -1,27 +1,13 @@
 """The pipeline benchmark: the classic in-RAM recipe vs streaming shards, side by side, in one run.
 
 `run_benchmark(options)` feeds the same images (the first N training images of a prepared data
-dir) by each method of `benchmarks.pipeline_methods.METHODS`, each method and dataset size in a
-fresh child process so that its peak RSS is its own, for a fixed number of batches after a
-warm-up. The methods include the peers a user would pick instead of streaming (Keras'
-image_dataset_from_directory over the JPEG folder, TFDS-style full-size JPEG records), with
-streaming's ratio against each (`peer_ratios`). It also times the preparation
-(`data_pipeline.writer.prepare`) with 1 and with all workers, the trainers' target (train steps
-fed from the shards vs from a constant batch), and training throughput as a user sees it (a fit
-epoch with the trainer's callbacks vs bare train steps, per preset: benchmarks.training). The
-result is a JSON-safe dict (`report`) with the machine, the inputs, per-method results, the
-targets with pass/fail, `definitions` of the ratios, and the Markdown tables
-(`report["table"]`).
-
-Which shards: the given data dir serves its own encoding; the other encodings the methods need
-are prepared into `work_dir/<encoding>` from the data dir's source folder (recorded in its
-manifest, or `source_dir`, checked against the manifest's source fingerprint) with the same
-settings, so that every method reads the same images. A rerun reuses them (the writer resumes).
-The peers' inputs (a folder of links per size, JPEG records) go to `work_dir/peers` from the
-same source folder, and are reused too.
-
-This module starts no TensorFlow itself (the children do), so its peak RSS stays small and
-its own numbers never mix with the children's.
+dir) by each method of `benchmarks.pipeline_methods.METHODS`, each method and size in a fresh
+child process so that its peak RSS is its own, including the peers a user would pick instead of
+streaming. It also times preparation with 1 and all workers, train steps fed from the shards vs
+a constant batch, and fit against bare steps (benchmarks.training). Encodings the data dir
+lacks, and the peers' inputs, are prepared into `work_dir` from its source folder and reused.
+The report holds the machine, inputs, results, targets with pass/fail and Markdown tables.
+This module starts no TensorFlow itself. docs/benchmarks/README.md explains the method.
 """
 
 import dataclasses
@@ -45,13 +31,13 @@ from modeling import choices
 
 ENCODINGS = choices.ENCODINGS
 _MB = 1e6
-# Targets on this machine (issue 6 and, for training, issue 3).
+# Targets on this machine.
 RAW_VS_CLASSIC = 0.9
 JPEG_VS_CEILING = 0.85
 STREAM_PEAK_RSS_MB = 1500.0
 STREAM_RSS_GROWTH = 0.10
 TRAIN_RATIO = 0.95
-STREAM_VS_PEER = 1.0  # Streaming at least as fast as each peer (issue 14).
+STREAM_VS_PEER = 1.0  # Streaming at least as fast as each peer.
 CLASSIC_GROWTH_TOLERANCE = (0.8, 1.25)  # Measured MB/image over the float32 array's size.
 
 
@@ -220,7 +206,7 @@ def _peer_inputs_spec(options, inputs):
 
 
 def run_benchmark(options):
-  """Runs every measurement; returns the report dict (see the module docstring).
+  """Runs every measurement; returns the report dict (docs/benchmarks/README.md).
 
   Raises:
     DataError, EvaluationError: unusable inputs, or a child that failed (naming its log).
@@ -372,7 +358,7 @@ def _ratio_targets(by, sizes, name, numerator, denominator, threshold, text):
 
 
 def evaluate_targets(results, growth, training, sizes, image_size):
-  """The targets of issue 6 (and issue 3's training target), each with value and pass/fail.
+  """The pipeline targets (and the training target), each with value and pass/fail.
 
   `passed` is None when the methods needed for a target were not run.
   """

@@ -1,47 +1,14 @@
-"""The child-process side of the pipeline benchmark: one task per process, so that the process's
-peak RSS belongs to that task alone.
+"""The child-process side of the pipeline benchmark: one task per process, its own peak RSS.
 
     python -m benchmarks.pipeline_methods SPEC.json RESULT.json
 
-SPEC.json holds one task (written by benchmarks.pipeline); RESULT.json gets its
-numbers. Tasks:
-
-- `feed`: feed `warmup_batches` and then `num_batches` batches of `batch_size` images, drawn
-  from the first `size` training images, by one `method`:
-  - `classic_flow`: the classic recipe. All images in RAM as one float32 NumPy array scaled to
-    [0, 1] (images / 255., 4 bytes per channel value: S*S*12 bytes an image), fed by Keras'
-    legacy `ImageDataGenerator().flow(x, shuffle=True)`.
-  - `classic_tfdata`: the same float32 array fed by
-    `tf.data.Dataset.from_tensor_slices(x).shuffle(shuffle_buffer).repeat().batch().prefetch()`.
-  - `stream_raw`, `stream_png`, `stream_jpeg`: `data_pipeline.make_dataset` over shards of that
-    encoding (shuffled, seeded, repeating, uint8 batches), as the trainers read them.
-  - `jpeg_ceiling`: the jpeg records' image bytes held in memory, decoded by
-    `tf.io.decode_jpeg` in a `map` with AUTOTUNE parallelism (every core) and batched; nothing
-    else. The fastest this machine can turn those JPEG bytes into pixels.
-  - `keras_folder` (a peer: what a Keras user picks instead): the same images as the original
-    178x218 JPEG files in a folder, read by `keras.utils.image_dataset_from_directory` (at
-    their own size, shuffled), then per batch the study's crop and a lanczos3 resize to the
-    image size (`tf.image.resize(..., method="lanczos3")`): float32 batches, 0-255.
-  - `tfds_jpeg` (a peer: what a TFDS user gets): the same images as full-size JPEG records,
-    the original file bytes in TFRecords as TFDS' celeb_a stores them, read as TFDS reads them
-    (shuffled shard order, interleave, shuffle buffer), each image decoded, cropped and
-    resized (lanczos3) in a tf.data `map` on every pass: float32 batches, 0-255.
-  The array (classic), the bytes (ceiling) or the file list (keras_folder) are built before the
-  clock starts; their build time is reported as `load_seconds`.
-- `prepare`: runs `data_pipeline.writer.prepare` for a list of jobs (encoding, output dir,
-  workers, max_images) and times each one.
-- `peer_inputs`: writes the peers' inputs into a work folder once (a rerun reuses them): the
-  first training images of the source folder (the data dir's own, in its order) as one folder
-  per size (symbolic links to the source's files; copies when the source is a zip) and as
-  full-size JPEG TFRecords of the data dir's shard size, with `peer_inputs.json` describing
-  them (image size, crop box in pixels, shards and their record counts).
-- `train`: the trainers' target (issue 3): train steps of a model preset fed from the raw shards
-  vs fed from one constant in-memory batch, in ABBA order (stream, constant, constant, stream)
-  so that a drift in machine load cancels out.
-
-Peak RSS is the process's own high-water mark (VmHWM; benchmarks.process_memory) read at the
-end, in MB (10**6 bytes);
-`start_rss_mb` is the same reading right after the imports (TensorFlow and Keras loaded).
+SPEC.json holds one task (written by benchmarks.pipeline); RESULT.json gets its numbers.
+`feed` feeds batches by one method of `METHODS`: the classic in-RAM float32 recipe
+(`classic_flow`, `classic_tfdata`), streaming shards (`stream_raw|png|jpeg`), the JPEG decode
+ceiling, or a peer a user would pick instead (`keras_folder`, `tfds_jpeg`). `prepare` times the
+writer, `peer_inputs` writes the peers' inputs once, `train` compares train steps fed from the
+shards with steps on one constant batch. Peak RSS is the process's high-water mark (VmHWM) in
+MB (10**6 bytes). docs/benchmarks/README.md describes each method.
 """
 
 import json
@@ -129,7 +96,7 @@ def _crop_and_resize(peers, image_size):
 
 
 def _peer_dataset(spec, method):
-  """The peer's dataset of float32 batches (see the module docstring), repeating."""
+  """The peer's dataset of float32 batches (docs/benchmarks/README.md), repeating."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   peers, size, batch_size, seed = spec["peers"], spec["size"], spec["batch_size"], spec["seed"]
@@ -200,7 +167,7 @@ def _feed_iterator(spec, method, loaded):
 
 
 def feed(spec):
-  """The `feed` task: times one method at one dataset size (see the module docstring)."""
+  """The `feed` task: times one method at one dataset size (docs/benchmarks/README.md)."""
   import keras  # pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   start_rss = peak_rss_mb()
@@ -285,7 +252,7 @@ class _RecordShards:
 
 
 def peer_inputs(spec):
-  """The `peer_inputs` task: the peers' folders and records (see the module docstring)."""
+  """The `peer_inputs` task: the peers' folders and records (docs/benchmarks/README.md)."""
   # pylint: disable=g-import-not-at-top
   import io
   from PIL import Image

@@ -2,24 +2,12 @@
 
 `--mixed_precision auto` (the trainers' default) trains in bf16 where the hardware runs it
 natively and in float32 elsewhere (modeling.devices.resolve_precision). This benchmark checks
-both halves of that bargain on real data (issue 14):
-
-- quality parity: each preset is trained from the same seed (same initial weights, same data
-  order) for the same epochs once per precision, as tools.train_ae / train_vae train it
-  (modeling.training.train, the raw shards streamed, the trainer's callbacks), and its
-  reconstructions of the test split's first `test_images` images are measured as
-  tools.compare_reconstructions measures them (the saved model.keras, loaded back with its
-  dtype policy). Target parity:<preset>: |PSNR(bf16) - PSNR(float32)| <= PARITY_DB.
-- speed: the steady train step of each run (the seconds between consecutive batch ends,
-  every epoch's first batch left out: it pays for the epoch's start, and epoch 1's for
-  tracing), and `auto_over_float32`: float32's step over the step of the precision `auto`
-  resolves to on this machine (1 where it resolves to float32).
-
-Each (preset, precision) trains in a fresh child process (`python -m benchmarks.precision
-SPEC.json RESULT.json`), so that the global dtype policy of one never leaks into another and
-each peak RSS is its own. Without native bf16 (e.g. a CPU with AVX2 only) TensorFlow emulates
-it and a bf16 step is several times slower than a float32 one: there the benchmark still checks
-parity, at whatever scale the flags ask for, and shows why `auto` keeps float32.
+both halves: each preset is trained from the same seed for the same epochs once per precision,
+as the trainers train it, each in a fresh child process (`python -m benchmarks.precision
+SPEC.json RESULT.json`, so no dtype policy leaks and each peak RSS is its own); its test-split
+PSNR must stay within PARITY_DB of float32's, and its steady train step gives the speed-up of
+what `auto` resolves to. Without native bf16 TensorFlow emulates it, much slower.
+docs/benchmarks/README.md explains the method.
 """
 
 import dataclasses
@@ -39,7 +27,7 @@ from evaluation.errors import EvaluationError
 from modeling import choices
 from modeling import config as config_lib
 
-PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32 (issue 14).
+PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32.
 PRECISIONS = ("off", "bf16")  # Resolved modes compared: float32 and bf16 mixed precision.
 
 

@@ -1,59 +1,15 @@
-"""Training throughput as a user sees it: `fit` with the trainer's callbacks over bare train
-steps on a constant batch, and the first batch of every epoch, per model preset (issue 14).
+"""Training throughput as a user sees it, per model preset: `fit` against bare train steps.
 
-The parent side (no TensorFlow): `fit_spec`, `run`, `evaluate_targets`, `markdown_lines`,
-`DEFINITIONS`. The child side, one fresh process per preset so that its peak RSS is its own:
+Part of the pipeline benchmark. For each preset a fresh child process
+(`python -m benchmarks.training SPEC.json RESULT.json`, so its peak RSS is its own) trains a run
+dir as tools.train_ae / train_vae do, with the trainer's callbacks, and after every epoch times
+a block of bare train steps on one constant batch. The verdict compares fit's images/s (epoch 1
+traces and is not timed; validation apart) with the bare blocks just before and after each
+epoch, because a shared machine's speed drifts over minutes. The `epoch_start:<preset>` target
+checks that no epoch's first batch stalls (tf.data autotuning made it wait for seconds).
 
-    python -m benchmarks.training SPEC.json RESULT.json
-
-How one preset is measured (`measure`):
-
-1. `modeling.training.train` trains a fresh run dir for EPOCHS (4) epochs over the first
-   `images` training images of the raw shards, as tools.train_ae / train_vae call it: the same
-   datasets (shuffled stream, known epoch length, validation split), the trainer's callbacks
-   (NaN stop, CSV logger, backup, best checkpoint, TensorBoard, the preview image grid of 8
-   test images) and Keras' progress bar (into the child's log).
-2. Bare steps: the compiled train function that `fit` uses (`model.train_function`) on an
-   iterator that repeats one fixed batch of the same size, with no callbacks, no progress bar
-   and no input pipeline. When fit begins (a callback that runs after the trainer's), its
-   warm-up steps run, untimed; then, after every epoch (after the trainer's callbacks have
-   done their epoch-end work), a timed block of half an epoch's steps.
-3. Every epoch is timed from its start to its end, in that last callback; an epoch starts
-   where the bare block before it ended (epoch 1: after the warm-up). An epoch's time holds
-   its steps, the callbacks' work at its begin and end (history row, backup, best.keras when
-   val_loss improved, TensorBoard, the image grid), and its validation, which is timed on its
-   own (the callbacks' on_test_begin/on_test_end) and reported apart: it is more work
-   (forward passes over other images), not overhead, and its share depends on the validation
-   split's size. Epoch 1 traces the train and test functions: it counts in no rate, only its
-   first batch is shown.
-4. The bare reference of a timed epoch is the two blocks around it, the one just before and
-   the one just after (`bare_reference`): this 2-core machine's speed drifts by 10 % and more
-   over minutes (a preset's step time rose 14 % from epoch 2 to epoch 4 in one run), and a
-   reference measured only before and after the whole fit, 3 to 4 minutes away from its
-   middle epoch, made `fit` look up to 7 % slower than bare steps where side by side it was
-   not (8 steps each, alternated: within the 5 to 10 % spread of the blocks themselves, either
-   way). The blocks are as many steps as two epochs, so that the bare side averages enough
-   steps.
-
-The verdict's ratio is (training images of epochs 2 to 4 / their seconds without validation)
-over the bare reference's images/s; >= FIT_VS_STEPS passes. `ratio_per_epoch` holds each timed
-epoch's ratio to its own two blocks. Where the difference goes: `steps_ratio` (the steady
-steps, each timed epoch's 2nd to last batch, over the bare reference) and `per_epoch_seconds`
-(the rest, per epoch).
-
-Every epoch's start: `first_batch_seconds_per_epoch` holds, per epoch, the seconds from its
-start to its first batch's end: one step, plus fit making the epoch's training iterator and
-tearing the previous epoch's down. With tf.data's autotuning on, that teardown blocked until
-the autotuning thread woke from a sleep that doubles with the iterator's age, up to a minute
-(TensorFlow 2.21): 14 to 18 s at the start of some epochs, usually epoch 2, sometimes later.
-modeling.training.without_autotuning now turns autotuning off for the datasets that fit
-consumes, which avoids it; the target epoch_start:<preset> checks that it stays so: the
-largest first batch of epochs 2 to 4 within EPOCH_START_VS_STEP times a steady step
-(`steady_step_seconds`). Epochs 3 and 4 are timed too because the stall did not always come
-at epoch 2. Being age-bound, the wait grew with the epoch's length: the default epochs (about
-a minute of steps) are longer than those where it was measured (10 to 15 s), so a stall would
-show here, but a much shorter --train_images could hide it, and a ratio from short epochs does
-not extrapolate to long ones (per-epoch costs weigh less there).
+Parent side, no TensorFlow: `fit_spec`, `run`, `evaluate_targets`, `markdown_lines`,
+`DEFINITIONS`; child side: `measure`. docs/benchmarks/README.md explains the method in full.
 """
 
 import os
@@ -67,20 +23,15 @@ from benchmarks.report import fmt
 from benchmarks.report import verdict
 
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
-# Images per epoch by default: about a minute of steps at batch 128 on a 2-core CPU with oneDNN
-# (10 AE steps of 5 to 6 s, 20 vae_fact5 steps of 2.5 to 3 s). The epoch-end work of the
-# trainer's callbacks, mostly the backup and best.keras (weights and optimizer state: 40 MB for
-# ae_z256, 100 MB for vae_fact5, 190 MB for ae_z1600), takes 0.7 to 2.9 s per epoch here; at
-# the 2 to 5 steps of the first version's epochs that weighed 6 to 20 %, although it is under
-# 3 % of an epoch of the real 3,420-image sample (27 steps) and under 0.1 % of one of the full
-# CelebA (1,271 steps). With 4 epochs, the bare steps, validation and tracing, the three presets
-# take about 20 minutes together. Others: DEFAULT_IMAGES.
+# Images per epoch by default: about a minute of steps at batch 128 on a small CPU, so that
+# the epoch-end work of the trainer's callbacks (mostly the backup and best.keras) weighs what
+# it weighs in real epochs, not more (docs/benchmarks/README.md). Others: DEFAULT_IMAGES.
 PRESET_IMAGES = {"ae_z256": 1280, "ae_z1600": 1280, "vae_fact5": 2560}
 DEFAULT_IMAGES = 1024
-FIT_VS_STEPS = 0.95  # Target on this machine (issue 14).
-# At most: a timed epoch's first batch over a steady step (issue 14). Without the stall a first
-# batch is about one step (making the epoch's iterator is quick next to a step); the stall
-# added 14 to 18 s, several steps of any preset.
+FIT_VS_STEPS = 0.95  # Target on this machine.
+# At most: a timed epoch's first batch over a steady step. Without the stall a first batch is
+# about one step (making the epoch's iterator is quick next to a step); the stall added
+# several steps of any preset.
 EPOCH_START_VS_STEP = 2.0
 EPOCHS = 4  # Epoch 1 warms up (traces); epochs 2 to 4 are timed.
 
@@ -331,7 +282,7 @@ def _timer_class():
   import keras  # pylint: disable=g-import-not-at-top
 
   class EpochTimer(keras.callbacks.Callback):
-    """Runs after the trainer's callbacks; see the module docstring, steps 2 and 3."""
+    """Runs after the trainer's callbacks; see docs/benchmarks/README.md, steps 2 and 3."""
 
     def __init__(self, bare_iterator, warmup_steps, block_steps, best_path):
       super().__init__()
@@ -391,7 +342,7 @@ def _timer_class():
 
 
 def measure(spec):
-  """The child's work: one preset's fit epochs and bare steps (see the module docstring)."""
+  """The child's work: one preset's fit epochs and bare steps (docs/benchmarks/README.md)."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   from modeling import config as config_lib

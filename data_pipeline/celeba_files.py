@@ -1,25 +1,13 @@
 """Finding CelebA's files in a download, whatever shape the download site gave it.
 
-CelebA's aligned images and metadata come from two sites, each in several shapes:
-
-- The authors' Google Drive folder, kept as downloaded: `Img/img_align_celeba/` (or
-  `Img/img_align_celeba.zip`), `Anno/list_attr_celeba.txt`, `Anno/identity_CelebA.txt`,
-  `Eval/list_eval_partition.txt`; or flattened into one folder (this project's own layout, also
-  what tools.make_synthetic_faces writes); or the whole Drive folder as the zip Drive makes of
-  it (a `CelebA/` folder inside, the image zip stored within).
-- Kaggle's "celeba-dataset": `archive.zip` holding `img_align_celeba/img_align_celeba/*.jpg` and
-  the metadata as CSV files (`list_eval_partition.csv`, `list_attr_celeba.csv`, ...) at its root;
-  or that zip unpacked.
-
-`find_layout(path)` takes a folder or a zip file, looks up to `_MAX_DEPTH` levels down for the
-metadata files by their CelebA names (`.txt` preferred to Kaggle's `.csv`) and for the images (a
-folder named `img_align_celeba` holding images, its innermost one when nested, or a file
-`img_align_celeba.zip`), and returns a `Layout` that says what it recognised and reads the files.
-
-A broken download is recognised as such: an HTML page saved under a zip's name (what Google
-Drive serves when its download quota is exceeded), a truncated zip, a zip without images, an
-empty or binary metadata file. Each raises a one-line `DataError` naming the file and the likely
-cause, before anything is written.
+CelebA comes from the authors' Google Drive folder (`Img/`, `Anno/`, `Eval/`, kept, flattened or
+zipped whole by Drive) or from Kaggle's "celeba-dataset" (`archive.zip` with CSV metadata, or
+unpacked). `find_layout(path)` takes a folder or a zip, looks a few levels down for the metadata
+files by their CelebA names (`.txt` preferred to `.csv`) and for the images (an
+`img_align_celeba` folder or zip), and returns a `Layout` that reads them. A broken download (an
+HTML page saved under a zip's name, as Drive serves past its quota; a truncated zip; a zip
+without images; an empty or binary metadata file) raises a one-line `DataError` naming the file
+and the likely cause, before anything is written.
 """
 
 import dataclasses

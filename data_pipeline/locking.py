@@ -1,32 +1,14 @@
 """Exclusive locks on output dirs, so that two writers refuse each other instead of mixing.
 
-`exclusive(directory)` opens `directory/.prepare.lock` (or `lock_file`) and takes a
-non-blocking exclusive `fcntl.flock` on it for as long as the `with` block runs; a second
-holder (another process, or another open of the file in this one) gets a one-line `DataError`
-naming the dir, the holder's tool and pid, and what to do. The holder writes "PID TOOL" into
-the file for that message.
+`exclusive(directory)` holds a non-blocking `fcntl.flock` on `directory/.prepare.lock` (the
+data writer's) or another lock file; `output_dir(directory, holder, flag)` is what every other
+tool uses for its output folder (creates it, locks `.lock`, removes the lock file at the end).
+A second holder gets a one-line `DataError` naming the dir, the holder's tool and pid.
 
-`output_dir(directory, holder, flag)` is what every tool except prepare_data uses for its
-output folder: it creates the folder when missing, locks `directory/.lock`, words every
-failure as a one-line `DataError`, and when done removes the lock file (and the folder, when it
-made it and nothing else was written), so that no lock file is left among a user's files.
-
-The lock is the kernel's flock, not the file: the kernel drops it when the holder closes the
-file or dies in any way (SIGKILL and the out-of-memory killer included), so a crashed run never
-leaves a stale lock behind; the file it leaves is harmless (the next holder takes it over).
-A holder that removes its lock file does so while still holding the lock, and whoever locks a
-file checks afterwards that it is still the one at the path (else it locked a removed file
-while waiting, and tries again): without that check, a waiter and a newcomer could both
-"hold" the lock, one on the removed file and one on a new one. The data dir's `.prepare.lock`
-is never removed (it records the last writer).
-
-Children forked while the lock is held (the writer's worker pool) close their inherited copy
-at once: flock locks belong to the open file description, which a fork shares, and a worker
-orphaned by a killed parent must not keep the dir locked. Child processes started with
-subprocess do not inherit it (the descriptor is not inheritable).
-
-Where flock is missing (not POSIX) or unsupported by the filesystem (some network mounts), the
-dir is not locked and a warning says so.
+The lock is the kernel's, not the file: it is dropped when the holder dies in any way, so no
+stale lock survives a crash. Children forked while it is held close their inherited copy.
+Where flock is missing or unsupported (some network mounts) the dir is not locked, with a
+warning.
 """
 
 import contextlib
@@ -83,7 +65,13 @@ def _holder(fd, default_tool):
 
 
 def _is_current(fd, path):
-  """Whether `fd` is still the file at `path` (its holder may have removed it meanwhile)."""
+  """Whether `fd` is still the file at `path` (its holder may have removed it meanwhile).
+
+  A holder removes its lock file while still holding the lock; whoever locks a file checks
+  afterwards that it is still the one at the path, else it locked a removed file while waiting
+  and tries again. Without that check a waiter and a newcomer could both "hold" the lock, one
+  on the removed file and one on a new one. The data dir's `.prepare.lock` is never removed.
+  """
   try:
     return os.path.samestat(os.fstat(fd), os.stat(path))
   except OSError:

@@ -1,24 +1,12 @@
 """manifest.json: what a prepared data dir holds, how it was made, and how to check it.
 
 A data dir is complete exactly when `manifest.json` exists: the writer renames it into place
-last, after every shard and the TFDS metadata. Its main keys:
-
-- `name`, `version`, `format_version`, `image_size`, `crop` [left, top, right, bottom],
-  `encoding` (raw | png | jpeg), `jpeg_quality` (null unless jpeg), `attribute_names` (null when
-  the source had none).
-- `splits`: split -> `num_examples`, `num_shards`, `num_bytes`, `num_skipped`.
-- `shards`: one entry per file: `split`, `index`, `file`, `records`, `bytes`, `sha256`.
-- `skipped`: `{split, file_name, kind, reason}` for the first 20 source images that could not
-  be used (missing from the download, empty, unreadable, ...); `skipped_summary`: their count,
-  counts by kind, how many the download lacks, and `file`: `skipped.tsv.gz` beside the manifest,
-  which lists every one (a partial download may miss 198,000 images: the manifest stays small).
-- `num_listed`: the images the source lists (present or not) within the planned subset.
-- `source`: kind, path, fingerprint (sha256 over the listed image names and sizes plus the
-  metadata files' hashes), counts; `settings`: everything that determines the shard bytes.
-- `provenance` (versions, command line, input hashes), `elapsed_seconds`.
-
-While the writer runs, `prepare_progress.json` holds the same shard entries for the shards
-already complete, so that a rerun skips them.
+last. It holds the settings that determine the shard bytes (image size, crop, encoding, ...),
+per split the counts, one entry per shard file (records, bytes, sha256), the source images
+that could not be used (the first 20 here, every one in `skipped.tsv.gz` beside it, so a
+partial download keeps the manifest small), the source's fingerprint and the provenance.
+WORKSPACE.md lists its keys. While the writer runs, `prepare_progress.json` holds the same
+shard entries for the shards already complete, so that a rerun skips them.
 """
 
 import json
@@ -68,6 +56,15 @@ def read_json(path, what):
 
 def read_manifest(data_dir):
   """Reads and sanity-checks `data_dir/manifest.json`.
+
+  Its main keys: `name`, `version`, `format_version`, `image_size`, `crop` [left, top, right,
+  bottom], `encoding` (raw | png | jpeg), `jpeg_quality` (null unless jpeg), `attribute_names`
+  (null when the source had none); `splits`: split -> `num_examples`, `num_shards`,
+  `num_bytes`, `num_skipped`; `shards`: per file `split`, `index`, `file`, `records`, `bytes`,
+  `sha256`; `skipped` ({split, file_name, kind, reason} for the first 20 unusable images) and
+  `skipped_summary` (counts by kind, how many the download lacks, and `file`: skipped.tsv.gz);
+  `num_listed`; `source` (kind, path, fingerprint: sha256 over the listed image names and sizes
+  plus the metadata files' hashes, counts); `settings`; `provenance`; `elapsed_seconds`.
 
   Raises:
     DataError: the dir or manifest is missing (e.g. a preparation that never finished) or

@@ -1,32 +1,14 @@
 """The reader: sharded TFRecords -> uint8 [B, S, S, 3] batches, streamed with bounded memory.
 
-Pipeline (shuffle=True):
+  shard list (from the manifest) -> shuffle shards (seeded) -> parallel interleave -> [cache]
+  -> shuffle serialized records -> [repeat] -> batch -> parse and decode -> prefetch
 
-  shard list (from the manifest) -> shuffle shards (seeded) -> parallel interleave of
-  TFRecordDatasets -> [cache] -> shuffle serialized records (small buffer) -> [repeat] -> batch
-  -> vectorized parse (tf.io.parse_example) and decode -> prefetch(AUTOTUNE)
-
-Raw records decode with one `decode_raw` + reshape per batch; png/jpeg map their decoder over
-the batch (jpeg with INTEGER_ACCURATE, the DCT PIL uses, so pixels match PIL's). Images stay
-uint8 on the host: scaling to [0, 1] happens inside the model, on the device.
-
-Memory: the shuffle buffer holds `shuffle_buffer` serialized records, the interleave a few
-read buffers per open shard and prefetch a few batches, so the peak does not grow with the
-dataset. `cache` is the deliberate exception (it keeps the split in RAM).
-
-With shuffle=False the records come in file order (shard 0 first, records in order), which is
-the same order on every call. With a seed, the shuffled order is the same on every run too.
-`max_images=N` keeps the first N records in file order (a stable subset), before shuffling.
-With skip_corrupt, records are decoded one by one as they are read (see make_dataset).
-
-Damaged data. `make_dataset` compares each shard file it will read with the manifest (a stat:
-missing file, changed size) and refuses a mismatch. A record damaged in place (same size) is
-found only when read: TensorFlow then raises DataLossError (CRC) or InvalidArgumentError
-(undecodable) from the iterator, which names neither shard nor record, so consumers iterate
-inside `reading(data_dir)`, which turns such errors into a DataError naming the shard and record
-(found with data_pipeline.verify's record-by-record checks). With `skip_corrupt=True` nothing
-fails: unreadable records are dropped, and every pass logs, per shard and per split, how many
-records it lost.
+Memory does not grow with the dataset: the shuffle buffer holds serialized records, and only a
+few read buffers and batches are in flight (`cache` is the deliberate exception). Images stay
+uint8 on the host; the model scales them on the device. `make_dataset` refuses shard files that
+disagree with the manifest; a record damaged in place is found only when read, so consumers
+iterate inside `reading(data_dir)`, which names the shard and record, or pass `skip_corrupt`,
+which drops unreadable records and logs how many were lost.
 """
 
 import contextlib

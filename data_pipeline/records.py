@@ -1,17 +1,10 @@
 """One `tf.train.Example` per image: encoding on the writer side, parsing on the reader side.
 
-Features (fixed by docs/ARCHITECTURE.md):
-
-- `image`: bytes; `raw` = the uint8 HWC pixels as they are (S*S*3 bytes), `png`, or `jpeg`
-  (4:4:4 chroma, --jpeg_quality). The manifest's `encoding` says which. raw and png give back
-  the transform's pixels exactly; jpeg at quality 95 stays within a mean absolute error of 3
-  and a maximum of 40 grey levels (measured on the synthetic faces: mean 1.2, max 21 at 96x96;
-  mean 2.3, max 20 at 32x32).
-- `id`: bytes; the CelebA file name, e.g. b"000001.jpg" (for a TFDS source, its tfds_id).
-- `attributes`: int64 x N, -1/+1 in the order of the manifest's `attribute_names`; present only
-  when the source had attributes.
-
-Serialization is deterministic (sorted map keys), so the same image gives the same bytes and a
+Features (docs/ARCHITECTURE.md): `image` (bytes: the raw uint8 HWC pixels, png, or jpeg with
+4:4:4 chroma; the manifest's `encoding` says which), `id` (the CelebA file name, or a TFDS
+source's tfds_id) and `attributes` (int64 -1/+1 in the manifest's `attribute_names` order,
+only when the source had them). raw and png give back the transform's pixels exactly; jpeg is
+lossy within small bounds (docs/benchmarks/README.md). Serialization is deterministic, so a
 rerun reproduces identical shards.
 """
 
@@ -31,7 +24,8 @@ def encode_image(pixels, encoding, jpeg_quality=95):
   buffer = io.BytesIO()
   img = Image.fromarray(pixels)
   if encoding == "png":
-    # zlib level 1: ~2.7x faster to write than the default 6, files only ~15% larger.
+    # zlib level 1: much faster to write than the default 6, files only a little larger
+    # (docs/benchmarks/README.md).
     img.save(buffer, format="PNG", compress_level=1)
   elif encoding == "jpeg":
     # 4:4:4 keeps full colour resolution: at 96x96 the default 4:2:0 visibly smears lips/eyes.

@@ -1,42 +1,16 @@
 """The tf.data service: decode and batch on other machines, train on this one.
 
-TensorFlow's own machinery (`tf.data.experimental.service`) does the work: a *dispatcher*
-hands out work, *workers* run the input pipeline, and a trainer consumes batches from them
-over gRPC instead of reading shards itself. That lets CPU-only machines feed a GPU box whose
-own CPUs cannot decode and batch fast enough.
+TensorFlow's `tf.data.experimental.service` does the work: a dispatcher hands out work,
+workers run the input pipeline, and a trainer consumes their batches over gRPC instead of
+reading shards itself, so CPU-only machines can feed a GPU box. `tools.data_service` runs a
+dispatcher or a worker; the trainers take `--data_service HOST:PORT` (docs/DISTRIBUTED.md).
 
     dispatcher = start_dispatcher(5050)                       # one process, any machine
     worker = start_worker(5051, "datahost:5050", "datahost:5051")   # on each data machine
     ds = from_service(make_dataset(data_dir, "train", 128), "datahost:5050")  # trainer
 
-`tools.data_service` runs a dispatcher or a worker as a command; the trainers take
-`--data_service HOST:PORT` (docs/DISTRIBUTED.md).
-
-The dataset graph is serialized and sent to the workers, which run it there: the shard files
-it names must be readable *at the same path* on every worker (a shared or copied data dir;
-build the dataset from an absolute data dir path, as a relative one resolves in each worker's
-working directory). The trainer builds that graph, so it reads
-manifest.json and make_dataset checks the shard files from the trainer's side too. Python
-code cannot travel: a pipeline with `tf.py_function` (make_dataset's `skip_corrupt` loss
-counting) does not run on a worker in another process.
-
-Processing modes (`mode`), TensorFlow's ShardingPolicy:
-- "dynamic" (DYNAMIC, the default): the input is split at its source, the shard-file list,
-  and each worker asks the dispatcher for the next shard when it needs one. Every record is
-  seen at most once per epoch across all workers (exactly once unless a worker dies mid-way),
-  in no fixed order. Each worker shuffles and batches its own stream: with drop_remainder a
-  worker's last partial batch is dropped, so up to workers x (batch - 1) images may sit out
-  an epoch; the shuffle buffer mixes within a worker's shards only.
-- "off" (OFF): no sharding; every worker runs the whole pipeline and the consumer gets
-  batches from all of them, so an "epoch" through the service holds each image once *per
-  worker*. Shuffle without a seed: seeded, every worker sends the same batches in the same
-  order. Useful to scale decoding of a repeated, endless stream (train with
-  --steps_per_epoch).
-FILE and DATA (static sharding) are not offered: they need a fixed worker list in the
-dispatcher's config and each consumer reading from its local worker only.
-
-Several consumers reading the same `job_name` share one job (in "dynamic" mode, each batch
-goes to one of them); without it every iteration is a job of its own.
+The workers run the dataset's graph, so its shard files must exist at the same absolute path
+on every worker; `from_service` explains the two sharding modes.
 """
 
 import errno
@@ -206,12 +180,31 @@ def serve(role, port, dispatcher_address=None, worker_address=None, work_dir=Non
 def from_service(dataset, address, mode="dynamic", job_name=None, check=True):
   """`dataset`, run by the tf.data service workers and consumed here.
 
+  The dataset graph is serialized and sent to the workers: the shard files it names must be
+  readable at the same path on every worker (build it from an absolute data dir path). The
+  trainer builds that graph, so it reads manifest.json and checks the shard files too. Python
+  code cannot travel: a pipeline with `tf.py_function` (make_dataset's `skip_corrupt` loss
+  counting) does not run on a worker in another process.
+
+  Modes (TensorFlow's ShardingPolicy):
+  - "dynamic" (DYNAMIC, the default): the shard-file list is split at its source and each
+    worker asks the dispatcher for the next shard. Every record is seen at most once per epoch
+    across all workers (exactly once unless a worker dies), in no fixed order. Each worker
+    shuffles and batches its own stream: with drop_remainder up to workers x (batch - 1)
+    images may sit out an epoch; the shuffle buffer mixes within a worker's shards only.
+  - "off" (OFF): every worker runs the whole pipeline, so an "epoch" through the service holds
+    each image once per worker. Shuffle without a seed (seeded, every worker sends the same
+    batches). Useful to scale decoding of an endless stream (train with --steps_per_epoch).
+  FILE and DATA (static sharding) are not offered: they need a fixed worker list in the
+  dispatcher's config and each consumer reading from its local worker only. Consumers that
+  share a `job_name` share one job (in "dynamic" mode each batch goes to one of them).
+
   Args:
     dataset: the pipeline to distribute (e.g. make_dataset(...)); its graph is sent to the
       workers, so its files must exist at the same paths there.
     address: the dispatcher's HOST:PORT.
     mode: "dynamic" (each shard file to one worker per epoch) or "off" (every worker runs
-      the whole pipeline); see the module docstring.
+      the whole pipeline); see below.
     job_name: consumers that share a name share one job; None: a job per iteration.
     check: first make sure that a dispatcher answers at `address` (check_reachable).
 

@@ -1,22 +1,13 @@
 """Where the face images come from: a CelebA folder (directory or zip) or a TFDS-prepared celeb_a.
 
-Every source lists its splits in a fixed order and yields `SourceRecord`s. A record's `data` is
-the encoded image (bytes) or decoded pixels (uint8 array); `None` means "not loaded yet": the
-writer's worker process calls `source.load(record)`, so that file reading happens in parallel
-and only file names travel between processes.
-
-A CelebA download is found in any layout of its two download sites (celeba_files.py: the
-Google Drive folder kept or flattened, zipped or not; Kaggle's archive.zip or its unpacked
-folder; CelebA's .txt or Kaggle's .csv metadata). The flat layout (also what
-tools.make_synthetic_faces writes):
-
-  SOURCE_DIR/img_align_celeba/000001.jpg ...   or   SOURCE_DIR/img_align_celeba.zip
-  SOURCE_DIR/list_eval_partition.txt           "000001.jpg 0" (0 train, 1 validation, 2 test)
-  SOURCE_DIR/list_attr_celeba.txt              optional: count line, names, "file -1 1 ..."
-  SOURCE_DIR/identity_CelebA.txt               optional: "000001.jpg 2880"
-
-Within a split, images are taken in sorted file-name order, so the shard assignment is the same
-on every run.
+Every source lists its splits in a fixed order (sorted file names within a split, so the shard
+assignment is the same on every run) and yields `SourceRecord`s. A record's `data` is the
+encoded image or decoded pixels; `None` means "not loaded yet": the writer's worker calls
+`source.load(record)`, so files are read in parallel and only names travel between processes.
+A CelebA download is found in any layout of its two sites (celeba_files.py). The flat layout,
+also what tools.make_synthetic_faces writes: `img_align_celeba/` (or `.zip`),
+`list_eval_partition.txt` ("000001.jpg 0": 0 train, 1 validation, 2 test), and optionally
+`list_attr_celeba.txt` and `identity_CelebA.txt`.
 """
 
 import csv

@@ -1,27 +1,12 @@
 """The image transform of the study: decode -> RGB -> crop (0,40,178,218) -> LANCZOS resize.
 
-CelebA's aligned images are 178x218 (width x height). The study crops the box
-`(left, top, right, bottom) = (0, 40, 178, 218)`, a 178x178 square that drops the top 40 rows
-(mostly hair and background), and resizes it to 96x96 with PIL's LANCZOS filter. `transform`
-does exactly `img.crop(box).resize((S, S), Image.LANCZOS)`, so the prepared pixels equal that
-reference bit for bit.
-
-Images of another size (a TFDS or re-encoded copy, or a user's own photo) follow one documented
-rule, `crop_box_for`:
-
-1. Take the largest region of the image that has CelebA's aspect ratio 178:218, centred
-   horizontally and vertically (the whole image when it already has that ratio, e.g. 356x436).
-2. Map the crop box from CelebA's 178x218 pixel coordinates onto that region by scaling both
-   axes with the same factor; round its corner and its width/height to whole pixels (so a
-   square box stays square). A box that shrinks below one pixel makes the image unusable
-   (`BadImageError`, kind "too_small").
-
-An image that is exactly 178x218 therefore gets the box unchanged, a 2x upscaled copy gets the
-box doubled, and a landscape photo gets a centred portrait frame instead of a squashed face.
-
-Input modes: grayscale (L, I, I;16, 1), palette, CMYK, RGBA/LA and PNG data stored under a
-`.jpg` name are all decoded by content and converted to RGB (alpha is dropped). An EXIF
-orientation tag, which CelebA never has but phone photos do, is applied before cropping.
+CelebA's aligned images are 178x218. The study crops the 178x178 square
+`(left, top, right, bottom) = (0, 40, 178, 218)` (dropping the top 40 rows, mostly hair and
+background) and resizes it to 96x96 with PIL's LANCZOS filter; `transform` does exactly
+`img.crop(box).resize((S, S), Image.LANCZOS)`, so the prepared pixels equal that reference bit
+for bit. Images of another size follow one rule (`crop_box_for`). Grayscale, palette, CMYK,
+alpha and PNG data under a `.jpg` name are decoded by content and converted to RGB; an EXIF
+orientation tag is applied before cropping.
 """
 
 import io
@@ -83,7 +68,17 @@ def validate_crop_box(box):
 
 
 def crop_box_for(size, crop_box=CROP_BOX):
-  """The crop box to apply to an image of `size` = (width, height); see the module docstring."""
+  """The crop box to apply to an image of `size` = (width, height).
+
+  1. Take the largest region of the image with CelebA's aspect ratio 178:218, centred (the
+     whole image when it already has that ratio, e.g. 356x436).
+  2. Map the box from CelebA's 178x218 coordinates onto that region, scaling both axes by the
+     same factor; round its corner and its width/height to whole pixels (a square box stays
+     square). A box below one pixel makes the image unusable (`BadImageError`, "too_small").
+
+  So 178x218 keeps the box, a 2x copy gets it doubled, and a landscape photo gets a centred
+  portrait frame instead of a squashed face.
+  """
   width, height = size
   if (width, height) == CELEBA_SIZE:
     return tuple(crop_box)

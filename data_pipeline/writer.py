@@ -1,37 +1,13 @@
 """The sharded writer: source images -> transform -> encode -> TFRecord shards + manifest.
 
-Plan. For each split, images are taken in the source's fixed order (sorted file names for a
-CelebA folder). `max_images` keeps a proportional share of every split (the first images of
-each). The number of shards k is the split's estimated encoded size (the mean record size of
-its first 16 images times its image count) divided by `shard_mb`, rounded up, but at least
-min(8, n // 256) so that a small split still spreads over the workers; shard i gets the
-contiguous slice [round(n*i/k), round(n*(i+1)/k)). The plan depends only on the source and the
-settings, never on `num_workers`, so any rerun reproduces identical shard bytes.
-
-Work. One task per shard, run by `num_workers` spawned processes (data_pipeline.pool). A
-worker writes `<shard>.tmp`, fsyncs it and hashes it; the writer renames it into place, so a
-shard file either is complete or does not exist. Unusable source images (missing, empty, truncated, not an
-image) are skipped and reported with their reason.
-
-Resume. `prepare_progress.json` (written atomically after every shard) records the settings and
-each finished shard's records, bytes and sha256. A rerun with the same settings keeps every
-shard whose file still matches its entry and redoes the rest; other settings are refused unless
-`overwrite`. A shard is listed there before it is renamed from `.tmp` into place, so a rerun
-never writes a complete shard again. The manifest (last file written) marks the data dir
-complete. So a run killed at any moment (SIGKILL included) is finished by rerunning the same
-command: at worst it leaves incomplete `.tmp` files, which the rerun removes.
-
-Lock. For its whole duration `prepare` holds an exclusive flock on `<output_dir>/.prepare.lock`
-(`locking.py`), so a second writer into the same dir, with `overwrite` or not, is refused with
-the first one's pid instead of mixing shards. The kernel drops the lock when the holder exits or
-is killed, so no stale lock survives a crash; the small file itself stays. Workers die with the
-writer (data_pipeline.pool; elsewhere than Linux they check their parent between records), so
-that no orphan goes on writing beside a rerun.
-
-Faults. A full disk (ENOSPC, EDQUOT) or a dir that cannot be written (EACCES, EPERM, EROFS)
-while writing any file of the data dir raises a one-line `DataError` naming `--output_dir`; the
-temporary shard is removed and the complete shards and progress file are kept, so that a rerun
-resumes. A worker that dies (e.g. out of memory) ends the run with a `DataError` too.
+`prepare` plans the shards from the source and the settings alone (`plan_shards`), so any rerun
+reproduces identical shard bytes, then writes one shard per task in spawned worker processes
+(data_pipeline.pool). A worker writes a shard to a temporary name, fsyncs and hashes it;
+`prepare_progress.json` lists it before the writer renames it into place, so a run killed at any
+moment is finished by rerunning the same command, which never writes a complete shard again.
+`manifest.json`, written last, marks the data dir complete. The dir is locked for the whole run
+(locking.py); unusable source images are skipped and reported. What each fault gets (full disk,
+unwritable dir, killed worker, second writer, Ctrl-C) is listed in docs/RELIABILITY.md.
 """
 
 import collections
@@ -158,7 +134,15 @@ def _estimate_record_bytes(source, split, settings):
 
 
 def plan_shards(source, settings):
-  """{split: (num_images, num_shards)} for the source and settings (see the module docstring)."""
+  """{split: (num_images, num_shards)} for the source and settings.
+
+  Images are taken in the source's fixed order (sorted file names for a CelebA folder);
+  `max_images` keeps a proportional share of every split (the first images of each). A split's
+  shard count k is its estimated encoded size (the mean record size of its first 16 images
+  times its image count) over `shard_mb`, rounded up, but at least min(8, n // 256) so that a
+  small split still spreads over the workers; shard i gets the contiguous slice
+  [round(n*i/k), round(n*(i+1)/k)). The plan never depends on `num_workers`.
+  """
   quotas = _split_quotas(source.split_sizes(), settings.max_images)
   plan = {}
   for split in manifest_lib.SPLITS:
@@ -224,7 +208,7 @@ def _writing(output_dir, doing):
     raise data_error from None
 
 
-# Per-process state of the worker pool, set by _init_worker (after fork, or in-process).
+# Per-process state of the worker pool, set by _init_worker (in a worker, or in-process).
 _WORKER = {}
 
 

@@ -1,21 +1,16 @@
 """Exact Pearson correlations of all latent components, in one streaming pass.
 
 The study computed numpy.corrcoef on a random 5,000 of its 170,000 z-points because the full
-array did not fit in RAM. `StreamingCorrelation` gives the same matrix for ALL points with
-memory that depends on z_dim only: it reads the points in chunks and keeps, in float64, the
-count, the mean and the centred co-moment matrix M2 = sum (z - mean)(z - mean)^T. Chunks are
-merged with the pairwise update of Chan, Golub and LeVeque (1979):
+array did not fit in RAM. `StreamingCorrelation` gives the same matrix for all points with
+memory that depends on z_dim only: it keeps, in float64, the count, the mean and the centred
+co-moment matrix M2, merging chunks with the pairwise update of Chan, Golub and LeVeque (1979):
 
     delta = mean_b - mean_a,  n = n_a + n_b
     mean  = mean_a + delta * n_b / n
     M2    = M2_a + M2_b + outer(delta, delta) * n_a * n_b / n
 
-Each chunk is centred on its own mean before its product is formed, so large offsets (the
-study's components with |mean| >> std) cost no precision, unlike sum(z z^T) - n mean mean^T.
-
-r_ij = M2_ij / sqrt(M2_ii M2_jj). A component that never changes (M2_ii = 0) has no defined
-correlation (numpy.corrcoef gives NaN); here its row and column are 0 (diagonal 1) and
-`constant_components` names it, so that counts ignore it as numpy's NaN comparisons would.
+r_ij = M2_ij / sqrt(M2_ii M2_jj). A constant component (M2_ii = 0) gets row and column 0
+(diagonal 1) and is named in `constant_components`.
 """
 
 import numpy as np

@@ -2,26 +2,14 @@
 
 - face score, per image in [0, 1]: the judge's face probability x min(1, realism) x
   distinctness. Realism is the realism score of Kynkaenniemi et al., "Improved precision and
-  recall metric for assessing generative models", NeurIPS 2019 (section 4) in the judge's
-  features of the face's box: max over real photos r of NND_3(r) / ||f - r||, over the half of
-  the real hyperspheres with the smallest radii; blur lowers it. Distinctness (this project's)
-  is 1 / (1 + the image's near-copies in its set), so that each distinct face counts once: a
-  near-copy is another image of the set closer than all but DUPLICATE_QUANTILE of the real
-  photos are to their nearest other photo, counted among R - 1 others of the set drawn at
-  random (R the reference's size), so that a set of any size is read like the reference. One
-  average face, however plausible (the judge sees it as a face better than a blurred photo),
-  repeated, scores near 0. A smaller reference has wider hyperspheres: compare against
-  references of equal size.
+  recall metric for assessing generative models", NeurIPS 2019 (section 4), in the judge's
+  features of the face box; distinctness (this project's) is 1 / (1 + the image's near-copies
+  in its set), so one average face repeated scores near 0.
 - FD-face: the Frechet distance (Dowson & Landau 1982; FID's formula, Heusel et al. 2017)
-  between Gaussians fitted to the set's features of the central box and the real photos'
-  (one geometry for every image: docs/benchmarks/face_judge.md). It grows with lost
-  variety as with lost quality: copies of one face score badly. It grows as sets shrink, so
-  sets are compared at equal sizes (`num_images`).
-- landmark error: mean distance of the 5 landmarks from the real photos' mean landmarks, in
-  units of their mean inter-ocular distance, over the images with a face.
-Intervals: percentile bootstrap (scipy.stats.bootstrap) over the set's images (for a sampler,
-its z-samples), the real photos held fixed. A resample repeats images, which by itself raises
-FD-face; its interval is therefore shifted by the resamples' median offset from the estimate.
+  between Gaussians fitted to the set's and the real photos' features of the central box.
+- landmark error: distance of the 5 landmarks from the real photos' mean, in inter-ocular units.
+Intervals: percentile bootstrap over the set's images, the real photos fixed.
+docs/benchmarks/face_judge.md defines each figure in full.
 """
 
 import dataclasses

@@ -1,27 +1,13 @@
 """Generation: decode the samplers' z-points, sharpen, draw grids, and measure every setting.
 
-The work is organised in *groups*: one group is one grid PNG (e.g. `uniform_r1.5.png`) and the
-z-points decoded for it; a group has one or more *settings* (e.g. the attribute group has one
-setting per scale), each a subset of the group's z-points with its own statistics in
-generation.json. Per setting:
-
-- `radius`: statistics of |z| of the z-points used (evaluation.geometry.radius_stats);
-- `inside_data_cloud`: the fraction of them inside the real data's Gaussian cloud at the
-  chosen chi-square quantile (evaluation.geometry.GaussianCloud, the latent-analysis test);
-- `face_rate` and `face`: the face figures of the decoded images (evaluation.face_figures:
-  face rate, face score and FD-face with bootstrap intervals) by an independent judge (MTCNN,
-  evaluation.face_judge), against the real test images;
-- `frechet_distance_encoder_space`: per sharpening factor, the Frechet distance between the
-  model's encodings of real test images and of the generated (sharpened) images. It is
-  measured with the model's own encoder, so it is not an independent judge; the face rate is.
-
-Besides the settings, generation.json gets the judge's calibration (real test images, blurred,
-the training split's mean face, noise: `face_judge`), every face figure in one table
-(`faces`), and the sharpness and grid-artefact measures of the normal sampler's images
-per sharpening factor (`sharpening`, evaluation.image_measures).
-
-The model enters only as two functions, `decode_fn` (z -> float images in [0, 1]) and
-`encode_fn` (uint8 images -> z), so this module is testable with any small Keras model.
+The work comes in groups: one group is one grid PNG (e.g. `uniform_r1.5.png`) and the z-points
+decoded for it; each of its settings (e.g. one per attribute scale) gets its own numbers in
+generation.json: the radius of its z-points, the fraction inside the real data's Gaussian
+cloud, face figures by an independent judge (MTCNN, evaluation.face_judge) against real test
+images, and the Frechet distance in the model's own encoder space (not an independent judge).
+generation.json also gets the judge's calibration, every face figure in one table, and
+sharpness and grid-artefact measures per sharpening factor. The model enters only as
+`decode_fn` and `encode_fn`, so this module is testable with any small Keras model.
 """
 
 import dataclasses

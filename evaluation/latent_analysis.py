@@ -1,26 +1,13 @@
 """The latent report: how a model's z-points fill its latent space (tools.analyze_latents).
 
-`analyze(z, options)` reads z-points [N, dim] (a memory-mapped file is fine: every pass is
-streamed in chunks, so memory depends on dim, not N) and returns the JSON-safe report plus the
-arrays the plots need (`Figures`). Sections of the report:
-
-- correlation: exact Pearson r of all components over all vectors (or a seeded subset of
-  `num_samples`, the study's 5,000), `counts` of pairs i<j with |r| above each threshold and
-  the `pairs` above `pair_threshold` (evaluation.correlation);
-- components and dominant: per-component mean, std, half-width (FWHM of the value histogram)
-  and the dominant components (evaluation.statistics);
-- slice: the study's selection of vectors near the plane of two components
-  (evaluation.slicing); by default the two components of the most strongly correlated pair;
-- geometry: the L2 radius of the data and of random vectors (uniform in [-b, b] per
-  `uniform_b`, and N(0, I)); the fraction of each that lies inside the data cloud (squared
-  Mahalanobis distance to a Gaussian fitted to the cloud below the chi-square(dim)
-  `inside_quantile`); the cloud centre's distance from the origin (evaluation.geometry);
-- vae (for VAE z-points): active units and, with log-variances, the KL per dimension;
-- total_correlation: the Gaussian total correlation -0.5 log det R of the cloud.
-
-The fitted Gaussian is the one tools.generate's `gaussian` sampler fits to the same points: the
-sample covariance (here accumulated in the streaming pass), or Ledoit-Wolf shrinkage when there
-are fewer than 10 points per dimension (then the points are few enough to hold in RAM).
+`analyze(z, options)` reads z-points [N, dim] (a memory map is fine: every pass is streamed in
+chunks, so memory depends on dim, not N) and returns the JSON-safe report plus the arrays the
+plots need (`Figures`): correlations (evaluation.correlation), component statistics and the
+dominant components (evaluation.statistics), the study's slice (evaluation.slicing), the
+geometry of the cloud against random vectors (evaluation.geometry), VAE active units and KL,
+and the total correlation. The data cloud is the Gaussian that tools.generate's `gaussian`
+sampler fits too: the sample covariance, or Ledoit-Wolf shrinkage with fewer than 10 points
+per dimension. docs/LATENTS.md defines every number.
 """
 
 import dataclasses

@@ -1,24 +1,12 @@
 """Samplers of latent points: which z does a decoder turn into a face?
 
-Pure NumPy (plus scikit-learn for the covariance estimate and the mixture). Every function
-takes its randomness from `numpy.random.default_rng(seed)`, so the same arguments give the
-same points on every machine.
-
-- `normal`: z ~ N(0, I), the study's naive generator (a VAE's prior).
-- `uniform`: each component uniform in [-r, r]. One set of directions is drawn once and scaled
-  by r, so that the grids for different r show the *same* points moving away from the origin;
-  E|z|^2 = dim * r^2 / 3.
-- `fit_gaussian`: a full-covariance Gaussian fitted to z-points of real images (ex-post
-  density estimation, how a plain AE can generate faces at all), with Ledoit-Wolf shrinkage
-  when the points are few for their dimension.
-- `fit_gmm`: a Gaussian mixture (scikit-learn) with fewer components, diagonal covariances or
-  stronger regularisation when the points are too few for the requested model.
-- `interpolate`: straight lines between pairs of z-points.
-- `attribute_vector` / `shift_along`: mean z with an attribute minus mean z without it, added
-  with a range of scales to the z of test faces.
-
-Fits return a `FittedSampler` whose `notes` say in words what was regularised and why; the
-tools log them and write them into generation.json.
+Pure NumPy (plus scikit-learn for the covariance estimate and the mixture); all randomness
+comes from `numpy.random.default_rng(seed)`, so the same arguments give the same points on
+every machine. `normal` (the study's naive generator), `uniform` in [-r, r] (one set of
+directions scaled by r, so grids for different r show the same points moving outwards),
+`fit_gaussian` (Ledoit-Wolf shrinkage when points are few) and `fit_gmm` (ex-post density
+estimates: how a plain AE can generate faces), `interpolate`, and `attribute_vector` /
+`shift_along`. Fits return a `FittedSampler` whose `notes` say what was regularised and why.
 """
 
 import dataclasses

@@ -1,34 +1,13 @@
 """Per-component statistics of z-points: what the study read off its value histograms.
 
-The study plotted, for each of the 256 components, the number distribution (histogram) of its
-values over the CelebA z-points, and listed for the "dominant" components the centre `mu` and
-the half-width `hw` of that distribution (e.g. component 151: mu 1.5, hw 4.125). Its values
-come in steps of 0.25 and 0.125: they were read off histograms. Here they are computed:
-
-- `mean`, `std`: the exact mean and (population) standard deviation of the component over all
-  points (float64, streamed).
-- `half_width`: the FULL width at half maximum (FWHM, German "Halbwertsbreite", the study's
-  half-width) of the component's value histogram: the distance between the two points where
-  the histogram, walking outwards from its highest bin, first falls below half the height of
-  that bin; each crossing is interpolated linearly between neighbouring bin centres (a bin
-  beyond the last one counts as empty). For a Gaussian it is 2 sqrt(2 ln 2) std = 2.355 std,
-  which is also reported as `half_width_gaussian` for comparison.
-- `peak`: the centre of the highest bin (the histogram's mode; the study's `mu` was read near
-  there).
-- Bins: by default each component gets its own bin width from Scott's rule,
-  3.49 std N^(-1/3) (about 37 bins per FWHM for 170,000 Gaussian points); a fixed width
-  (`bin_width`, e.g. 0.125, the resolution of the study's numbers) aligns the bins of every
-  component on multiples of it.
-
-Dominant components: |mean| >= `abs_mean_cutoff` or half_width >= `half_width_cutoff`; the
-defaults 0.5 and 1.5 are the smallest values that put a component on the study's list (its
-entries have |mu| >= 0.5 or hw >= 1.5). Each entry flags which cut-off it passed.
-
-For a VAE (its z-points are the means of q(z|x)): active units are components whose mean
-varies over the data with variance > 0.01 (Burda et al. 2016), and the KL per dimension is
-the data average of 0.5 (mu^2 + exp(log_var) - 1 - log_var). The Gaussian total correlation
-of the cloud, -0.5 log det R of its correlation matrix R, is 0 exactly when the fitted
-Gaussian's components are independent.
+The study listed, for its "dominant" components, the centre `mu` and half-width `hw` of each
+component's value histogram, read off plots in steps of 0.125. Here they are computed over all
+points: exact mean and std, the half-width as the full width at half maximum (FWHM) of the
+histogram (bins by Scott's rule, 3.49 std N^(-1/3), or a fixed `bin_width`), and the peak.
+Dominant components: |mean| >= `abs_mean_cutoff` or half_width >= `half_width_cutoff`. For a
+VAE: active units (Burda, Grosse & Salakhutdinov 2016: variance of the mean over the data
+> 0.01) and the KL per dimension; for any cloud, the Gaussian total correlation
+-0.5 log det R. docs/LATENTS.md defines every number exactly.
 """
 
 import math
@@ -97,7 +76,7 @@ class StreamingHistograms:
 
 
 def full_width_at_half_maximum(centres, counts):
-  """FWHM of a histogram and the centre of its highest bin (see the module docstring).
+  """FWHM of a histogram and the centre of its highest bin (docs/LATENTS.md, `half_width`).
 
   Returns:
     (half_width, peak); half_width 0 for a histogram with a single occupied bin and no

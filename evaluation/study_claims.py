@@ -1,31 +1,13 @@
 """The study's claims as verdicts from one run's numbers: the table that opens the demo report.
 
-The study (../shared/seed/, three posts of a blog series on AE/VAE latent spaces on CelebA)
-argues with pictures. Each claim here has the sentence, the study's own figure where it gives
-one, the figure measured in this run, and a verdict by a written rule:
-
-- "holds": the run's numbers satisfy the rule;
-- "does not hold": they contradict it (a short run on synthetic cartoons may well not bear a
-  claim out; the table says so plainly rather than hide the row);
-- "inconclusive": a rule on face figures whose 95 % intervals straddle its threshold;
-- "not comparable": the run lacks what the rule needs (a model not trained, a sampler not run,
-  another kl_factor than the claim's), with the reason.
-
-`verdicts(m)` takes the run's measurements as one plain dict (`collect` in
-tools/demo_report.py builds it from the run's files; tests build it by hand):
-
-  m["ae"]              latent summary of the AE z-points (z_dim 256): see `latent_summary`
-  m["losses"]          {"ae": val loss per image, "vae": ..., "units": str}
-  m["vae"]             {"kl_share": last epoch's validation KL share, "kl_factor": float}
-  m["faces"]          face figures (evaluation.face_figures) of the calibration sets ("real",
-                        "mean_face", ...) and of "vae_normal", "ae_normal", "ae_gaussian",
-                        "ae_gmm", "vae_uniform": {r: figures}; the rules read face_score
-                        {"mean", "ci95"}
-  m["sharpening"]      {factor: {"laplacian_variance", "checkerboard_energy"}} of VAE samples
-  m["reconstruction"]  {model name: {"psnr", "ssim", "face_score"}} on the test split
-  m["upsampling"]      {"transpose": checkerboard energy, "upsample": ...} of two decoders
-
-Any key may be missing: its rows are "not comparable". Scores and rates are in [0, 1].
+The study (../shared/seed/, three blog posts on AE/VAE latent spaces of CelebA) argues with
+pictures. Each claim here has the sentence, the study's own figure where it gives one, the
+figure measured in this run, and a verdict by a written rule: "holds", "does not hold",
+"inconclusive" (face figures whose 95 % intervals straddle the threshold) or "not comparable"
+(the run lacks what the rule needs, with the reason). `verdicts(m)` takes the run's
+measurements as one plain dict (`collect` in tools/demo_report.py builds it; tests build it by
+hand; keys "ae", "losses", "vae", "faces", "sharpening", "reconstruction", "upsampling", each
+described at its claim function). Any key may be missing: its rows are "not comparable".
 """
 
 import math

@@ -1,23 +1,13 @@
 """Every use of private Keras (and TensorFlow) API in celeba-stream, in one place.
 
 Keras is pinned to the minor release this was tested with (setup.cfg), and
-tests/test_keras_compat.py checks that the installed Keras still has every name listed in
-`REQUIREMENTS`: a Keras release that renames one fails that test, naming the attribute, instead
-of failing a multi-worker run in the middle of `fit`. At run time `require` raises a one-line
-ModelError naming what is missing before any training starts.
-
-What needs private API, and why no public call serves:
-- Multi-worker training (keras-team/keras#20585, tensorflow/tensorflow#72388): Keras 3's
-  TensorFlow trainer fails every fit() across workers, and the only way in is to wrap two of its
-  module-level functions (`fix_multi_worker_fit`).
-- Whether TensorFlow has started (`tensorflow_started`): the multi-worker strategy must exist
-  before TensorFlow's first tensor, and TensorFlow says so only through a private attribute.
-- The classic recipe that the pipeline benchmark compares against (`image_data_generator`):
-  Keras 3 keeps its legacy ImageDataGenerator, which the recipe feeds, outside its public API.
-
-Everything else uses public API: the backups (modeling.callbacks.Backup) save and restore model
-and optimizer state with `model.save_weights` / `model.load_weights` and resume with
-`fit(initial_epoch=...)`; the best-model checkpoint is a plain `keras.callbacks.Callback`.
+tests/test_keras_compat.py checks that the installed Keras still has every name in
+`REQUIREMENTS`; at run time `require` raises a one-line ModelError naming what is missing.
+Private API serves three needs: multi-worker training, which Keras 3's TensorFlow trainer fails
+without two wrapped functions (`fix_multi_worker_fit`; the upstream bugs are cited in
+docs/DISTRIBUTED.md); whether TensorFlow has started (`tensorflow_started`); and the legacy
+ImageDataGenerator of the classic recipe that the pipeline benchmark compares against
+(`image_data_generator`). Everything else, backups and checkpoints included, is public API.
 """
 
 import importlib
@@ -158,8 +148,7 @@ def image_data_generator():
 def fix_multi_worker_fit():
   """Works around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy.
 
-  Keras 3 (checked with 3.15) fails every fit() across workers (keras-team/keras#20585,
-  tensorflow/tensorflow#72388):
+  Keras 3 fails every fit() across workers (upstream bugs: docs/DISTRIBUTED.md):
   - `_maybe_symbolic_build` all-reduces (MEAN) the first input batch across the workers only
     to learn its shape; collective ops take no uint8, so our uint8 images fail with "Value
     for attr 'T' of uint8 is not in the list of allowed values" (and any dtype pays a needless

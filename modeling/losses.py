@@ -1,26 +1,15 @@
 """Loss terms of the AE and the VAE, per example, in the study's units.
 
-Units (an image is S x S pixels of 3 values, targets t = uint8 / 255 in [0, 1]):
-- Reconstruction, "bce": binary cross-entropy per value, averaged over the 3 channels of a
-  pixel and summed over the S*S pixels, in nats per image. That is Keras'
-  `binary_crossentropy` (which averages the last axis) summed over the image, the study's
-  loss: its AE ended near 4850 per image and its VAE above 5015 at 96x96. A BCE never goes
-  below the entropy of its targets (`bce_floor`): on real 96x96 CelebA crops that floor is
-  about 4,450 per image (4,447 on average over 4,500 crops, 0.48 nats per value), so those
-  numbers sit just above it. (Summed over all S*S*3 values instead, the same floor would be
-  ~13,340, and the KL, weighted by the same kl_factor, would count 3x less.)
-- Reconstruction, "mse": squared error averaged over the 3 channels and summed over the S*S
-  pixels, in (intensity in [0, 1])^2 per image; 0 for a perfect reconstruction.
-- KL: KL(N(z_mean, exp(z_log_var)) || N(0, I)) summed over the z_dim components, in nats per
-  image (closed form of Kingma & Welling 2014, "Auto-Encoding Variational Bayes", appendix B),
-  with z_log_var clipped to LOG_VAR_RANGE (`clip_log_var`).
+- Reconstruction "bce": binary cross-entropy per value, averaged over the 3 channels of a pixel
+  and summed over the S*S pixels, in nats per image: Keras' `binary_crossentropy` summed over
+  the image, the study's loss (its AE ended near 4850 per image, its VAE above 5015 at 96x96).
+  It never goes below the entropy of its targets (`bce_floor`), which real crops sit just above.
+- Reconstruction "mse": squared error averaged over the channels, summed over the pixels.
+- KL: KL(N(z_mean, exp(z_log_var)) || N(0, I)) summed over z, in nats per image (closed form of
+  Kingma & Welling 2014, "Auto-Encoding Variational Bayes", appendix B), z_log_var clipped.
 - Total: reconstruction + kl_factor * KL; the KL share is kl_factor * KL / total.
-
-Every function computes in float32, whatever the inputs' dtype (mixed precision keeps loss
-math out of float16/bfloat16), and returns one value per example [B]. Averaging over the batch
-happens in `average_over_global_batch`, which divides by the *global* batch size: under
-tf.distribute each replica sees a slice of the batch and the gradients of the replicas are
-summed, so this makes one replica and N replicas compute the same loss and the same update.
+Everything computes in float32 and returns one value per example; `average_over_global_batch`
+divides by the global batch size, so one replica and N replicas make the same update.
 """
 
 import keras

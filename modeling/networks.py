@@ -36,9 +36,7 @@ def leaky_relu(x):
   Mutation::Apply error: fanout '.../LeakyReluGrad' exist for missing node '.../BiasAdd'" at
   the first train step: harmless (the pass is dropped) but it reads like a failure. With the
   gradient on the output, the BiasAdd has one consumer and the first pass fuses all three.
-  Not slower: on 2 busy cores, batch 32 at 96x96, both graphs stepped alternately in one
-  process, the median step time of this over Keras' was 1.03 and 0.97 (two runs) with oneDNN
-  and 0.96 and 0.89 without for vae_fact5, 0.97 with and 0.90 without for ae_z256.
+  Not slower than Keras' own (docs/benchmarks/README.md).
 
   Saved models name it "leaky_relu" (Keras serializes a function by its name), so they load as
   Keras' own activation, which computes the same values.

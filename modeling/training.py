@@ -165,14 +165,12 @@ def without_autotuning(dataset):
 
   fit makes new dataset iterators while it trains: a training iterator at every epoch's start
   (and one more after the last batch) and a validation iterator at every epoch's end. With
-  autotuning on, tearing an old iterator down waited in TensorFlow 2.21 for the autotuning
-  thread, whose sleep grows with the iterator's age: measured on the 2-core CPU (vae_fact5,
-  batch 64, 640 images per epoch, 10 steps of 1.2-1.7 s), 14-18 s at the start of some epochs
-  (epoch 2 in every run, later ones at random) and up to 20 s before some validations with a
-  repeated stream instead. With autotuning off: no wait in 6 epochs, the same step times, and
-  the same stream speed (raw shards at batch 128: 26,000-27,000 images/s either way): the
-  parallel stages then use every core and prefetch adapts its buffer on its own.
-  benchmarks/training.py shows every epoch's first-step time.
+  autotuning on, tearing an old iterator down waited for the autotuning thread, whose sleep
+  grows with the iterator's age: many seconds at the start of some epochs and before some
+  validations. With autotuning off there is no wait, and the steps and the stream are as fast
+  (the parallel stages use every core; prefetch adapts its buffer on its own). The
+  measurements are in docs/benchmarks/README.md; benchmarks/training.py checks every epoch's
+  first-step time.
   """
   if dataset is None:
     return None

@@ -1,25 +1,12 @@
 """Shared pytest fixtures: small synthetic CelebA folders and prepared data dirs.
 
-Session-scoped, built once per test run on first use, and READ-ONLY for tests: a test that needs
-to damage or extend one copies it first (`shutil.copytree(prepared_data_dir, tmp_path / "d")`).
-
-- `synthetic_celeba_dir`: 64 synthetic faces (seed 0) in CelebA's folder layout:
-  img_align_celeba/000001.jpg ... 000064.jpg (178x218 JPEG), list_eval_partition.txt,
-  list_attr_celeba.txt (40 attributes).
-- `prepared_data_dir`: that folder prepared at image_size 32, raw encoding, with shards small
-  enough that train has 4 shards (validation and test have 1 each). Read it with
-  `data_pipeline.make_dataset(prepared_data_dir, "train", batch_size)`; its manifest says
-  `image_size` 32 and the split sizes (train 52, validation 6, test 6).
-- `prepared_data_dir_96`: the same images at the study's 96x96, raw, for tests of models at
-  their real input size.
-
-- `tiny_runs`: {"ae": run dir, "vae": run dir} of tiny UNTRAINED models (image_size 32, z_dim
-  8; tests/tiny_runs.py), for tests of shapes, determinism and bookkeeping.
-
-- `celeba_real_dir`: the real CelebA photos of `$CELEBA_REAL_DIR` (CI: ../shared/celeba_real);
-  skips when the variable is unset, fails when it is set and the folder is missing.
-
-Every fixture imports TensorFlow lazily, so tests that do not use them stay fast to collect.
+Session-scoped, built once on first use, and READ-ONLY for tests: a test that damages or
+extends one copies it first (`shutil.copytree(prepared_data_dir, tmp_path / "d")`).
+`synthetic_celeba_dir` (64 faces, seed 0, CelebA's layout), `prepared_data_dir` (those at
+image_size 32, raw; train 52 images in 4 shards, validation 6, test 6), `prepared_data_dir_96`
+(the same at 96x96), `tiny_runs` (untrained AE and VAE run dirs, tests/tiny_runs.py) and
+`celeba_real_dir` (`$CELEBA_REAL_DIR`: skips when unset, fails when set and missing). Every
+fixture imports TensorFlow lazily, so tests that do not use them stay fast to collect.
 """
 
 import os

@@ -1,21 +1,12 @@
 """One writer per output folder: every tool refuses a folder that another process writes.
 
-- The lock itself (data_pipeline.locking.output_dir): created folder, pid and tool in the lock
-  file, refusal in one line, the lock file (and a folder it made, left empty) removed after,
-  a stale lock file of a killed holder taken over.
-- Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer
-  for prepare_data): the real tool runs on a folder, with tiny inputs; once its pid is in the
-  lock file it is stopped with SIGSTOP, its child processes too (so that the folder cannot
-  change), and the same tool is run again on that folder from this process (with --overwrite or
-  --force where the tool has it): exit 1, one `error:` line naming the folder, the tool and the
-  first's pid, and nothing in the folder touched. The first then goes on and finishes intact (exit 0, its
-  outputs complete, no lock file left). The demo runs its first step only (its
-  make_synthetic_faces child is stopped with it); the benchmarks skip their long parts.
-- Two real train_vae processes on one run dir, the first stopped after its first epoch's row:
-  the second (with --overwrite and another config, which would delete the run) is refused and
-  the first finishes intact. Its history is then damaged as two trainers used to damage it (two
-  headers, every epoch twice, a cut-off last line), and the same command with one more epoch
-  resumes and repairs it.
+- The lock itself (data_pipeline.locking.output_dir): creation, pid and tool in the lock file,
+  one-line refusal, cleanup, a killed holder's stale lock file taken over.
+- Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer):
+  the real tool is stopped with SIGSTOP once it holds the folder, the same tool run again there
+  must fail with one line and touch nothing, and the first then finishes intact.
+- Two real train_vae on one run dir: the second is refused; the first's history, then damaged
+  as two trainers used to damage it, is repaired by a resume.
 - Readers take no lock: two verify_data at once on a data dir whose lock a writer holds.
 """
 

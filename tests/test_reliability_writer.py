@@ -1,19 +1,10 @@
 """The sharded writer under faults: SIGKILL at any moment, a full disk, a read-only output dir,
 and two writers into one dir.
 
-What each fault gets (the table in the docs follows these tests):
-- the writer's main process or one of its workers SIGKILLed: rerunning the same command
-  finishes the data dir, record for record identical to an uninterrupted run; a killed worker
-  ends its run with exit 1 and "a prepare_data worker process died ...".
-- a full disk (ENOSPC) while writing a shard: exit 1, "no space left on the device of
-  --output_dir DIR (...); free space there, then rerun the same command ...", the temporary
-  shard removed, the complete shards and prepare_progress.json kept; the rerun resumes.
-- an output dir that cannot be written: exit 1, "cannot write into --output_dir DIR (Permission
-  denied, ...); make it writable, or choose another --output_dir", nothing written.
-- a second writer into a dir being written (with --overwrite or not): exit 1, "--output_dir DIR
-  is being written by another prepare_data process (pid N); wait for it to finish, ...", in
-  this process and as a second real prepare_data process beside a real first one, which then
-  finishes with the same shards as an uninterrupted run.
+Each test checks the row of docs/RELIABILITY.md ("Preparing data") that it feeds: a rerun after
+a kill finishes the data dir record for record as an uninterrupted run would; a killed worker,
+a full disk, an unwritable dir and a second writer each end with exit 1 and the one-line
+message quoted there, keeping the complete shards.
 """
 
 import errno

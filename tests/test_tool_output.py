@@ -1,6 +1,6 @@
 """What a user sees on a tool's stderr: its own lines, not TensorFlow's start-up noise.
 
-Three noise lines are known (issue 11): absl's "All log messages before absl::InitializeLog()"
+Three noise lines are known: absl's "All log messages before absl::InitializeLog()"
 notice and the "oneDNN custom operations are on" INFO line, which TensorFlow prints while it is
 imported, before it reads TF_CPP_MIN_LOG_LEVEL (tools/_tf_startup.py filters them), and the
 "remapper failed" error of Grappler on the training graph (modeling.networks.leaky_relu avoids

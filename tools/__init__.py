@@ -9,8 +9,8 @@ import sys
 # level the user set is kept; 0 shows everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-# oneDNN's CPU kernels, where TensorFlow would not turn them on itself (modeling/tf_env.py: up
-# to 1.8x faster training on AMD CPUs); before TensorFlow is imported, which reads it once.
+# oneDNN's CPU kernels, where TensorFlow would not turn them on itself (modeling/tf_env.py:
+# much faster training on AMD CPUs); before TensorFlow is imported, which reads it once.
 from modeling import tf_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 tf_env.enable_onednn()

@@ -1,26 +1,12 @@
 """Keeps TensorFlow's start-up log lines below TF_CPP_MIN_LOG_LEVEL out of the tools' output.
 
-`tools/__init__.py` sets TF_CPP_MIN_LOG_LEVEL to "1" unless the user chose a level: INFO lines
-are hidden, warnings and errors show. TensorFlow 2.21 honours the variable only once its logging
-is initialized, and prints a few lines before that, whatever the level, while
-`import tensorflow` runs (on x86 CPUs where oneDNN is on by default, e.g. recent Intel Xeons):
-
-  WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
-  I0000 00:00:1796132226.724532    3812 port.cc:153] oneDNN custom operations are on. You may
-    see slightly different numerical results due to floating-point round-off errors ...
-
-(both twice: two TensorFlow libraries log them). `install` applies the level to exactly that
-window: while TensorFlow is first imported, stderr (fd 2, where C++ writes) goes through a
-filter that drops TensorFlow log lines of a severity below the level, and absl's notice above
-when the level is 1 or more. Everything else passes unchanged: warnings and errors (at the
-default level), Python's own output, and every line once the import is over. With
-TF_CPP_MIN_LOG_LEVEL=0 nothing is filtered.
-
-The filter is a small child process, not a thread, so that a line written just before a crash
-in the import (a LOG(FATAL) that aborts, e.g. a CPU without the instructions TensorFlow needs)
-still gets out: when this process dies, the child reads to the end of the pipe and writes it.
-TensorFlow is imported lazily (tools that do not need it never load it), hence an import hook
-rather than an import here.
+`tools/__init__.py` sets TF_CPP_MIN_LOG_LEVEL to "1" unless the user chose a level. TensorFlow
+honours it only once its logging is initialized, and prints a few lines before that while
+`import tensorflow` runs (absl's "All log messages before absl::InitializeLog()" notice and, where
+oneDNN is on, its INFO line). `install` filters stderr (fd 2) for exactly that window: lines
+below the level are dropped, everything else passes unchanged. The filter is a child process,
+not a thread, so that the last line before a crash in the import still gets out; TensorFlow is
+imported lazily, hence an import hook rather than an import here.
 """
 
 import importlib.abc
@@ -158,7 +144,7 @@ def _uninstall():
 
 
 def install():
-  """Filters TensorFlow's pre-logging lines at its first import (see the module docstring).
+  """Filters TensorFlow's pre-logging lines at its first import (see above).
 
   Does nothing when TensorFlow is already imported, or when TF_CPP_MIN_LOG_LEVEL is 0 (the
   user asked for every line).

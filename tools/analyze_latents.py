@@ -3,25 +3,12 @@
     python -m tools.analyze_latents --z_points=Z.npy --output_dir=EVAL
     python -m tools.analyze_latents --model_dir=RUN --data_dir=DATA --output_dir=EVAL
 
-The second form encodes --split first (into EVAL/z_points.npy, with the log-variances of a
-VAE). Every statistic is streamed over the z-point file in chunks, so memory depends on z_dim,
-not on the number of vectors; correlations use ALL vectors unless --num_samples asks for the
-study's seeded random subset (it used 5,000).
-
-Writes to --output_dir:
-  latent_report.json       num_vectors, dim, counts, pairs, components, dominant, slice,
-                           geometry, total_correlation (and vae for VAE z-points), plus the
-                           inputs (sha256), seed, versions and flags; the same input and seed
-                           give byte-identical JSON. docs/LATENTS.md defines every number.
-  correlation.npy          the [dim, dim] float64 Pearson correlation matrix.
-  component_histograms.png value histograms of the most dominant components.
-  scatter_pairs.png        the most correlated pairs: data points, uniform random vectors at
-                           --scatter_b, one data point (--data_point) and the origin.
-  radius_histograms.png    L2 radius of the data vs random vectors.
-  correlation_heatmap.png  the correlation matrix.
-  flags.txt                the resolved flags (--flagfile reruns the analysis).
-While it runs, --output_dir is locked (.lock, removed at the end): a second tool writing there is
-refused with one line naming this one.
+The second form encodes --split first. Every statistic is streamed over the z-point file, so
+memory depends on z_dim, not on the number of vectors; correlations use all vectors unless
+--num_samples asks for the study's seeded random subset. Writes latent_report.json (defined in
+docs/LATENTS.md; the same input and seed give byte-identical JSON), correlation.npy, four plots
+(component histograms, correlated pairs, radii, correlation heatmap) and flags.txt.
+--output_dir is locked while it runs.
 """
 
 from absl import flags

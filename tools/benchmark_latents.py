@@ -3,15 +3,11 @@
     python -m tools.benchmark_latents --output_json=docs/benchmarks/latents.json
 
 Writes a seeded synthetic float32 z-point file of --num_vectors x --dim (default the study's
-170,000 x 256) with planted correlations into --work_dir, chunk by chunk, then measures in a
-fresh child process: zpoints.load_z_points, correlation.accumulate + correlation() +
-counts_above over every vector, statistics.component_statistics over every vector, and, for
-comparison, the study's numpy.corrcoef of 5,000 random vectors. The target (the latent-space
-issue): the full correlation in at most 30 s with a peak RSS under 1 GB (1000 MB).
-
-Writes --output_json (machine, inputs, seconds per stage, peak RSS, the targets with pass/fail,
-the measured vs planted correlations, and the Markdown table under "table"),
-<output_json stem>.flags.txt beside it, and prints the table.
+170,000 x 256) with planted correlations into --work_dir, then measures in a fresh child
+process loading, the full correlation, the component statistics and, for comparison, the
+study's numpy.corrcoef of 5,000 random vectors. The target: the full correlation within 30 s
+and 1 GB (1000 MB) of peak RSS. Writes --output_json (with the Markdown table under "table"),
+<stem>.flags.txt, and prints the table.
 """
 
 from absl import flags

@@ -2,30 +2,13 @@
 
     python -m tools.benchmark_pipeline --data_dir=/data/celeba96 --output_json=bench.json
 
-Feeds the first N training images of --data_dir (N per --sizes) by each of --methods, every
-method and size in a fresh child process so that each peak RSS is its own:
-  classic_flow    all N images in RAM as one float32 array, fed by Keras' ImageDataGenerator
-                  (the classic recipe).
-  classic_tfdata  the same array fed by tf.data.Dataset.from_tensor_slices.
-  stream_raw      data_pipeline.make_dataset over raw / png / jpeg shards, as the trainers read
-  stream_png      them.
-  stream_jpeg
-  jpeg_ceiling    the JPEG bytes in RAM, only decoded and batched: the fastest this machine turns
-                  them into pixels.
-  keras_folder    peers a user would pick instead: keras.utils.image_dataset_from_directory over
-  tfds_jpeg       the 178x218 JPEG files, or TFDS-style records of them, each decoded, cropped
-                  and resized (lanczos3) on every pass; streaming's ratio against each.
-It also times the preparation of --prepare_images images with 1 and with all workers, train
-steps of --train_preset fed from the shards vs from one constant batch, and, per preset of
---train_presets, a fit epoch of --train_images images with the trainer's callbacks vs bare
-train steps. The encodings that the data dir lacks are prepared into --work_dir from its source
-folder, and so are the peers' folders and records (a rerun reuses them).
-
-Writes --output_json (machine, inputs, images/s and peak RSS per method and size, the targets
-with pass/fail, provenance), <output_json stem>.flags.txt beside it and, with --output_markdown,
-the Markdown tables, which are also printed. At the defaults (10,000 and 40,000 96x96 images)
-the classic methods hold a 4.4 GB float32 array for the larger size (110,592 bytes an image):
-give them the RAM, or lower --sizes. --work_dir keeps each child's log.
+Feeds the first N training images of --data_dir (N per --sizes) by each of --methods
+(classic_flow, classic_tfdata, stream_raw, stream_png, stream_jpeg, jpeg_ceiling, keras_folder,
+tfds_jpeg), each method and size in a fresh child process so that each peak RSS is its own. Also
+times preparation, train steps fed from the shards vs a constant batch, and fit epochs vs bare
+steps per --train_presets. Writes --output_json, <stem>.flags.txt and, with --output_markdown,
+the tables. The classic methods hold the whole float32 array (110,592 bytes per 96x96 image):
+give them the RAM, or lower --sizes. docs/benchmarks/README.md describes every method.
 """
 
 from absl import flags

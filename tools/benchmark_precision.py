@@ -3,18 +3,12 @@
     python -m tools.benchmark_precision --data_dir=/data/celeba96 \
         --output_json=docs/benchmarks/precision.json
 
-Trains every --presets preset once per --precisions mode (default off = float32, and bf16)
-from the same seed for the same --epochs of --train_images images, as the trainers do, each in
-a fresh child process; measures each saved model's reconstructions of the test split's first
---test_images images (PSNR, SSIM) and its steady train step; and says what
-`--mixed_precision auto` resolves to on this machine and its speed-up over float32. The target
-(issue 14): bf16's test PSNR within 0.2 dB of float32's, per preset. Where the CPU has no
-native bf16 (no AVX512_BF16 or AMX) a bf16 step is emulated and several times slower than a
-float32 one: keep --train_images small there.
-
-Writes --output_json (machine, inputs, what auto picks, a row per run, the targets, the
-Markdown table under "table"), <output_json stem>.flags.txt beside it and, with
---output_markdown, the table, which is also printed. See benchmarks/precision.py.
+Trains every --presets preset once per --precisions mode from the same seed, each in a fresh
+child process, measures each saved model's test PSNR/SSIM and its steady train step, and says
+what `--mixed_precision auto` resolves to here. The target: bf16's test PSNR within 0.2 dB of
+float32's, per preset. Where the CPU has no native bf16 a bf16 step is emulated and much
+slower: keep --train_images small there. Writes --output_json, <stem>.flags.txt and, with
+--output_markdown, the table. See benchmarks/precision.py.
 """
 
 from absl import flags

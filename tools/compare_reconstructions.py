@@ -1,22 +1,14 @@
 """Compares how well models (e.g. an AE and a VAE) reconstruct the same images.
 
-    python -m tools.compare_reconstructions --model_dirs=AE_RUN,VAE_RUN --data_dir=DATA \\
+    python -m tools.compare_reconstructions --model_dirs=AE_RUN,VAE_RUN --data_dir=DATA \
         --output_dir=REC [--image=me.jpg] [--sharpen=1,7]
 
-Writes:
-  reconstructions.png  the first --num_images images of --split: original | each model's
-                       reconstruction (labelled with the run dir's name and kind), repeated
-                       per --sharpen factor other than 1.
-  own_images.png       the same for every --image (a photo of any size, cropped and resized
-                       by the data's own transform, as in the study's "image of myself").
-  reconstruction.json  per model, over the split (or its first --max_images): mean, std and
-                       percentiles of PSNR and SSIM (tf.image, max_val 1.0) and of the
-                       reconstruction loss in training units; also for the sharpened output;
-                       the face figures of its reconstructions (face rate, face score,
-                       FD-face, with 95 % intervals) by an independent judge (MTCNN;
-                       --noface_judge turns it off) and the judge's calibration on the
-                       originals; plus the inputs (sha256), seed and versions.
-  flags.txt            the resolved flags.
+Writes reconstructions.png (the first --num_images of --split: original | each model's
+reconstruction, repeated per --sharpen factor), own_images.png (the same for every --image, a
+photo of any size run through the data's own transform), reconstruction.json (per model: PSNR,
+SSIM and the training loss over the split, also sharpened; face figures of its reconstructions
+by an independent judge with 95 % intervals and the judge's calibration; inputs, seed,
+versions) and flags.txt.
 """
 
 import os

@@ -2,20 +2,12 @@
 
     python -m tools.encode --model_dir=RUN --data_dir=DATA --split=train --output=Z.npy
 
-Writes, all or nothing (an interrupted run leaves no file that looks finished):
-  Z.npy          [N, z_dim] float32 z-points, row k = the split's k-th image in file order
-                 (the mean of q(z|x) for a VAE); memory-mapped while written, so RAM does not
-                 grow with N.
-  Z.ids.npy      [N] the CelebA file names of the rows.
-  Z.log_var.npy  [N, z_dim] the VAE's log-variances (--with_log_var), for the KL per dimension.
-  Z.json         the model and data files with sha256, split, count, versions, command line.
-With --projector_dir=DIR, also TensorBoard's embedding projector of the split's first
---projector_points z-points (`tensorboard --logdir DIR`: the cloud as faces under PCA, t-SNE or
-UMAP): DIR/projector_config.pbtxt, z_points.tsv, metadata.tsv (id, split, every attribute of
-the data, the identity when the data has identity_CelebA.txt) and sprite.png (the faces).
-An existing Z.npy is replaced. Z.npy's folder (and DIR) is locked while they are written
-(FOLDER/.lock, removed at the end): a second tool writing there is refused with one line naming
-this one.
+Writes, all or nothing: Z.npy (row k = the split's k-th image in file order; the mean of q(z|x)
+for a VAE; memory-mapped while written), Z.ids.npy (the CelebA file names), Z.log_var.npy (a
+VAE's log-variances, --with_log_var) and Z.json (inputs with sha256, split, count, versions).
+With --projector_dir=DIR, also TensorBoard's embedding projector of the first
+--projector_points z-points as faces (`tensorboard --logdir DIR`). An existing Z.npy is
+replaced; its folder (and DIR) is locked while written.
 """
 
 from absl import flags

@@ -2,29 +2,14 @@
 
     python -m tools.generate --model_dir=RUN --output_dir=GEN --data_dir=DATA
 
-Samplers (--samplers; default: every one the inputs allow):
-  normal       z ~ N(0, I), --num_images of them (the study shows 28).
-  uniform      each component uniform in [-r, r], one grid per r in --r_limits (the same
-               directions scaled by r, so the grids show the same points moving outwards).
-  gaussian     a full-covariance Gaussian fitted to real z-points (Ledoit-Wolf shrinkage
-               when they are few for their dimension).
-  gmm          a Gaussian mixture (--gmm_components) fitted to real z-points (fewer components
-               or diagonal covariances when they are few).
-  interpolate  straight lines in z between pairs of test images (needs --data_dir).
-  attribute    test faces + scale * (mean z with --attribute - mean z without), per
-               --attribute_scales (needs --data_dir with CelebA attributes).
-Real z-points come from --z_points (tools.encode's output) or are encoded on the fly from
---data_dir's --fit_split. Every grid shows the same images once per --sharpen factor (PIL
-ImageEnhance.Sharpness; 1 = unchanged). The default 1,3,7 shows the raw output beside a mild
-and the study's strong sharpening (the study used 0, 3, 6 and 7).
-
-Writes <sampler>[_<setting>].png grids, generation.json (per setting: radius statistics,
-fraction inside the data cloud, Frechet distance in the model's own encoder space, face
-figures with 95 % intervals by an independent judge (MTCNN; --noface_judge turns it off); the
-judge's calibration on the real test images, every face figure in one table, sharpness and
-grid-artefact measures per --sharpen factor; notes on regularisation; inputs with sha256,
-seed, versions) and flags.txt. The same inputs and --seed give byte-identical grids and the
-same numbers.
+Samplers (--samplers; default: every one the inputs allow): normal (z ~ N(0, I)), uniform (in
+[-r, r] per --r_limits), gaussian and gmm (fitted to real z-points), interpolate (between test
+images) and attribute (test faces shifted along an attribute vector). Real z-points come from
+--z_points or are encoded from --data_dir. Every grid shows the images once per --sharpen
+factor. Writes <sampler>[_<setting>].png grids, generation.json (per setting: radius, fraction
+inside the data cloud, Frechet distance in the model's encoder space, face figures by an
+independent judge; the judge's calibration; sharpening measures; inputs, seed, versions) and
+flags.txt. The same inputs and --seed give byte-identical grids. docs/TOOLS.md has more.
 """
 
 from absl import flags

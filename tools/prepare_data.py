@@ -3,19 +3,11 @@
     python -m tools.prepare_data --source_dir=/data/celeba --output_dir=/data/celeba96
 
 Each image is decoded, converted to RGB, cropped to --crop (CelebA's 178x218 coordinates;
-default 0,40,178,218: the study's square that drops the top 40 rows), resized to
---image_size with PIL LANCZOS and stored as --encoding (raw pixels, png or jpeg). An image of
-another size is cropped by the same rule scaled to it: take its largest centred region with
-CelebA's 178:218 aspect ratio and scale the crop box onto that region.
-
-Output: <name>-<split>.tfrecord-NNNNN-of-NNNNN shards, manifest.json, TFDS metadata
-(features.json, dataset_info.json) and flags.txt. Rerunning the same command after an
-interruption (Ctrl-C, a full disk, even SIGKILL) keeps the complete shards and writes the rest;
---overwrite starts over. While it runs, the output dir is locked (.prepare.lock): a second
-prepare_data into the same dir, --overwrite or not, is refused with the first one's pid.
-
-Exit codes: 0 done; 1 a problem with the files (unusable --source_dir, --output_dir holding
-other data, being written by another prepare_data, read-only, or full); 2 a bad flag.
+default 0,40,178,218), resized to --image_size with PIL LANCZOS and stored as --encoding (raw,
+png or jpeg); other sizes follow data_pipeline.transform's rule. Writes shards, manifest.json,
+TFDS metadata and flags.txt. Rerunning after an interruption resumes; --overwrite starts over;
+the output dir is locked while it runs. Exit codes: 0 done; 1 a problem with the files; 2 a bad
+flag (docs/RELIABILITY.md).
 """
 
 import os

@@ -4,17 +4,11 @@
         --seeds 0,1 --kl_factors 0.5,1,2,5,10 --max_epochs 40 --patience 3
     python -m tools.study --data_dir data96 --workspace ws_study --time_budget_minutes 120
 
-For every seed, the demo's chain (tools.demo_steps: the AE, the VAE at kl_factor 5 and the AE
-with z_dim 1600, then encoding, latent analysis, generation, reconstruction), each model
-trained with early stopping on its validation loss (--patience, relative --min_delta; at most
---max_epochs, keeping the best epoch). Then the trade-off sweep: the VAE at every --kl_factors
-value (first seed), its test reconstructions and its N(0, I) samples judged. The report
-(WORKSPACE/study.md, WORKSPACE/study.json, WORKSPACE/tradeoff.png; tools/study_report.py) gives
-each run's convergence, the claims per seed and over seeds, and the sweep.
-
-A step is skipped when its outputs are complete; a training run is complete once early
-stopping ended it or it ran --max_epochs, so a study stopped by --time_budget_minutes (no new
-epoch starts once it is spent) or killed resumes where it stopped. WORKSPACE is locked.
+For every seed, the demo's chain (tools.demo_steps), each model trained with early stopping on
+its validation loss; then the VAE at every --kl_factors value (first seed). The report
+(WORKSPACE/study.md, study.json, tradeoff.png; tools/study_report.py) gives each run's
+convergence, the claims per seed and over seeds, and the sweep. A complete step is skipped, so a
+study stopped by --time_budget_minutes or killed resumes where it stopped. WORKSPACE is locked.
 """
 
 import os

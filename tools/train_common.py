@@ -1,18 +1,11 @@
 """The shared main body of tools.train_ae and tools.train_vae.
 
 Resolves the model config from --preset and the override flags, checks it against the data
-dir, builds the datasets (which refuses shard files that disagree with the manifest), prepares
-the run dir (refusing a different run unless --overwrite), records flags.txt and manifest.json
-and calls modeling.training.train. Imported inside the trainers' main(), so TensorFlow loads
-only once the flags are known to be good.
-
-The run dir is locked (data_pipeline.locking.output_dir, RUN/.lock) from before anything is
-written there to the end: a second trainer on it is refused with one line naming the holder.
-
-Training runs inside data_pipeline.reader.reading: a record damaged in place stops it with a
-one-line error naming the shard and record (the backup keeps the last good state), and
---skip_corrupt trains on what can be read instead,
-logging the records lost in every epoch.
+dir, builds the datasets, prepares the run dir (refusing a different run unless --overwrite),
+records flags.txt and manifest.json and calls modeling.training.train. Imported inside the
+trainers' main(), so TensorFlow loads only once the flags are known to be good. The run dir is
+locked throughout; training runs inside data_pipeline.reader.reading, so a damaged record stops
+it with one line naming the shard and record (or, with --skip_corrupt, is skipped and counted).
 """
 
 import os

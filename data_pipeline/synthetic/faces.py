@@ -1,35 +1,13 @@
 """The built-in synthetic CelebA: cartoon faces written in CelebA's own folder layout.
 
-No real CelebA can be downloaded everywhere (and none in CI), so every demo and test uses these
-faces. `write_synthetic_celeba` writes
-
-    OUTPUT_DIR/img_align_celeba/000001.jpg ...    178x218 RGB JPEGs, like CelebA's aligned images
-    OUTPUT_DIR/list_eval_partition.txt             "000001.jpg 0" (0 train, 1 validation, 2 test)
-    OUTPUT_DIR/list_attr_celeba.txt                the 40 attributes (+1/-1), CelebA's format
-    OUTPUT_DIR/list_landmarks_align_celeba.txt     eye, nose and mouth-corner positions
-    OUTPUT_DIR/synthetic.json                      seed, generator version, factor names, counts
-
-so that the CelebA folder reader handles it unchanged. The attributes are the ground-truth factors
-that drew each face (see factors.py and render.py beside this module).
-
-Image k depends only on (seed, k): its random generator is spawned from the seed and the index,
-so the same seed gives byte-identical files whatever --num_images or the number of workers, and
-a longer dataset extends a shorter one. Like CelebA's own partition, the splits are contiguous
-blocks (first 80 % train, then 10 % validation, 10 % test); the faces are independent draws, so
-no block is special.
-
-Writes are crash-safe: each image goes to a temporary name and is renamed into place, the text
-files are written atomically, and synthetic.json says "complete" only after everything else is in
-place. Rerunning the same call on a complete output is a quick no-op, and on an interrupted one
-renders only the missing images.
-
-One writer at a time: the output dir is locked (OUTPUT_DIR/.lock, data_pipeline.locking) from
-before anything there is read or changed until synthetic.json is complete; a second call on the
-same dir, in this process or another, gets a one-line DataError naming the holder's pid. The lock
-file goes when the call ends; one left by a killed writer does not block (the kernel dropped its
-lock).
-
-This module imports NumPy and PIL only (no TensorFlow), so tools and tests load it fast.
+Real CelebA cannot be downloaded everywhere (and not at all in CI), so every demo and test uses
+these faces. `write_synthetic_celeba` writes img_align_celeba/*.jpg (178x218),
+list_eval_partition.txt, list_attr_celeba.txt (the ground-truth factors that drew each face, as
+CelebA's 40 attributes), list_landmarks_align_celeba.txt and synthetic.json, so the CelebA
+folder reader handles it unchanged. Image k depends only on (seed, k), so a seed gives
+byte-identical files whatever the image count or workers. Writes are crash-safe and resumable,
+and the output dir is locked while written (data_pipeline.locking). NumPy and PIL only, no
+TensorFlow, so tools and tests load it fast.
 """
 
 import hashlib

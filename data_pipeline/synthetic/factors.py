@@ -1,24 +1,13 @@
 """The random factors of one synthetic face, and the CelebA attributes that follow from them.
 
-`sample_factors(rng)` draws one face's factors and `attribute_vector(factors)` gives its 40 CelebA
-attributes (+1/-1); render.py draws them. The factors are of two kinds:
-
-* the CelebA attributes the renderer controls, as booleans under their CelebA names (`Smiling`,
-  `Eyeglasses`, ...), plus `hair_color` ("black", "brown", "blond", "gray" or "red"), from which
-  the four hair-colour attributes follow, and `full_beard` (which, with `Goatee` and `Mustache`,
-  decides `No_Beard`);
-* continuous factors in lower case (`smile_amount`, `tilt`, `skin_tone`, ...) that vary a face
-  *within* its attribute category, and palette indices (`iris_color`, `lipstick_color`, ...).
-
-The renderer decides every visible category from the boolean attributes alone, so flipping one
-attribute in a factor dict changes exactly that feature (the tests rely on this), and the
-attributes written to list_attr_celeba.txt are the ground truth of the drawing. `Attractive` is
-the one label that is not drawn: like CelebA's, it is a subjective judgement, here a seeded draw
-that leans on youth and make-up.
-
-Attributes depend on each other the way they do in CelebA (beards and baldness only on men,
-make-up mostly on women, gray hair mostly when not young, high cheekbones mostly with a smile), so
-that attribute correlations in a latent space have something real to find.
+`sample_factors(rng)` draws one face's factors and `attribute_vector(factors)` gives its 40
+CelebA attributes (+1/-1); render.py draws them. Factors are the attributes the renderer
+controls (booleans under their CelebA names, plus `hair_color` and `full_beard`), continuous
+factors in lower case that vary a face within its category, and palette indices. The renderer
+decides every visible category from the boolean attributes alone, so flipping one changes
+exactly that feature and the written attributes are the drawing's ground truth (`Attractive`
+is a seeded, subjective draw, as in CelebA). Attributes depend on each other as in CelebA
+(beards only on men, ...), so latent correlations have something real to find.
 """
 
 import math
