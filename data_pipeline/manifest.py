@@ -63,7 +63,8 @@ def read_manifest(data_dir):
   `num_bytes`, `num_skipped`; `shards`: per file `split`, `index`, `file`, `records`, `bytes`,
   `sha256`; `skipped` ({split, file_name, kind, reason} for the first 20 unusable images) and
   `skipped_summary` (counts by kind, how many the download lacks, and `file`: skipped.tsv.gz);
-  `num_listed`; `source` (kind, path, fingerprint: sha256 over the listed image names and sizes
+  `num_listed`; `duplicates` (photos with the same bytes: counts across and within splits,
+  the groups' "split/file_name" ids; data_pipeline.duplicates.summarize); `source` (kind, path, fingerprint: sha256 over the listed image names and sizes
   plus the metadata files' hashes, counts); `settings`; `provenance`; `elapsed_seconds`.
 
   Raises:

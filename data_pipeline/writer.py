@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import duplicates
 from data_pipeline import locking
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import pool as pool_lib
@@ -107,8 +108,10 @@ def _split_quotas(sizes, max_images):
 
 
 def _encode_record(source, record, settings):
-  """Source record -> (serialized Example, whether the image had CelebA's size)."""
+  """Source record -> (serialized Example, whether the image had CelebA's size, digest of
+  the photo's bytes)."""
   data = record.data if record.data is not None else source.load(record)
+  content = duplicates.digest(data)
   if isinstance(data, np.ndarray):
     celeba_size = tuple(data.shape[1::-1]) == transform.CELEBA_SIZE
     pixels = transform.transform_array(data, settings.crop_box, settings.image_size)
@@ -117,7 +120,8 @@ def _encode_record(source, record, settings):
     celeba_size = img.size == transform.CELEBA_SIZE
     pixels = transform.transform(img, settings.crop_box, settings.image_size)
   image = records.encode_image(pixels, settings.encoding, settings.jpeg_quality)
-  return records.serialize_example(image, record.file_name, record.attributes), celeba_size
+  return (records.serialize_example(image, record.file_name, record.attributes), celeba_size,
+          content)
 
 
 def _estimate_record_bytes(source, split, settings):
@@ -254,7 +258,7 @@ def _write_shard(task):
   """
   source, settings = _WORKER["source"], _WORKER["settings"]
   tmp_path = task.path + manifest_lib.TMP_SUFFIX
-  skipped, count, other_size, pending = [], 0, 0, 0
+  skipped, count, other_size, pending, digests = [], 0, 0, 0, []
   try:
     with _writing(os.path.dirname(task.path), f"writing {os.path.basename(tmp_path)}"):
       with tf.io.TFRecordWriter(tmp_path) as writer:
@@ -265,12 +269,13 @@ def _write_shard(task):
             _report_progress(pending)
             pending = 0
           try:
-            serialized, celeba_size = _encode_record(source, record, settings)
+            serialized, celeba_size, content = _encode_record(source, record, settings)
           except transform.BadImageError as error:
             skipped.append({"split": task.split, "file_name": record.file_name,
                             "kind": error.kind, "reason": str(error)})
             continue
           writer.write(serialized)
+          digests.append([record.file_name, content])
           count += 1
           other_size += not celeba_size
       _report_progress(pending)
@@ -286,7 +291,7 @@ def _write_shard(task):
       with contextlib.suppress(OSError):
         os.remove(tmp_path)
     raise
-  return {"shard": entry, "skipped": skipped, "other_size": other_size}
+  return {"shard": entry, "skipped": skipped, "other_size": other_size, "digests": digests}
 
 
 def _settings_record(settings, source_description, plan):
@@ -475,7 +480,7 @@ def _skipped_tsv(skipped):
 def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
             image_size=transform.IMAGE_SIZE, crop_box=transform.CROP_BOX, encoding="raw",
             jpeg_quality=95, num_workers=None, shard_mb=64.0, overwrite=False, max_images=None,
-            progress=True, on_complete=None):
+            progress=True, on_complete=None, refuse_duplicates=False):
   """Prepares `source` into sharded TFRecords in `output_dir`; returns the manifest dict.
 
   Args:
@@ -493,9 +498,12 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
     progress: show a progress bar.
     on_complete: None, or a callable(output_dir) run once the data dir is complete, while its
       lock is still held (tools.prepare_data writes its flags.txt there).
+    refuse_duplicates: raise instead of writing the manifest when two photos have the same
+      bytes (data_pipeline.duplicates); the shards stay, so a rerun without it completes.
 
   Raises:
-    DataError: unusable source, an output dir holding other data, or no usable image at all.
+    DataError: unusable source, an output dir holding other data, no usable image at all, or
+      content duplicates with `refuse_duplicates`.
   """
   start = time.time()
   settings = Settings(name, image_size, tuple(crop_box), encoding, jpeg_quality,
@@ -525,7 +533,7 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
       logging.info("%s is not writable; checking it without the lock", output_dir)
     try:
       manifest = _prepare_locked(source, output_dir, settings, num_workers, overwrite,
-                                 progress, start)
+                                 progress, start, refuse_duplicates)
     except BaseException:
       if created and os.listdir(output_dir) == [locking.LOCK_FILE]:
         # Refused before writing anything (a bad source): no folder is left behind.
@@ -538,7 +546,8 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
     return manifest
 
 
-def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress, start):
+def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progress, start,
+                    refuse_duplicates=False):
   """prepare() with the output dir created and locked."""
   source_description = source.describe()
   _warn_if_partial(source)
@@ -594,6 +603,14 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
   if not manifest["splits"]:
     raise DataError(f"none of the {manifest['num_listed']} source images could be used; see "
                     f"{progress_path} for the reasons")
+  copies = manifest["duplicates"]
+  if copies["num_groups"]:
+    if refuse_duplicates:
+      raise DataError(f"{duplicates.describe(copies)}; remove the copies from the source (or "
+                      "from its partition file), or rerun without --refuse_duplicates to keep "
+                      "them: the shards written so far are kept")
+    logging.warning("%s; every group is listed under 'duplicates' in %s",
+                    duplicates.describe(copies), manifest_path)
   with _writing(output_dir, f"writing {manifest_lib.MANIFEST} and the TFDS metadata"):
     for result in done.values():  # Shards of a split with no usable image at all.
       if result["shard"]["split"] not in manifest["splits"]:
@@ -719,6 +736,9 @@ def _build_manifest(settings, settings_record, source, source_description, plan,
           "file": SKIPPED_FILE if skipped else None},
       "num_listed": sum(count for count, _ in plan.values()) + num_missing,
       "num_other_size": sum(s["other_size"] for s in shards),
+      "duplicates": duplicates.summarize(
+          (r["shard"]["split"], name, value) for r in results
+          if r["shard"]["split"] in splits for name, value in r.get("digests", [])),
       "source": {k: v for k, v in source_description.items() if k != "metadata_files"},
       "settings": settings_record,
       "provenance": provenance.describe_run(seed=None, inputs=inputs),

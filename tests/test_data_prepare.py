@@ -447,3 +447,38 @@ def test_a_prepared_tfds_celeb_a_and_its_damages_named_in_one_line(tmp_path):
     assert_clean_error(result, *expected, f"rebuild it with `tfds build celeb_a --data_dir "
                        f"{damaged}`", "or give the CelebA folder as --source_dir", code=1)
     assert not out.exists()  # Refused before writing anything: no folder left behind.
+
+
+@pytest.mark.slow
+def test_content_duplicates_are_counted_listed_and_refused_on_request(synthetic_celeba_dir,
+                                                                      tmp_path):
+  source = tmp_path / "source"
+  shutil.copytree(synthetic_celeba_dir, source)
+  partition = sources.parse_partition(str(source / "list_eval_partition.txt"))
+  images = source / "img_align_celeba"
+  train, test = partition["train"], partition["test"]
+  shutil.copyfile(images / train[0], images / test[0])  # The same photo in train and test.
+  shutil.copyfile(images / train[1], images / train[2])  # Twice within train.
+  common = (f"--source_dir={source}", "--image_size=16", "--num_workers=1", "--noprogress")
+
+  refused = run_main("prepare_data", *common, f"--output_dir={tmp_path / 'out'}",
+                     "--refuse_duplicates")
+  assert_clean_error(refused, "2 photo(s) are byte-identical copies of another (1 group(s) "
+                     "across splits, 1 within a split", "rerun without --refuse_duplicates",
+                     code=1)
+  assert not (tmp_path / "out" / manifest_lib.MANIFEST).exists()
+
+  kept = run_main("prepare_data", *common, f"--output_dir={tmp_path / 'out'}")
+  assert kept.returncode == 0, kept.stderr[-2000:]
+  assert "2 photo(s) are byte-identical copies of another" in kept.stderr  # The log's warning.
+  copies = dp.read_manifest(str(tmp_path / "out"))["duplicates"]
+  assert {k: copies[k] for k in ("num_groups", "num_copies", "across_splits",
+                                  "within_split")} == {"num_groups": 2, "num_copies": 2,
+                                                       "across_splits": 1, "within_split": 1}
+  assert copies["num_checked"] == sum(len(ids) for ids in partition.values())
+  assert sorted(copies["groups"]) == sorted([[f"test/{test[0]}", f"train/{train[0]}"],
+                                             [f"train/{train[1]}", f"train/{train[2]}"]])
+  verified = run_main("verify_data", f"--data_dir={tmp_path / 'out'}", "--noprogress")
+  assert verified.returncode == 0, verified.stderr
+  assert ("content duplicates as prepared: 2 (1 group(s) across splits, 1 within a split"
+          in verified.stdout)

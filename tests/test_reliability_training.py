@@ -99,6 +99,38 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(prepared_data_dir, tmp_
   assert not (model_dir / run_dir.LOCK).exists()
 
 
+def test_ctrl_c_pressed_again_and_again_ends_the_trainer_within_seconds(prepared_data_dir,
+                                                                       tmp_path):
+  """A terminal's Ctrl-C, pressed four times, reaches the trainer and its tf.data threads."""
+  model_dir = tmp_path / "run"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+  with open(tmp_path / "out.log", "wb") as out, open(tmp_path / "err.log", "wb") as err:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.train_ae", f"--data_dir={prepared_data_dir}",
+         f"--model_dir={model_dir}", *TINY, "--epochs=500"], cwd=REPO_ROOT, env=env,
+        stdout=out, stderr=err, start_new_session=True)
+    try:
+      deadline = time.monotonic() + 300
+      while not _backup_state(model_dir / "backup"):  # Training, one epoch backed up.
+        assert process.poll() is None, (tmp_path / "err.log").read_text()
+        assert time.monotonic() < deadline, "no backup within 300 s"
+        time.sleep(0.05)
+      for _ in range(4):
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.1)
+      code = process.wait(timeout=30)
+    finally:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+  stderr = (tmp_path / "err.log").read_text()
+  assert code == 130, stderr[-3000:]
+  errors = [line for line in stderr.splitlines() if ": error: " in line]
+  assert len(errors) == 1 and "interrupted; rerun the same command" in errors[0], stderr
+  assert "Traceback" not in stderr
+  assert _backup_state(model_dir / "backup")[0] >= 1  # A resumable state.
+
+
 def test_divergence_stops_keeps_the_backup_and_refuses_a_new_config(prepared_data_dir, tmp_path):
   model_dir = tmp_path / "run"
   common = (f"--data_dir={prepared_data_dir}", f"--model_dir={model_dir}", *TINY,

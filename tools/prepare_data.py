@@ -51,6 +51,9 @@ flags.DEFINE_string("name", "celeba_stream", "Dataset name: the shard files' pre
                     "TFDS dataset name (snake_case).")
 flags_data.define_overwrite("Remove an earlier preparation in --output_dir and start over "
                             "(otherwise a rerun resumes it).")
+flags.DEFINE_bool("refuse_duplicates", False, "Fail instead of writing manifest.json when two "
+                  "photos have the same bytes (within or across splits; they are always "
+                  "counted in the log and listed in manifest.json).")
 flags_data.define_max_images("Prepare only this many images: the first ones of each split, in "
                              "proportion to the split sizes (quick runs).")
 flags_data.define_progress()
@@ -114,7 +117,7 @@ def main(argv):
       crop_box=parse_crop_box(FLAGS.crop), encoding=FLAGS.encoding,
       jpeg_quality=FLAGS.jpeg_quality, num_workers=FLAGS.num_workers, shard_mb=FLAGS.shard_mb,
       overwrite=FLAGS.overwrite, max_images=FLAGS.max_images, progress=FLAGS.progress,
-      on_complete=_write_flagfile)
+      on_complete=_write_flagfile, refuse_duplicates=FLAGS.refuse_duplicates)
   counts = ", ".join(f"{split} {manifest['splits'][split]['num_examples']}"
                      for split in ("train", "validation", "test") if split in manifest["splits"])
   logging.info("%s: %d shards, %s images, %d skipped", FLAGS.output_dir,

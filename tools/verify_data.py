@@ -25,14 +25,17 @@ def main(argv):
   # Imported here so that --help, flag errors and a wrong --data_dir answer without loading
   # TensorFlow (manifest.py does not import it; verify.py does).
   from data_pipeline.manifest import read_manifest  # pylint: disable=g-import-not-at-top
-  read_manifest(FLAGS.data_dir)
+  copies = read_manifest(FLAGS.data_dir).get("duplicates")
   from data_pipeline.verify import verify  # pylint: disable=g-import-not-at-top
   report = verify(FLAGS.data_dir, check_sha256=FLAGS.check_sha256, progress=FLAGS.progress)
   splits = ", ".join(f"{split} {count}" for split, count in report["splits"].items())
   hashes = "sha256 and CRCs" if report["checked_sha256"] else "CRCs"
   print(f"OK {report['data_dir']}: {report['num_records']} records in {report['num_shards']} "
         f"shards ({splits}), {report['encoding']} {report['image_size']}x"
-        f"{report['image_size']}; {hashes} match, in {report['elapsed_seconds']:.1f} s")
+        f"{report['image_size']}; {hashes} match, in {report['elapsed_seconds']:.1f} s"
+        + ("" if not copies else f"; content duplicates as prepared: {copies['num_copies']} "
+           f"({copies['across_splits']} group(s) across splits, {copies['within_split']} "
+           "within a split; manifest.json 'duplicates')"))
 
 
 def run():
