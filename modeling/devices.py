@@ -210,11 +210,6 @@ def make_strategy(name="default"):
 def _make_multi_worker_strategy():
   task = cluster_task()
   if task.num_workers > 1:
-    if keras_compat.tensorflow_started():
-      # Else TensorFlow's own "Collective ops must be configured at program startup".
-      raise ModelError("the multi_worker_mirrored strategy must be created before TensorFlow "
-                       "makes its first tensor or dataset: call modeling.devices.make_strategy "
-                       "right after configure_devices")
     # Keras 3 cannot fit() across workers without these (see there); a Keras that lacks what
     # they wrap is refused here, before any training starts.
     keras_compat.fix_multi_worker_fit()
@@ -222,7 +217,12 @@ def _make_multi_worker_strategy():
                "at the first collective", task.task_type, task.index, task.num_workers,
                " (chief)" if task.is_chief else "")
   # AUTO: NCCL between GPUs where every worker has them, else ring all-reduce over gRPC.
-  strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  try:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  except RuntimeError as error:  # "Collective ops must be configured at program startup".
+    raise ModelError(f"the multi_worker_mirrored strategy must be created before TensorFlow "
+                     f"makes its first tensor or dataset ({error}): call "
+                     "modeling.devices.make_strategy right after configure_devices") from None
   logging.info("strategy multi_worker_mirrored with %d replica(s)",
                strategy.num_replicas_in_sync)
   return strategy

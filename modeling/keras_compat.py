@@ -3,11 +3,11 @@
 Keras is pinned to the minor release this was tested with (setup.cfg), and
 tests/test_keras_compat.py checks that the installed Keras still has every name in
 `REQUIREMENTS`; at run time `require` raises a one-line ModelError naming what is missing.
-Private API serves three needs: multi-worker training, which Keras 3's TensorFlow trainer fails
+Private API serves two needs: multi-worker training, which Keras 3's TensorFlow trainer fails
 without two wrapped functions (`fix_multi_worker_fit`; the upstream bugs are cited in
-docs/DISTRIBUTED.md); whether TensorFlow has started (`tensorflow_started`); and the legacy
-ImageDataGenerator of the classic recipe that the pipeline benchmark compares against
-(`image_data_generator`). Everything else, backups and checkpoints included, is public API.
+docs/DISTRIBUTED.md), and the legacy ImageDataGenerator of the classic recipe that the
+pipeline benchmark compares against (`image_data_generator`). Everything else, backups and
+checkpoints included, is public API.
 """
 
 import importlib
@@ -27,14 +27,12 @@ _LEGACY_IMAGE = "keras.src.legacy.preprocessing.image"
 # (module, dotted attribute, parameter names or None, what it is for). The parameter names are
 # checked too: the wrappers below call these functions with exactly these arguments.
 REQUIREMENTS = (
-    ("keras.src.tree", "map_structure", None, "multi-worker fit (structure of metric values)"),
     (_TRAINER, "_collective_all_reduce_multi_worker", ("strategy",),
      "multi-worker fit (is this strategy multi-worker)"),
     (_TRAINER, "reduce_per_replica", ("values", "strategy", "reduction"),
      "multi-worker fit (the reduction of scalar metrics)"),
     (_TRAINER, "TensorFlowTrainer._maybe_symbolic_build", ("self", "iterator", "data_batch"),
      "multi-worker fit (the build from the first batch)"),
-    ("tensorflow.python.eager.context", "context", (), "tensorflow_started"),
     (_LEGACY_IMAGE, "ImageDataGenerator", None, "the classic recipe of the pipeline benchmark"),
 )
 # Where Keras calls the functions wrapped above: (module, dotted attribute, called name). A
@@ -44,9 +42,6 @@ CALL_SITES = (
     # The train and test functions (make_train_function, make_test_function) come from here.
     (_TRAINER, "TensorFlowTrainer._make_function", "reduce_per_replica("),
 )
-# An attribute of TensorFlow's eager context object that exists once TensorFlow has started.
-_CONTEXT_HANDLE = "_context_handle"
-
 _multi_worker_fixed = False
 
 
@@ -93,11 +88,6 @@ def missing():
       continue
     if called not in source:
       problems.append(f"{name} no longer calls {called}...), which celeba-stream wraps")
-  if not problems:
-    context = _resolve("tensorflow.python.eager.context", "context")()
-    if not hasattr(context, _CONTEXT_HANDLE):
-      problems.append(f"tensorflow.python.eager.context.context().{_CONTEXT_HANDLE} is missing; "
-                      "needed for tensorflow_started")
   return problems
 
 
@@ -116,20 +106,6 @@ def require(purpose):
         f"Keras {keras.__version__} (with TensorFlow {tf.__version__}) lacks what {purpose} "
         f"relies on: {'; '.join(problems)}; install keras~={TESTED_KERAS}.0, the release "
         "celeba-stream was tested with (setup.cfg)")
-
-
-def tensorflow_started():
-  """Whether TensorFlow's eager context exists already (a tensor or dataset was made).
-
-  Raises:
-    ModelError: TensorFlow no longer has the private attribute this reads.
-  """
-  # pylint: disable=g-import-not-at-top
-  from tensorflow.python.eager import context
-  eager = context.context()
-  if not hasattr(eager, _CONTEXT_HANDLE):
-    require("the check that TensorFlow has not started yet")
-  return getattr(eager, _CONTEXT_HANDLE) is not None
 
 
 def image_data_generator():
@@ -168,7 +144,6 @@ def fix_multi_worker_fit():
   if _multi_worker_fixed:
     return
   require("multi-worker training")
-  tree = importlib.import_module("keras.src.tree")
   trainer = importlib.import_module(_TRAINER)
   # pylint: disable=protected-access
   multi_worker = trainer._collective_all_reduce_multi_worker
@@ -184,7 +159,7 @@ def fix_multi_worker_fit():
       if first.shape.rank == 0:
         return strategy.reduce("MEAN", value, axis=None)
       return keras_reduce(value, strategy, reduction)
-    return tree.map_structure(reduce_one, values)
+    return keras.tree.map_structure(reduce_one, values)
 
   def maybe_symbolic_build(self, iterator=None, data_batch=None):
     strategy = self.distribute_strategy
@@ -197,7 +172,7 @@ def fix_multi_worker_fit():
         batch = None
       if batch is not None:
         local = strategy.experimental_local_results
-        data_batch = tree.map_structure(
+        data_batch = keras.tree.map_structure(
             lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
             batch)
         iterator = None

@@ -64,6 +64,3 @@ def test_the_epoch_iterator_yields_what_the_multi_worker_build_unpacks():
     pytest.fail("Keras' TFEpochIterator yielded nothing")
 
 
-def test_tensorflow_started_sees_a_tensor():
-  tf.constant(0)
-  assert keras_compat.tensorflow_started()
