@@ -20,50 +20,56 @@ ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "silu")
 UPSAMPLING_MODES = ("transpose", "upsample")
 LOSSES = ("bce", "mse")
 
-_LIST_FIELDS = ("encoder_filters", "encoder_kernels", "strides", "decoder_filters")
+
+def _field(default, flag_help, **flag):
+  """A ModelConfig field whose metadata describes its trainer flag.
+
+  `flag` may hold lower_bound (absl's), choices (an enum flag), rule ((predicate, "in [a, b)"),
+  checked by a validator) and kinds (the trainers that have the flag; default: both).
+  """
+  return dataclasses.field(default=default, metadata={"help": flag_help, **flag})
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and loss of an Autoencoder (kind "ae") or a VAE (kind "vae").
 
-  Attributes:
-    kind: "ae" (deterministic z) or "vae" (z_mean, z_log_var and a sampling layer).
-    image_size: side length S of the square uint8 input images [S, S, 3].
-    z_dim: dimension of the latent space.
-    encoder_filters: Conv2D filters per encoder layer, input side first.
-    encoder_kernels: Conv2D kernel size per encoder layer.
-    strides: Conv2D stride per encoder layer (the decoder upsamples by the same factors).
-    decoder_filters: filters per decoder layer, innermost first.
-    activation: activation after each convolution (a keras.activations name).
-    batch_norm: BatchNormalization after each convolution (before the activation).
-    dropout: dropout rate after each convolution block; 0 disables it.
-    upsampling: "transpose" (Conv2DTranspose) or "upsample" (UpSampling2D + Conv2D, which
-      avoids checkerboard artefacts).
-    dense_units: units of an extra Dense layer between Flatten and the latent layer(s) of the
-      encoder (the study's VRAM saver); 0 means none.
-    loss: reconstruction loss, "bce" (binary cross-entropy) or "mse"; see modeling.losses.
-    kl_factor: weight of the KL term in the VAE's total loss; must be 0 for the AE.
+  Every field but `kind` is also a flag of the trainers (tools.flags_train defines one per
+  field, default: the preset's value); the field's metadata["help"] says what it means.
   """
 
-  kind: str
-  image_size: int = 96
-  z_dim: int = 256
-  encoder_filters: tuple = (64, 64, 128, 128)
-  encoder_kernels: tuple = (5, 5, 3, 3)
-  strides: tuple = (2, 2, 2, 2)
-  decoder_filters: tuple = (128, 128, 64, 64)
-  activation: str = "leaky_relu"
-  batch_norm: bool = False
-  dropout: float = 0.0
-  upsampling: str = "transpose"
-  dense_units: int = 0
-  loss: str = "bce"
-  kl_factor: float = 0.0
+  kind: str  # "ae" (deterministic z) or "vae" (z_mean, z_log_var and a sampling layer).
+  image_size: int = _field(96, "Input side length; must equal the data dir's image_size "
+                           "(default: taken from the data dir).", lower_bound=1)
+  z_dim: int = _field(256, "Latent dimension.", lower_bound=1)
+  encoder_filters: tuple = _field((64, 64, 128, 128), "Conv2D filters per encoder layer, e.g. "
+                                  "32,64,128,256. Without --decoder_filters the decoder gets "
+                                  "them reversed.")
+  encoder_kernels: tuple = _field((5, 5, 3, 3), "Kernel size per encoder layer (one value: all "
+                                  "layers). The decoder uses them reversed.")
+  strides: tuple = _field((2, 2, 2, 2), "Stride per encoder layer (one value: all layers); the "
+                          "image size must be divisible by their product.")
+  decoder_filters: tuple = _field((128, 128, 64, 64), "Filters per decoder layer, innermost "
+                                  "first.")
+  activation: str = _field("leaky_relu", "Activation after each convolution (preset: "
+                           "leaky_relu).", choices=ACTIVATIONS)
+  batch_norm: bool = _field(False, "BatchNormalization after each convolution.")
+  dropout: float = _field(0.0, "Dropout rate after each convolution block, in [0, 1).",
+                          rule=(lambda rate: 0.0 <= rate < 1.0, "in [0, 1)"))
+  upsampling: str = _field("transpose", "Decoder upsampling: transpose (Conv2DTranspose) or "
+                           "upsample (UpSampling2D + Conv2D, fewer checkerboard artefacts).",
+                           choices=UPSAMPLING_MODES)
+  dense_units: int = _field(0, "Extra Dense layer of this size before the latent layer (0: "
+                            "none); saves VRAM with large feature maps.", lower_bound=0)
+  loss: str = _field("bce", "Reconstruction loss, in the study's units (the mean over the 3 "
+                     "channels, summed over the pixels): bce (binary cross-entropy, the "
+                     "study's; floor ~4,440 per image on real CelebA) or mse.", choices=LOSSES)
+  kl_factor: float = _field(0.0, "Weight of the KL term: total = reconstruction + kl_factor * "
+                            "KL (preset vae_fact5: 5.0).", lower_bound=0.0, kinds=("vae",))
 
   def __post_init__(self):
     # JSON gives lists; keep tuples so that configs compare and hash by value.
-    for name in _LIST_FIELDS:
+    for name in LIST_FIELDS:
       object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
   @property
@@ -89,7 +95,7 @@ class ModelConfig:
     _check(self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}")
     _check(self.z_dim >= 1, f"z_dim must be >= 1, got {self.z_dim}")
     _check(self.num_layers >= 1, "encoder_filters needs at least one layer")
-    for name in _LIST_FIELDS:
+    for name in LIST_FIELDS:
       values = getattr(self, name)
       _check(len(values) == self.num_layers,
              f"{name} has {len(values)} values but encoder_filters has {self.num_layers}; "
@@ -127,6 +133,9 @@ class ModelConfig:
     except (TypeError, ValueError) as error:
       raise ModelError(f"malformed model config: {error}") from None
 
+
+# The per-layer fields (tuples of ints; a flag's comma list).
+LIST_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.type is tuple)
 
 def _check(condition, message):
   if not condition:

@@ -6,6 +6,8 @@ TensorFlow loads: this module imports only absl, modeling.config, data_pipeline.
 address check and the shared definers of tools.flags_data / flags_eval (pure Python).
 """
 
+import dataclasses
+
 from absl import flags
 
 from data_pipeline import service
@@ -20,10 +22,21 @@ FLAGS = flags.FLAGS
 
 DEFAULT_PRESET = {"ae": "ae_z256", "vae": "vae_fact5"}
 TRAINER = {"ae": "tools.train_ae", "vae": "tools.train_vae"}
-LIST_FLAGS = ("encoder_filters", "encoder_kernels", "strides", "decoder_filters")
-# Flags that override a field of the preset's modeling.config.ModelConfig (same names).
-_ARCHITECTURE_FLAGS = LIST_FLAGS + ("z_dim", "activation", "batch_norm", "dropout", "upsampling",
-                                    "dense_units", "loss")
+# The flag definer per ModelConfig field type (a str field is an enum of its choices).
+_DEFINERS = {tuple: flags.DEFINE_list, bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+             float: flags.DEFINE_float, str: flags.DEFINE_enum}
+
+
+def model_fields(kind):
+  """The ModelConfig fields that are flags of the `kind` trainer (the trainer is the kind)."""
+  return [field for field in dataclasses.fields(config_lib.ModelConfig)
+          if field.name != "kind" and kind in field.metadata.get("kinds", config_lib.KINDS)]
+
+
+def model_flag_values(kind):
+  """--preset and the model flags of the `kind` trainer as parsed (None: the preset's)."""
+  return {name: FLAGS[name].value
+          for name in ("preset", *(field.name for field in model_fields(kind)))}
 
 
 def int_list(values):
@@ -33,13 +46,8 @@ def int_list(values):
 
 def architecture_overrides(values, kind):
   """ModelConfig overrides (field -> value or None) from a dict of flag values."""
-  overrides = {name: values[name] for name in _ARCHITECTURE_FLAGS}
-  for name in LIST_FLAGS:
-    overrides[name] = int_list(overrides[name])
-  overrides["image_size"] = values["image_size"]
-  if kind == "vae":
-    overrides["kl_factor"] = values["kl_factor"]
-  return overrides
+  return {field.name: int_list(values[field.name]) if field.name in config_lib.LIST_FIELDS
+          else values[field.name] for field in model_fields(kind)}
 
 
 def resolve_model_config(values, kind, image_size=None):
@@ -70,31 +78,8 @@ def define_train_flags(kind):
   flags.DEFINE_enum("preset", DEFAULT_PRESET[kind], sorted(config_lib.PRESETS),
                     "The study's architectures: ae_z256 / ae_z1600 (AE), vae_fact5 (VAE). "
                     "The flags below override single fields.")
-  flags.DEFINE_integer("image_size", None, "Input side length; must equal the data dir's "
-                       "image_size (default: taken from the data dir).", lower_bound=1)
-  flags.DEFINE_integer("z_dim", None, "Latent dimension.", lower_bound=1)
-  flags.DEFINE_list("encoder_filters", None, "Conv2D filters per encoder layer, e.g. 32,64,128,"
-                    "256. Without --decoder_filters the decoder gets them reversed.")
-  flags.DEFINE_list("encoder_kernels", None, "Kernel size per encoder layer (one value: all "
-                    "layers). The decoder uses them reversed.")
-  flags.DEFINE_list("strides", None, "Stride per encoder layer (one value: all layers); the "
-                    "image size must be divisible by their product.")
-  flags.DEFINE_list("decoder_filters", None, "Filters per decoder layer, innermost first.")
-  flags.DEFINE_enum("activation", None, list(config_lib.ACTIVATIONS), "Activation after each "
-                    "convolution (preset: leaky_relu).")
-  flags.DEFINE_boolean("batch_norm", None, "BatchNormalization after each convolution.")
-  flags.DEFINE_float("dropout", None, "Dropout rate after each convolution block, in [0, 1).")
-  flags.DEFINE_enum("upsampling", None, list(config_lib.UPSAMPLING_MODES), "Decoder "
-                    "upsampling: transpose (Conv2DTranspose) or upsample (UpSampling2D + "
-                    "Conv2D, fewer checkerboard artefacts).")
-  flags.DEFINE_integer("dense_units", None, "Extra Dense layer of this size before the latent "
-                       "layer (0: none); saves VRAM with large feature maps.", lower_bound=0)
-  flags.DEFINE_enum("loss", None, list(config_lib.LOSSES), "Reconstruction loss, in the study's "
-                    "units (the mean over the 3 channels, summed over the pixels): bce (binary "
-                    "cross-entropy, the study's; floor ~4,440 per image on real CelebA) or mse.")
-  if kind == "vae":
-    flags.DEFINE_float("kl_factor", None, "Weight of the KL term: total = reconstruction + "
-                       "kl_factor * KL (preset vae_fact5: 5.0).", lower_bound=0.0)
+  for field in model_fields(kind):
+    _define_model_flag(field)
 
   # Training.
   flags.DEFINE_boolean("skip_corrupt", False, "Train on the records that can be read when a "
@@ -162,15 +147,25 @@ def define_train_flags(kind):
   _register_validators(kind)
 
 
-def _register_validators(kind):
-  """Range, list and cross-flag rules, checked by absl right after parsing (exit 2)."""
-  for name in LIST_FLAGS:
+def _define_model_flag(field):
+  """The flag of a ModelConfig field, from its type and metadata (modeling/config.py)."""
+  meta = field.metadata
+  choices = [list(meta["choices"])] if "choices" in meta else []
+  bounds = {"lower_bound": meta["lower_bound"]} if "lower_bound" in meta else {}
+  _DEFINERS[field.type](field.name, None, *choices, meta["help"], **bounds)
+  if field.type is tuple:
     flags.register_validator(
-        name, lambda values: values is None or (
+        field.name, lambda values: values is None or (
             bool(values) and all(v.strip().isdigit() and int(v) >= 1 for v in values)),
-        message=f"--{name} must be a comma-separated list of positive integers")
-  flags.register_validator("dropout", lambda v: v is None or 0.0 <= v < 1.0,
-                           message="--dropout must be in [0, 1)")
+        message=f"--{field.name} must be a comma-separated list of positive integers")
+  if "rule" in meta:
+    check, allowed = meta["rule"]
+    flags.register_validator(field.name, lambda v: v is None or check(v),
+                             message=f"--{field.name} must be {allowed}")
+
+
+def _register_validators(kind):
+  """Range and cross-flag rules, checked by absl right after parsing (exit 2)."""
   flags.register_validator("learning_rate", lambda v: v is not None and 0.0 < v < float("inf"),
                            message="--learning_rate must be a positive number")
 
@@ -186,9 +181,9 @@ def _register_validators(kind):
 
   def architecture_is_possible(values):
     if any(values.get(name) is not None and not all(v.strip().isdigit() for v in values[name])
-           for name in LIST_FLAGS):
-      return True  # The list validators above name the bad flag.
-    full = {name: None for name in ("image_size", "kl_factor", *_ARCHITECTURE_FLAGS)}
+           for name in config_lib.LIST_FIELDS):
+      return True  # The list flags' own validators name the bad flag.
+    full = {field.name: None for field in model_fields(kind)}
     full.update(values)
     try:
       resolve_model_config(full, kind)
@@ -198,7 +193,7 @@ def _register_validators(kind):
 
   # Only the flags that can clash (layer counts, strides vs size): absl prefixes the message
   # with these flags' values, which should stay short enough to read.
-  flags.register_multi_flags_validator(["preset", "image_size", *LIST_FLAGS],
+  flags.register_multi_flags_validator(["preset", "image_size", *config_lib.LIST_FIELDS],
                                        architecture_is_possible)
 
   def address_ok(value):

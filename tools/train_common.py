@@ -33,13 +33,6 @@ from tools import flags_train
 FLAGS = flags.FLAGS
 
 
-def _flag_values(kind):
-  names = ["preset", "image_size", "z_dim", "activation", "batch_norm", "dropout", "upsampling",
-           "dense_units", "loss", *flags_train.LIST_FLAGS] + (["kl_factor"] if kind == "vae"
-                                                              else [])
-  return {name: FLAGS[name].value for name in names}
-
-
 def _model_config(kind, manifest):
   """The resolved ModelConfig at the data's image size; FlagError when the flags clash."""
   data_size = int(manifest["image_size"])
@@ -48,7 +41,8 @@ def _model_config(kind, manifest):
                          f"{FLAGS.data_dir}, which holds {data_size}x{data_size} images; drop "
                          "--image_size or prepare data of that size")
   try:
-    return flags_train.resolve_model_config(_flag_values(kind), kind, image_size=data_size)
+    return flags_train.resolve_model_config(flags_train.model_flag_values(kind), kind,
+                                            image_size=data_size)
   except ModelError as error:
     raise _cli.FlagError(f"{error} (--data_dir holds {data_size}x{data_size} images)") from None
 
