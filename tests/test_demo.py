@@ -132,7 +132,7 @@ def test_report_check_finds_the_real_split_numbers(tmp_path):
   assert len(problems) == 3 and "no model vae" in problems[-1]
   assert demo_report.missing_numbers(str(tmp_path / "none"), "test", ["ae"]) == [
       f"{tmp_path / 'none'}/report.md is missing"]
-  result = subprocess.run([sys.executable, "-m", "tools.demo_report", "--workspace",
+  result = subprocess.run([sys.executable, "-m", "tools.check_report", "--workspace",
                            str(partial)], capture_output=True, text=True, check=False,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 1 and "error: reconstruction.json" in result.stderr

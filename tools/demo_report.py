@@ -295,21 +295,3 @@ def missing_numbers(workspace, split, models, num_images=None):
       problems.append(f"report.md lacks the row {row!r}")
   return problems
 
-
-if __name__ == "__main__":
-  import argparse  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description="Checks that a demo report holds the PSNR/SSIM "
-                                   "of every model on a split (used by .ci/run).")
-  parser.add_argument("--workspace", required=True)
-  parser.add_argument("--split", default="test")
-  parser.add_argument("--models", default="ae,vae")
-  parser.add_argument("--num_images", type=int, default=None)
-  args = parser.parse_args()
-  found = missing_numbers(args.workspace, args.split, args.models.split(","), args.num_images)
-  for problem in found:
-    print(f"tools.demo_report: error: {problem}", file=sys.stderr)
-  if not found:
-    print(f"{args.workspace}/report.md holds the {args.split} split's PSNR and SSIM of "
-          f"{args.models}")
-  sys.exit(1 if found else 0)
