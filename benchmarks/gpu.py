@@ -11,7 +11,6 @@ XLA or bf16 unsupported) becomes a row with its error text. The parent loads no 
 docs/benchmarks/README.md explains the method in full.
 """
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -22,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from absl import flags
 
 from benchmarks import child_tasks
 from benchmarks import report as report_lib
@@ -80,7 +81,7 @@ DEFINITIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What to measure; see `parse_args` for each field's flag."""
+  """What to measure; each field is the flag of its name (below, `_FLAGS`)."""
   data_dir: str
   output_json: str
   presets: tuple = PRESETS
@@ -392,83 +393,111 @@ def check_inputs(options):
   return {"image_size": image_size, "train_images": train_images}
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse with the tools' one-line flag errors (exit 2) instead of usage + error."""
+# The command line: absl flags in a FlagValues of this module's own, not absl's global
+# flags.FLAGS: the benchmarks may not import tools (its flag helpers and _cli), and the global
+# registry would clash (DuplicateFlagError on --data_dir, --output_json) wherever this module is
+# imported next to a tool that defines them, as the tests do.
+_FLAGS = flags.FlagValues()
+_HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
-  def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+class _Parser(flags.ArgumentParser):
+  """An absl flag parser from a function text -> value that raises ValueError when bad."""
+
+  def __init__(self, parse):
+    super().__init__()
+    self._parse = parse
+
+  def parse(self, argument):
+    return self._parse(argument) if isinstance(argument, str) else argument
 
 
 def _comma_list(allowed=None, cast=str):
-  """An argparse type: a comma list of `cast` values (from `allowed` when given), no repeats."""
+  """A comma list of `cast` values (from `allowed` when given), no repeats, as a tuple."""
   def parse(text):
     try:
       values = tuple(cast(v) for v in text.split(",") if v)
     except ValueError:
-      raise argparse.ArgumentTypeError(f"not a comma list of {cast.__name__}: {text}") from None
+      raise ValueError(f"not a comma list of {cast.__name__}: {text}") from None
     unknown = [v for v in values if allowed is not None and v not in allowed]
     if unknown or not values:
       what = f"unknown value(s) {', '.join(map(str, unknown))}" if unknown else "empty"
-      raise argparse.ArgumentTypeError(f"{what}; choose from {', '.join(map(str, allowed))}"
-                                       if allowed else f"{what}: {text}")
+      raise ValueError(f"{what}; choose from {', '.join(map(str, allowed))}"
+                       if allowed else f"{what}: {text}")
     if len(set(values)) != len(values) or (cast is int and min(values) < 1):
-      raise argparse.ArgumentTypeError(f"repeated or non-positive values: {text}")
+      raise ValueError(f"repeated or non-positive values: {text}")
     return values
   return parse
 
 
-def _positive(cast):
-  def parse(text):
-    try:
-      value = cast(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0:
-      raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-  return parse
+def _positive_float(text):
+  try:
+    value = float(text)
+  except ValueError:
+    raise ValueError(f"not a number: {text}") from None
+  if not value > 0:
+    raise ValueError(f"must be > 0, got {text}")
+  return value
+
+
+def _define(name, parse, default, help_text):
+  """A flag of `parse`'s values; a comma list (tuple) prints as one."""
+  serializer = flags.CsvListSerializer(",") if isinstance(default, tuple) else None
+  flags.DEFINE(_Parser(parse), name, default, help_text, flag_values=_FLAGS,
+               serializer=serializer)
+
+
+flags.DEFINE_string("data_dir", None, "Prepared data dir (tools.prepare_data; raw encoding is "
+                    "what the trainers read fastest); its image size is the models'.",
+                    flag_values=_FLAGS)
+flags.DEFINE_string("output_json", None, "Report file to write (JSON).", flag_values=_FLAGS)
+_define("presets", _comma_list(PRESETS), PRESETS,
+        f"Comma list of {', '.join(PRESETS)} (default: all).")
+_define("batch_sizes", _comma_list(cast=int), (128, 512),
+        "Comma list of batch sizes (default 128,512).")
+_define("precisions", _comma_list(PRECISIONS), PRECISIONS,
+        "Comma list of float32, bf16 (mixed_bfloat16), fp16 (mixed_float16 with loss scaling).")
+flags.DEFINE_enum("xla", "both", sorted(XLA_CHOICES), "Compile the train step with XLA: off, "
+                  "on or both (default).", flag_values=_FLAGS)
+flags.DEFINE_integer("steps", 20, "Timed train steps per feed (constant batch, stream) and "
+                     "config.", lower_bound=1, flag_values=_FLAGS)
+flags.DEFINE_integer("warmup_steps", 3, "Untimed steps before each timing (the first traces "
+                     "and compiles).", lower_bound=1, flag_values=_FLAGS)
+flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer of the stream (records).",
+                     lower_bound=1, flag_values=_FLAGS)
+flags.DEFINE_integer("seed", 0, "Seeds the weights and the stream.", flag_values=_FLAGS)
+_define("budget_s", _positive_float, None, "Seconds for all measurements; configs that no "
+        "longer fit are recorded as skipped (default: no limit).")
+_define("child_timeout_s", _positive_float, 1800.0, "Seconds after which one child (a preset "
+        "at a batch size) is stopped; its finished configs are kept.")
+flags.DEFINE_string("logs_dir", None, "The children's logs; default: <output_json without "
+                    ".json>_logs beside it.", flag_values=_FLAGS)
+flags.DEFINE_boolean("allow_cpu", False, "Run without a GPU (to try the plumbing on the CPU "
+                     "with tiny settings); else no GPU is an error.", flag_values=_FLAGS)
+for _name in ("data_dir", "output_json"):
+  flags.mark_flag_as_required(_name, flag_values=_FLAGS)
+
+
+def _flag_error(message):
+  sys.stderr.write(f"{PROGRAM}: error: {' '.join(message.split())} (see --help)\n")
+  sys.exit(2)
 
 
 def parse_args(argv):
-  """Options from the command line (argv without the program name); exit 2 on a bad flag.
-
-  argparse, not absl flags as in tools/: the benchmarks may not import tools (its flag
-  helpers and _cli), and absl's global flag registry would clash (DuplicateFlagError on
-  --data_dir, --output_json) wherever this module is imported next to a tool that defines
-  them, as the tests do.
-  """
-  parser = _Parser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data_dir", required=True, help="Prepared data dir (tools.prepare_data; "
-                      "raw encoding is what the trainers read fastest); its image size is the "
-                      "models'.")
-  parser.add_argument("--output_json", required=True, help="Report file to write (JSON).")
-  parser.add_argument("--presets", type=_comma_list(PRESETS), default=PRESETS,
-                      help=f"Comma list of {', '.join(PRESETS)} (default: all).")
-  parser.add_argument("--batch_sizes", type=_comma_list(cast=int), default=(128, 512),
-                      help="Comma list of batch sizes (default 128,512).")
-  parser.add_argument("--precisions", type=_comma_list(PRECISIONS), default=PRECISIONS,
-                      help="Comma list of float32, bf16 (mixed_bfloat16), fp16 "
-                           "(mixed_float16 with loss scaling).")
-  parser.add_argument("--xla", choices=sorted(XLA_CHOICES), default="both",
-                      help="Compile the train step with XLA: off, on or both (default).")
-  parser.add_argument("--steps", type=_positive(int), default=20,
-                      help="Timed train steps per feed (constant batch, stream) and config.")
-  parser.add_argument("--warmup_steps", type=_positive(int), default=3, help="Untimed steps "
-                      "before each timing (the first traces and compiles).")
-  parser.add_argument("--shuffle_buffer", type=_positive(int), default=1024,
-                      help="Shuffle buffer of the stream (records).")
-  parser.add_argument("--seed", type=int, default=0, help="Seeds the weights and the stream.")
-  parser.add_argument("--budget_s", type=_positive(float), default=None, help="Seconds for "
-                      "all measurements; configs that no longer fit are recorded as skipped "
-                      "(default: no limit).")
-  parser.add_argument("--child_timeout_s", type=_positive(float), default=1800.0,
-                      help="Seconds after which one child (a preset at a batch size) is "
-                           "stopped; its finished configs are kept.")
-  parser.add_argument("--logs_dir", default=None, help="The children's logs; default: "
-                      "<output_json without .json>_logs beside it.")
-  parser.add_argument("--allow_cpu", action="store_true", help="Run without a GPU (to try "
-                      "the plumbing on the CPU with tiny settings); else no GPU is an error.")
-  return Options(**vars(parser.parse_args(argv)))
+  """Options from the command line (argv without the program name); exit 2 on a bad flag."""
+  if any(arg in _HELP_FLAGS for arg in argv):
+    print(f"usage: {PROGRAM} --data_dir=DIR --output_json=FILE [flags]\n\n"
+          f"{__doc__.split(chr(10) * 2)[0]}\n{_FLAGS.get_help()}")
+    sys.exit(0)
+  _FLAGS.unparse_flags()  # Parsed anew on each call, from the defaults.
+  try:
+    positional = _FLAGS([PROGRAM, *argv])[1:]
+  except flags.Error as error:
+    _flag_error(str(error))
+  if positional:
+    _flag_error(f"unexpected positional arguments {positional}; every input is a --flag")
+  return Options(**{field.name: _FLAGS[field.name].value
+                    for field in dataclasses.fields(Options)})
 
 
 def _log(message):
