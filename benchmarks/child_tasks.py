@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 from evaluation.errors import EvaluationError
+from modeling import tf_env
 
 
 def child_env():
@@ -62,6 +63,7 @@ def run(module, spec, log_path, timeout_s, label, timeout_hint="raise it"):
 
 def child_main(argv, work):
   """The child's side: reads SPEC.json, writes work(spec) to RESULT.json atomically."""
+  tf_env.enable_onednn()  # The tools' CPU kernels, so that a benchmark measures what they run.
   if len(argv) != 3:
     sys.stderr.write(f"usage: python -m {argv[0]} SPEC.json RESULT.json\n")
     return 2

@@ -33,6 +33,7 @@ from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
 from modeling import choices
 from modeling import config as config_lib
+from modeling import tf_env
 from modeling.errors import ModelError
 
 PROGRAM = "python -m benchmarks.gpu"
@@ -512,6 +513,7 @@ def _fail(message):
 
 def main(argv=None):
   """The command line; returns the exit code (0 report written, 1 error, 2 bad flag)."""
+  tf_env.enable_onednn()  # As its children (child_main) run, so that the report records it.
   argv = sys.argv[1:] if argv is None else list(argv)
   options = parse_args(argv)
   start = time.perf_counter()

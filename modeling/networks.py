@@ -26,20 +26,10 @@ def _leaky_relu_grad_from_output(x):
 def leaky_relu(x):
   """Keras' "leaky_relu" (slope 0.2) with its gradient computed from the output, not the input.
 
-  The same values and bit-for-bit the same gradients: LeakyReluGrad only tests `features > 0`,
-  and the output has the input's sign.
-
-  Why: TensorFlow's own gradient reads the input, the convolution's BiasAdd. With oneDNN (on by
-  default on recent x86 CPUs) Grappler's remapper fuses Conv2D+BiasAdd in its first pass and,
-  in its second, that fused op with the LeakyRelu, although LeakyReluGrad still reads the
-  BiasAdd. The pass fails with "E... meta_optimizer.cc] remapper failed: INVALID_ARGUMENT:
-  Mutation::Apply error: fanout '.../LeakyReluGrad' exist for missing node '.../BiasAdd'" at
-  the first train step: harmless (the pass is dropped) but it reads like a failure. With the
-  gradient on the output, the BiasAdd has one consumer and the first pass fuses all three.
-  Not slower than Keras' own (docs/benchmarks/README.md).
-
-  Saved models name it "leaky_relu" (Keras serializes a function by its name), so they load as
-  Keras' own activation, which computes the same values.
+  Why: with oneDNN on (modeling/tf_env.py), Keras' own makes Grappler log "remapper failed ...
+  LeakyReluGrad" at the first train step. Same values and bit-for-bit the same gradients (the
+  output has the input's sign), not slower (docs/benchmarks/README.md); saved models load it as
+  Keras' own "leaky_relu".
   """
   return _leaky_relu_grad_from_output(x)
 

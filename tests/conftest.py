@@ -16,12 +16,16 @@ import pytest
 
 from modeling import tf_env
 
-# The tools run with oneDNN's CPU kernels (tools/__init__.py); so do the tests that call the
-# libraries in this process, so that numbers compared with a tool's agree.
-tf_env.enable_onednn()
-
 SYNTHETIC_IMAGES = 64
 SYNTHETIC_SEED = 0
+
+
+def pytest_configure(config):
+  """The tools run with oneDNN's CPU kernels (tools/_cli.run); so do the tests that call the
+  libraries in this process, so that numbers compared with a tool's agree. Before any test
+  module imports TensorFlow, which reads the setting once."""
+  del config  # Unused.
+  tf_env.enable_onednn()
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ still raise so that they can be reported.
 """
 
 import errno
+import importlib.util
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from absl import logging
 
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
+from modeling import tf_env
 from modeling.errors import ModelError
 
 FLAGS = flags.FLAGS
@@ -112,8 +114,19 @@ def _guarded(main):
   return wrapper
 
 
+def _prepare_tensorflow():
+  """Settings TensorFlow reads once, at its first import (tools import it inside main)."""
+  # Level 1 hides TensorFlow's C++ INFO lines and keeps its warnings; a level the user set stays.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  tf_env.enable_onednn()
+  if importlib.util.find_spec("tensorflow") is None:
+    fail("TensorFlow is not installed. Install the project with the extra that fits this "
+         "machine: pip install -e '.[cpu]' (CPU) or pip install -e '.[gpu]' (NVIDIA GPU).")
+
+
 def run(main, required=()):
   """Marks the required flags and runs `main` under absl with one-line user errors."""
+  _prepare_tensorflow()
   for name in required:
     flags.mark_flag_as_required(name)
   logging.set_verbosity(logging.INFO)

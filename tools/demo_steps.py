@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -224,15 +225,66 @@ def _completed_seconds(workspace, step):
     return None
 
 
+# What every process that imports TensorFlow prints before TensorFlow applies
+# TF_CPP_MIN_LOG_LEVEL (absl's notice, oneDNN's INFO line): cosmetic, so not echoed.
+_ABSL_NOTICE = (b"WARNING: All log messages before absl::InitializeLog() is called are written "
+                b"to STDERR")
+_ONEDNN_LINE = re.compile(
+    rb"I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\..*")
+
+
+def _is_startup_line(line):
+  return line == _ABSL_NOTICE or _ONEDNN_LINE.fullmatch(line) is not None
+
+
+def _may_become_startup_line(start):
+  return _ABSL_NOTICE.startswith(start) or re.fullmatch(rb"I\d{0,4}( [^\r\n]*)?", start)
+
+
+class _StartupLineFilter:
+  """Passes a byte stream through as it comes, less TensorFlow's start-up lines."""
+
+  def __init__(self):
+    self._held = b""  # The start of a line that may be a start-up line.
+    self._at_line_start = True
+
+  def feed(self, chunk):
+    """Returns what of `chunk` (and what was held back) to show now."""
+    shown = []
+    for piece in (self._held + chunk).splitlines(keepends=True):
+      line_start, self._at_line_start = self._at_line_start, piece.endswith((b"\n", b"\r"))
+      if not line_start:
+        shown.append(piece)
+      elif self._at_line_start:
+        if not _is_startup_line(piece.rstrip(b"\r\n")):
+          shown.append(piece)
+      elif _may_become_startup_line(piece):
+        self._held = piece
+        self._at_line_start = True
+        return b"".join(shown)
+      else:
+        shown.append(piece)
+    self._held = b""
+    return b"".join(shown)
+
+  def close(self):
+    """What is still held back (the stream ended inside a line)."""
+    held, self._held = self._held, b""
+    return held
+
+
 def _run_logged(command, log_path):
-  """Runs `command`, echoing its output live and keeping a copy in `log_path`."""
+  """Runs `command`, echoing its output live, less TensorFlow's start-up lines (the log keeps
+  them), and keeping a copy in `log_path`."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   env = dict(os.environ, PYTHONUNBUFFERED="1")
+  echo = _StartupLineFilter()
   with open(log_path, "wb") as log, subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
     for chunk in iter(lambda: process.stdout.read1(4096), b""):
       log.write(chunk)
-      os.write(1, chunk)
+      os.write(1, echo.feed(chunk))
+    os.write(1, echo.close())
     return process.wait()
 
 
