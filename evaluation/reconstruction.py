@@ -323,6 +323,58 @@ def _subjects(options, manifest):
   return subjects, files
 
 
+def _measure_split(options, manifest, subjects, judging):
+  """split_statistics over the split's first images; (its result, the rows the judge sees)."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import make_dataset
+  from data_pipeline import reader
+  # pylint: enable=g-import-not-at-top
+  split_size = manifest["splits"][options.split]["num_examples"]
+  max_images = min(options.max_images or split_size, split_size)
+  look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
+  dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
+                         max_images=max_images)
+  with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
+    result = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
+                              options.num_images, total=max_images,
+                              judge_rows=look_at if judging else False)
+  return result, chosen
+
+
+def _judge_faces(judge, result, chosen, options):
+  """Adds each model's face figures to result.stats; (reconstruction.json's face_judge, notes)."""
+  stats = result.stats
+  if judge is None:
+    for name in stats:
+      stats[name].update(face_rate=None, face=None)
+    return None, ["face judge off (--noface_judge): face_rate, face and face_judge are null"]
+  mean_face = generation.mean_image(options.data_dir, "train", options.batch_size)
+  reference, calibration = face_figures.calibration(judge, result.judged, mean_face,
+                                                    options.seed)
+  judge_info = {**judge.describe(), "images_judged": chosen, "calibration": calibration}
+  for name, reconstructions in result.reconstructions.items():
+    held_out = face_figures.split_real(reconstructions)[1]
+    stats[name]["face"] = face_figures.figures(judge.judge(held_out), reference, options.seed)
+    stats[name]["face_rate"] = stats[name]["face"]["face_rate"]
+  return judge_info, []
+
+
+def _grid_files(options, grid, subjects, own):
+  """{GRID_FILE: PNG bytes} of the split's grid, and OWN_IMAGES_FILE's with own images."""
+  columns = ", ".join(s.label for s in subjects)
+  title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
+           f"original | {columns}")
+  files = {GRID_FILE: images_lib.png_bytes(comparison_grid(
+      grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
+      title))}
+  if own is not None:
+    rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
+    files[OWN_IMAGES_FILE] = images_lib.png_bytes(comparison_grid(
+        own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
+        f"your images (rows {rows}): original | {columns}"))
+  return files
+
+
 def compare(options):
   """Reconstructs the split's images with every run: tools.compare_reconstructions' outputs.
 
@@ -344,9 +396,7 @@ def compare(options):
   # pylint: disable=g-import-not-at-top
   import keras
   import tensorflow as tf
-  from data_pipeline import make_dataset
   from data_pipeline import provenance
-  from data_pipeline import reader
   from data_pipeline.manifest import read_manifest
   from evaluation import encoding
   # pylint: enable=g-import-not-at-top
@@ -362,42 +412,10 @@ def compare(options):
   input_files.update(encoding.data_files(options.data_dir))
   input_files.update({path: provenance.sha256_file(path) for path in options.images})
 
-  split_size = manifest["splits"][options.split]["num_examples"]
-  max_images = min(options.max_images or split_size, split_size)
-  look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
-  dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
-                         max_images=max_images)
-  with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
-    result = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
-                              options.num_images, total=max_images,
-                              judge_rows=look_at if judge is not None else False)
-  stats, grid = result.stats, result.grid
-  judge_info, notes = None, []
-  if judge is None:
-    notes.append("face judge off (--noface_judge): face_rate, face and face_judge are null")
-    for name in stats:
-      stats[name].update(face_rate=None, face=None)
-  else:
-    mean_face = generation.mean_image(options.data_dir, "train", options.batch_size)
-    reference, calibration = face_figures.calibration(judge, result.judged, mean_face,
-                                                      options.seed)
-    judge_info = {**judge.describe(), "images_judged": chosen, "calibration": calibration}
-    for name, reconstructions in result.reconstructions.items():
-      held_out = face_figures.split_real(reconstructions)[1]
-      stats[name]["face"] = face_figures.figures(judge.judge(held_out), reference, options.seed)
-      stats[name]["face_rate"] = stats[name]["face"]["face_rate"]
-
-  columns = ", ".join(s.label for s in subjects)
-  title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
-           f"original | {columns}")
-  files = {GRID_FILE: images_lib.png_bytes(comparison_grid(
-      grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
-      title))}
-  if own is not None:
-    rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
-    files[OWN_IMAGES_FILE] = images_lib.png_bytes(comparison_grid(
-        own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
-        f"your images (rows {rows}): original | {columns}"))
+  result, chosen = _measure_split(options, manifest, subjects, judge is not None)
+  stats = result.stats
+  judge_info, notes = _judge_faces(judge, result, chosen, options)
+  files = _grid_files(options, result.grid, subjects, own)
   report = {
       "split": options.split,
       "num_images": int(stats[subjects[0].name]["psnr"]["count"]),
