@@ -27,9 +27,9 @@ from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
-from modeling import choices
+from modeling import flag_choices
 
-ENCODINGS = choices.ENCODINGS
+ENCODINGS = flag_choices.ENCODINGS
 _MB = 1e6
 # Targets on this machine.
 RAW_VS_CLASSIC = 0.9

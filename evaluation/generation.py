@@ -25,11 +25,11 @@ from evaluation import metrics
 from evaluation import samplers
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
-from modeling import choices
+from modeling import flag_choices
 
-SAMPLERS = choices.SAMPLERS
-FITTED = choices.FITTED_SAMPLERS
-NEEDS_TEST_IMAGES = choices.FACE_SAMPLERS
+SAMPLERS = flag_choices.SAMPLERS
+FITTED = flag_choices.FITTED_SAMPLERS
+NEEDS_TEST_IMAGES = flag_choices.FACE_SAMPLERS
 # Fixed per-sampler streams: seeding each sampler with (seed, index) keeps its points the same
 # whichever other samplers run in the same call.
 _STREAMS = {name: index for index, name in enumerate(SAMPLERS)}
@@ -405,7 +405,7 @@ def faces_summary(groups, records, face_judge):
     return None
   summary = dict(face_judge["calibration"]["sets"])
   for group in groups:
-    if group.sampler in choices.DRAWN_SAMPLERS:
+    if group.sampler in flag_choices.DRAWN_SAMPLERS:
       (record,) = records[group.name].values()  # Drawn samplers have one setting.
       summary[group.sampler] = record["face"]
     elif group.sampler == "uniform":

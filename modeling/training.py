@@ -11,9 +11,9 @@ import sys
 
 from absl import logging
 
-from modeling import choices
 from modeling import config as config_lib
 from modeling import convergence
+from modeling import flag_choices
 from modeling import run_dir
 from modeling.errors import ModelError
 
@@ -78,11 +78,11 @@ class TrainConfig:
       raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
     if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
       raise ModelError(f"min_delta must be in [0, 1), got {self.min_delta}")
-    if self.mixed_precision not in choices.PRECISIONS:
-      raise ModelError(f"mixed_precision must be one of {choices.PRECISIONS}, got "
+    if self.mixed_precision not in flag_choices.PRECISIONS:
+      raise ModelError(f"mixed_precision must be one of {flag_choices.PRECISIONS}, got "
                        f"{self.mixed_precision!r}")
-    if self.strategy not in choices.STRATEGIES:
-      raise ModelError(f"strategy must be one of {choices.STRATEGIES}, got {self.strategy!r}")
+    if self.strategy not in flag_choices.STRATEGIES:
+      raise ModelError(f"strategy must be one of {flag_choices.STRATEGIES}, got {self.strategy!r}")
     return self
 
   def to_dict(self):

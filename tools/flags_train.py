@@ -12,8 +12,8 @@ from absl import flags
 
 from data_pipeline import service
 from data_pipeline.errors import DataError
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 from modeling.errors import ModelError
 from tools import flags_data
 from tools import flags_eval
@@ -135,13 +135,13 @@ def _define_training_flags():
 
 def _define_device_flags():
   """Devices and precision, and input from the tf.data service."""
-  flags.DEFINE_enum("mixed_precision", "auto", choices.PRECISIONS, "Mixed precision: auto "
+  flags.DEFINE_enum("mixed_precision", "auto", flag_choices.PRECISIONS, "Mixed precision: auto "
                     "(bf16 where the hardware runs it natively: GPUs of compute capability "
                     ">= 8.0, CPUs with AVX512_BF16 or AMX; else float32), off (float32), bf16 "
                     "or fp16 (with dynamic loss scaling). config.json records the resolved "
                     "choice.")
   flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
-  flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
+  flags.DEFINE_enum("strategy", "default", flag_choices.STRATEGIES,
                     "tf.distribute strategy; mirrored uses every GPU (or --cpu_replicas "
                     "logical CPUs).")
   flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (to try "
