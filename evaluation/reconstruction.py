@@ -19,8 +19,8 @@ import numpy as np
 
 from evaluation import face_figures
 from evaluation import generation
-from evaluation import images as images_lib
-from evaluation import metrics
+from evaluation import image_ops
+from evaluation import image_quality
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
 
@@ -78,25 +78,26 @@ class _Accumulator:
 
   def __init__(self, factors):
     self.values = {"psnr": [], "ssim": [], "reconstruction_loss": []}
-    self.sharpened = {images_lib.factor_label(f): {"psnr": [], "ssim": []}
+    self.sharpened = {image_ops.factor_label(f): {"psnr": [], "ssim": []}
                       for f in factors if f != 1}
     self.factors = [f for f in factors if f != 1]
 
   def add(self, targets, reconstructions, loss_kind):
-    self.values["psnr"].append(metrics.psnr(targets, reconstructions))
-    self.values["ssim"].append(metrics.ssim(targets, reconstructions))
+    self.values["psnr"].append(image_quality.psnr(targets, reconstructions))
+    self.values["ssim"].append(image_quality.ssim(targets, reconstructions))
     self.values["reconstruction_loss"].append(
         _loss_per_image(targets, reconstructions, loss_kind))
-    rounded = images_lib.to_uint8(reconstructions)
+    rounded = image_ops.to_uint8(reconstructions)
     for factor in self.factors:
-      sharp = images_lib.sharpen(rounded, factor).astype(np.float32) / 255.0
-      entry = self.sharpened[images_lib.factor_label(factor)]
-      entry["psnr"].append(metrics.psnr(targets, sharp))
-      entry["ssim"].append(metrics.ssim(targets, sharp))
+      sharp = image_ops.sharpen(rounded, factor).astype(np.float32) / 255.0
+      entry = self.sharpened[image_ops.factor_label(factor)]
+      entry["psnr"].append(image_quality.psnr(targets, sharp))
+      entry["ssim"].append(image_quality.ssim(targets, sharp))
 
   def summary(self):
-    out = {name: metrics.summarize(np.concatenate(v)) for name, v in self.values.items()}
-    out["sharpened"] = {f: {name: metrics.summarize(np.concatenate(v)) for name, v in d.items()}
+    out = {name: image_quality.summarize(np.concatenate(v)) for name, v in self.values.items()}
+    out["sharpened"] = {f: {name: image_quality.summarize(np.concatenate(v))
+                            for name, v in d.items()}
                         for f, d in self.sharpened.items()}
     return out
 
@@ -184,7 +185,7 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
         reconstructions = subject.reconstruct(originals)
         accumulators[subject.name].add(targets, reconstructions, subject.loss)
         if look is not None:
-          rounded[subject.name].append(images_lib.to_uint8(reconstructions[look]))
+          rounded[subject.name].append(image_ops.to_uint8(reconstructions[look]))
         if take:
           grid[subject.name].append(reconstructions[:take])
       kept += take
@@ -214,11 +215,11 @@ def comparison_grid(originals, reconstructions, subjects, factors, title=""):
   """
   columns = [("original", np.asarray(originals, np.uint8))]
   for factor in factors:
-    suffix = "" if factor == 1 else f" sharpness {images_lib.factor_label(factor)}"
+    suffix = "" if factor == 1 else f" sharpness {image_ops.factor_label(factor)}"
     for subject in subjects:
-      rounded = images_lib.to_uint8(reconstructions[subject.name])
-      columns.append((subject.label + suffix, images_lib.sharpen(rounded, factor)))
-  return images_lib.panel_grid(columns, columns=1, title=title)
+      rounded = image_ops.to_uint8(reconstructions[subject.name])
+      columns.append((subject.label + suffix, image_ops.sharpen(rounded, factor)))
+  return image_ops.panel_grid(columns, columns=1, title=title)
 
 
 DEFINITIONS = {
@@ -364,12 +365,12 @@ def _grid_files(options, grid, subjects, own):
   columns = ", ".join(s.label for s in subjects)
   title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
            f"original | {columns}")
-  files = {GRID_FILE: images_lib.png_bytes(comparison_grid(
+  files = {GRID_FILE: image_ops.png_bytes(comparison_grid(
       grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
       title))}
   if own is not None:
     rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
-    files[OWN_IMAGES_FILE] = images_lib.png_bytes(comparison_grid(
+    files[OWN_IMAGES_FILE] = image_ops.png_bytes(comparison_grid(
         own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
         f"your images (rows {rows}): original | {columns}"))
   return files
