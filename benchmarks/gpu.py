@@ -31,8 +31,8 @@ from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 from modeling import tf_env
 from modeling.errors import ModelError
 
@@ -40,7 +40,7 @@ PROGRAM = "python -m benchmarks.gpu"
 CHILD_MODULE = "benchmarks.gpu"
 PRESETS = tuple(config_lib.PRESETS)
 # This benchmark's precision names (the reports') -> modeling.devices' mixed-precision modes.
-PRECISION_MODES = {name: mode for mode, name in choices.PRECISION_NAMES.items()}
+PRECISION_MODES = {name: mode for mode, name in flag_choices.PRECISION_NAMES.items()}
 PRECISIONS = tuple(PRECISION_MODES)
 XLA_CHOICES = {"both": (False, True), "off": (False,), "on": (True,)}
 STREAM_VS_CONSTANT = 0.95  # Target: the stream keeps the GPU fed.

@@ -27,7 +27,7 @@ from benchmarks.report import fmt
 from benchmarks.report import machine_description
 from benchmarks.report import verdict
 from evaluation import correlation
-from evaluation import statistics
+from evaluation import z_components
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 
@@ -159,7 +159,7 @@ def measure(path, chunk_rows=correlation.DEFAULT_CHUNK_ROWS, subset_rows=STUDY_S
   seconds["full_correlation"] = sum(seconds[k] for k in ("load", "accumulate", "correlation",
                                                          "counts"))
   rss_after_correlation = peak_rss_mb()
-  components, _, _ = timed("statistics", lambda: statistics.component_statistics(
+  components, _, _ = timed("statistics", lambda: z_components.component_statistics(
       z, acc, chunk_rows=chunk_rows))
   seconds["correlation_and_statistics"] = seconds["full_correlation"] + seconds["statistics"]
 
@@ -177,7 +177,7 @@ def measure(path, chunk_rows=correlation.DEFAULT_CHUNK_ROWS, subset_rows=STUDY_S
       "peak_rss_mb_after_correlation": rss_after_correlation, "peak_rss_mb": peak_rss_mb(),
       "ru_maxrss_mb": ru_maxrss_mb(),
       "counts": counts, "constant_components": int(len(acc.constant_components())),
-      "dominant_components": statistics.dominant_components(components)["count"],
+      "dominant_components": z_components.dominant_components(components)["count"],
       "subset": {"rows": num_subset, "seed": int(seed),
                  "counts": correlation.counts_above(np.nan_to_num(r_subset),
                                                     correlation.DEFAULT_THRESHOLDS),
@@ -304,7 +304,7 @@ def markdown(report):
       f"| StreamingCorrelation.correlation() | {fmt(seconds['correlation'], 3)} |",
       f"| counts_above ({len(result['counts'])} thresholds) | {fmt(seconds['counts'], 3)} |",
       f"| **full correlation** | **{fmt(seconds['full_correlation'], 2)}** |",
-      f"| statistics.component_statistics (all rows) | {fmt(seconds['statistics'], 2)} |",
+      f"| z_components.component_statistics (all rows) | {fmt(seconds['statistics'], 2)} |",
       f"| **correlation + statistics** | **{fmt(seconds['correlation_and_statistics'], 2)}** |",
       f"| study: gather {subset['rows']:,} random rows | {fmt(seconds['subset_gather'], 3)} |",
       f"| study: numpy.corrcoef of {subset['rows']:,} rows | "

@@ -27,9 +27,9 @@ from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
-from modeling import choices
+from modeling import flag_choices
 
-ENCODINGS = choices.ENCODINGS
+ENCODINGS = flag_choices.ENCODINGS
 _MB = 1e6
 # Targets on this machine.
 RAW_VS_CLASSIC = 0.9
@@ -205,34 +205,34 @@ def _peer_inputs_spec(options, inputs):
           "fingerprint": settings["source_fingerprint"]}
 
 
-def run_benchmark(options):
-  """Runs every measurement; returns the report dict (docs/benchmarks/README.md).
-
-  Raises:
-    DataError, EvaluationError: unusable inputs, or a child that failed (naming its log).
-  """
-  started = time.time()
-  inputs = resolve_inputs(options)
-  logs = os.path.join(os.path.abspath(options.work_dir), "logs")
-  report = {"benchmark": "pipeline", "format_version": 1, "machine": machine_description()}
-  preparation = None
+def _measure_preparation(options, inputs, logs):
+  """Prepares the missing shard dirs and times the writer; preparation's report, or None."""
   prepare_spec = _prepare_spec(options, inputs)
-  if prepare_spec["jobs"]:
-    logging.info("preparing %s and timing the writer (%d jobs)",
-                 ", ".join(inputs.to_prepare) or "no shards", len(prepare_spec["jobs"]))
-    done = run_child(prepare_spec, os.path.join(logs, "prepare.log"), options.child_timeout_s)
-    timed = [job for job in done["jobs"] if job["timed"]]
-    preparation = {"images": options.prepare_images,
-                   "runs": [{k: j[k] for k in ("encoding", "workers", "images", "seconds",
-                                               "images_per_s")} for j in timed]}
-  common = _common_spec(options, inputs)
-  peers = None
-  if set(options.methods) & set(methods_lib.PEERS):
-    peers = run_child(_peer_inputs_spec(options, inputs), os.path.join(logs, "peer_inputs.log"),
-                      options.child_timeout_s)
-    logging.info("peer inputs: %d JPEGs in %d record shards and %d folders (%s)",
-                 peers["images"], len(peers["shards"]), len(peers["folders"]),
-                 "reused" if peers["reused"] else "written")
+  if not prepare_spec["jobs"]:
+    return None
+  logging.info("preparing %s and timing the writer (%d jobs)",
+               ", ".join(inputs.to_prepare) or "no shards", len(prepare_spec["jobs"]))
+  done = run_child(prepare_spec, os.path.join(logs, "prepare.log"), options.child_timeout_s)
+  timed = [job for job in done["jobs"] if job["timed"]]
+  return {"images": options.prepare_images,
+          "runs": [{k: j[k] for k in ("encoding", "workers", "images", "seconds",
+                                      "images_per_s")} for j in timed]}
+
+
+def _peer_inputs(options, inputs, logs):
+  """The peer methods' JPEG folders and record shards (None when no peer method runs)."""
+  if not set(options.methods) & set(methods_lib.PEERS):
+    return None
+  peers = run_child(_peer_inputs_spec(options, inputs), os.path.join(logs, "peer_inputs.log"),
+                    options.child_timeout_s)
+  logging.info("peer inputs: %d JPEGs in %d record shards and %d folders (%s)",
+               peers["images"], len(peers["shards"]), len(peers["folders"]),
+               "reused" if peers["reused"] else "written")
+  return peers
+
+
+def _measure_feeding(options, common, peers, logs):
+  """One fresh child per size and method; their results in that order."""
   results = []
   for size in options.sizes:
     for method in options.methods:
@@ -244,26 +244,55 @@ def run_benchmark(options):
       logging.info("%s at %d images: %.0f images/s, peak RSS %.0f MB", method, size,
                    result["images_per_s"] or 0, result["peak_rss_mb"])
       results.append(result)
-  training = None
-  if options.train_steps:
-    spec = dict(common, task="train", preset=options.train_preset, size=min(options.sizes),
-                steps=options.train_steps, warmup_steps=options.train_warmup_steps)
-    training = run_child(spec, os.path.join(logs, "train.log"), options.child_timeout_s)
-    logging.info("training %s: streaming %.1f images/s, constant batch %.1f images/s",
-                 options.train_preset, training["stream_images_per_s"],
-                 training["constant_images_per_s"])
-  fit_rows = []
-  if options.train_presets:
-    run_root = os.path.join(os.path.abspath(options.work_dir), "fit_runs")
-    available = inputs.manifest["splits"]["train"]["num_examples"]
-    specs = [training_lib.fit_spec(p, inputs.dirs["raw"], options,
-                                   inputs.manifest["image_size"], available, run_root)
-             for p in options.train_presets]
-    fit_rows = training_lib.run(specs, logs, options.child_timeout_s)
-    for row in fit_rows:
-      logging.info("fit %s: %.1f images/s, bare steps %.1f images/s, ratio %.3f", row["preset"],
-                   row["fit_images_per_s"] or 0, row["bare_images_per_s"] or 0,
-                   row["ratio"] or 0)
+  return results
+
+
+def _measure_training(options, common, logs):
+  """Train steps fed by the stream vs a constant batch (None without --train_steps)."""
+  if not options.train_steps:
+    return None
+  spec = dict(common, task="train", preset=options.train_preset, size=min(options.sizes),
+              steps=options.train_steps, warmup_steps=options.train_warmup_steps)
+  training = run_child(spec, os.path.join(logs, "train.log"), options.child_timeout_s)
+  logging.info("training %s: streaming %.1f images/s, constant batch %.1f images/s",
+               options.train_preset, training["stream_images_per_s"],
+               training["constant_images_per_s"])
+  return training
+
+
+def _measure_fit(options, inputs, logs):
+  """Keras fit vs bare train steps per --train_presets preset (benchmarks.training)."""
+  if not options.train_presets:
+    return []
+  run_root = os.path.join(os.path.abspath(options.work_dir), "fit_runs")
+  available = inputs.manifest["splits"]["train"]["num_examples"]
+  specs = [training_lib.fit_spec(p, inputs.dirs["raw"], options,
+                                 inputs.manifest["image_size"], available, run_root)
+           for p in options.train_presets]
+  fit_rows = training_lib.run(specs, logs, options.child_timeout_s)
+  for row in fit_rows:
+    logging.info("fit %s: %.1f images/s, bare steps %.1f images/s, ratio %.3f", row["preset"],
+                 row["fit_images_per_s"] or 0, row["bare_images_per_s"] or 0,
+                 row["ratio"] or 0)
+  return fit_rows
+
+
+def run_benchmark(options):
+  """Runs every measurement; returns the report dict (docs/benchmarks/README.md).
+
+  Raises:
+    DataError, EvaluationError: unusable inputs, or a child that failed (naming its log).
+  """
+  started = time.time()
+  inputs = resolve_inputs(options)
+  logs = os.path.join(os.path.abspath(options.work_dir), "logs")
+  report = {"benchmark": "pipeline", "format_version": 1, "machine": machine_description()}
+  preparation = _measure_preparation(options, inputs, logs)
+  common = _common_spec(options, inputs)
+  peers = _peer_inputs(options, inputs, logs)
+  results = _measure_feeding(options, common, peers, logs)
+  training = _measure_training(options, common, logs)
+  fit_rows = _measure_fit(options, inputs, logs)
 
   # The options first: the resolved paths (absolute data_dir, the source folder found in the
   # manifest) must not be overwritten by the flags as given.

@@ -24,8 +24,8 @@ from benchmarks.report import fmt
 from benchmarks.report import verdict
 from data_pipeline import provenance
 from evaluation.errors import EvaluationError
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 
 PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32.
 PRECISIONS = ("off", "bf16")  # Resolved modes compared: float32 and bf16 mixed precision.
@@ -38,7 +38,7 @@ class Options:
   Attributes:
     data_dir: a raw-encoded data dir (tools.prepare_data) with train and test images.
     presets: model presets (modeling.config.PRESETS).
-    precisions: resolved mixed-precision modes (choices.PRECISION_POLICIES), float32 ("off")
+    precisions: resolved mixed-precision modes (flag_choices.PRECISION_POLICIES), float32 ("off")
       first: the others are compared with it.
     epochs: epochs of every run.
     train_images: training images per epoch (whole batches; the split's first ones).
@@ -84,7 +84,7 @@ def check_choices(presets, precisions, train_images, batch_size):
       (float32, which the others are compared with), or less than one batch per epoch.
   """
   unknown = [p for p in presets if p not in config_lib.PRESETS]
-  unknown += [p for p in precisions if p not in choices.PRECISION_POLICIES]
+  unknown += [p for p in precisions if p not in flag_choices.PRECISION_POLICIES]
   if unknown or not presets:
     raise EvaluationError(f"unknown or missing --presets/--precisions value(s): "
                           f"{', '.join(unknown) or 'none given'}")
@@ -178,7 +178,7 @@ def _run_children(options, work_dir, logs_dir):
               "run_dir": os.path.join(work_dir, "runs", f"{preset}-{precision}")}
       rows.append(child_tasks.run(
           "benchmarks.precision", spec, os.path.join(logs_dir, f"{preset}-{precision}.log"),
-          options.child_timeout_s, f"{preset} in {choices.PRECISION_NAMES[precision]}",
+          options.child_timeout_s, f"{preset} in {flag_choices.PRECISION_NAMES[precision]}",
           "raise --child_timeout_s or lower --train_images"))
   return rows
 
@@ -221,8 +221,9 @@ def evaluate_targets(rows):
       continue
     value = row["psnr_difference_db"]
     targets.append({
-        "name": f"parity:{row['preset']}:{choices.PRECISION_NAMES[row['precision']]}",
-        "description": f"{row['preset']}: test PSNR in {choices.PRECISION_NAMES[row['precision']]}"
+        "name": f"parity:{row['preset']}:{flag_choices.PRECISION_NAMES[row['precision']]}",
+        "description": f"{row['preset']}: test PSNR in "
+                       f"{flag_choices.PRECISION_NAMES[row['precision']]}"
                        f" minus in float32, same seed and epochs (pass within +-{PARITY_DB:g} "
                        "dB)", "value": value, "threshold": PARITY_DB,
         "passed": None if value is None else abs(value) <= PARITY_DB})
@@ -237,7 +238,7 @@ def markdown(report):
   epochs = f"{inputs['epochs']} epoch{'s' if inputs['epochs'] != 1 else ''}"
   lines = [f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, TensorFlow "
            f"{machine['tensorflow']}, Keras {machine['keras']}; {machine['date']}.",
-           f"`--mixed_precision auto` here: {choices.PRECISION_NAMES[auto['mode']]} "
+           f"`--mixed_precision auto` here: {flag_choices.PRECISION_NAMES[auto['mode']]} "
            f"({auto['reason']}).",
            f"Each run: {epochs} of {inputs['train_images']:,} training images at batch "
            f"{inputs['batch_size']}, seed {inputs['seed']}; PSNR/SSIM on the test split's first "
@@ -247,7 +248,7 @@ def markdown(report):
            "|---|---|---|---|---|---|---|---|---|"]
   for row in report["rows"]:
     lines.append(
-        f"| {row['preset']} | {choices.PRECISION_NAMES[row['precision']]} | "
+        f"| {row['preset']} | {flag_choices.PRECISION_NAMES[row['precision']]} | "
         f"{fmt(row['steady_step_seconds'], 2)} | {fmt(row['step_over_float32'], 2)}x | "
         f"{fmt(row['final_loss'], 1)} | {fmt(row['test_psnr_db'], 2)} | "
         f"{_signed(row['psnr_difference_db'])} | {fmt(row['test_ssim'], 3)} | "
@@ -325,7 +326,7 @@ def _train(spec):
                                           description=f"{spec['precision']} test").stats
   measured = stats[spec["preset"]]
   return {"preset": spec["preset"], "precision": spec["precision"],
-          "policy": choices.PRECISION_POLICIES[spec["precision"]],
+          "policy": flag_choices.PRECISION_POLICIES[spec["precision"]],
           "epochs": spec["epochs"], "train_images": spec["train_images"],
           "test_images": test_images, "final_loss": float(result.history[-1]["loss"]),
           "steady_step_seconds": float(np.median(timer.steps)) if timer.steps else None,

@@ -119,6 +119,78 @@ def _check_args(batch_size, cache, max_images, shuffle_buffer, ram_budget_mb):
     raise ValueError(f"ram_budget_mb must be positive, got {ram_budget_mb}")
 
 
+def _open_split(data_dir, split, with_attributes, max_images, skip_corrupt):
+  """(manifest, [(shard path, records to take)], records lost to missing shards)."""
+  manifest = manifest_lib.read_manifest(data_dir)
+  if with_attributes and not manifest.get("attribute_names"):
+    raise DataError(f"{data_dir} has no attributes (its source had no list_attr_celeba.txt); "
+                    "read it without attributes")
+  shards, lost_missing = _select_shards(data_dir, manifest, split, max_images, skip_corrupt)
+  if not shards:
+    if lost_missing:
+      raise DataError(f"split {split!r} of {data_dir} has no readable shard left; "
+                      f"{_rewrite_hint(data_dir)}")
+    raise DataError(f"split {split!r} of {data_dir} has no records")
+  return manifest, shards, lost_missing
+
+
+def _parsers(manifest, with_ids, with_attributes):
+  """(parse_batch, parse_one): serialized records -> what make_dataset yields, per batch or one."""
+  image_size, encoding = manifest["image_size"], manifest["encoding"]
+  attribute_names = manifest.get("attribute_names")
+  spec = records.feature_spec(len(attribute_names) if attribute_names else None)
+
+  def to_output(parsed, images):
+    if not (with_ids or with_attributes):
+      return images
+    out = {"image": images}
+    if with_ids:
+      out["id"] = parsed["id"]
+    if with_attributes:
+      out["attributes"] = tf.cast(parsed["attributes"], tf.int32)
+    return out
+
+  def parse_batch(serialized):
+    parsed = tf.io.parse_example(serialized, spec)
+    return to_output(parsed, records.decode_images(parsed["image"], encoding, image_size))
+
+  def parse_one(serialized):
+    parsed = tf.io.parse_single_example(serialized, spec)
+    image = records.decode_images(parsed["image"][tf.newaxis], encoding, image_size)[0]
+    return to_output(parsed, image)
+
+  return parse_batch, parse_one
+
+
+def _interleave_shards(shards, parse_one, shuffle, seed, deterministic, skip_corrupt):
+  """The shards' records, interleaved (shuffled) or one shard after the other (file order).
+
+  Serialized records; with `skip_corrupt`, decoded ones, each shard's losses counted.
+  """
+  paths = [path for path, _ in shards]
+  counts = [take for _, take in shards]
+  files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(counts, tf.int64)))
+
+  def read_shard(path, take):
+    shard = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES).take(take)
+    if not skip_corrupt:
+      return shard
+    # A CRC or length error ends the shard (the reader cannot find the next record's start).
+    # Records are decoded here, one by one, so that an undecodable one goes alone instead of
+    # taking its batch down later. The count below says how many either way lost.
+    shard = shard.ignore_errors(log_warning=True)
+    shard = shard.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=deterministic).ignore_errors(log_warning=True)
+    return _count_losses(shard, take, tf.strings.join(["shard ", path]))
+
+  if shuffle:
+    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return files.interleave(read_shard, cycle_length=min(len(paths), _MAX_PARALLEL_SHARDS),
+                            block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=deterministic)
+  return files.interleave(read_shard, cycle_length=1, block_length=1)
+
+
 def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=None, deterministic=None,
                  repeat=False, drop_remainder=False, with_ids=False, with_attributes=False,
                  max_images=None, cache=None, shuffle_buffer=1024, ram_budget_mb=None,
@@ -160,66 +232,14 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=None, determ
   """
   _check_args(batch_size, cache, max_images, shuffle_buffer, ram_budget_mb)
   data_dir = os.fspath(data_dir)
-  manifest = manifest_lib.read_manifest(data_dir)
-  image_size, encoding = manifest["image_size"], manifest["encoding"]
-  attribute_names = manifest.get("attribute_names")
-  if with_attributes and not attribute_names:
-    raise DataError(f"{data_dir} has no attributes (its source had no list_attr_celeba.txt); "
-                    "read it without attributes")
-  shards, lost_missing = _select_shards(data_dir, manifest, split, max_images, skip_corrupt)
-  if not shards:
-    if lost_missing:
-      raise DataError(f"split {split!r} of {data_dir} has no readable shard left; "
-                      f"{_rewrite_hint(data_dir)}")
-    raise DataError(f"split {split!r} of {data_dir} has no records")
+  manifest, shards, lost_missing = _open_split(data_dir, split, with_attributes, max_images,
+                                               skip_corrupt)
   if deterministic is None:
     deterministic = seed is not None or not shuffle
-
-  paths = [path for path, _ in shards]
-  counts = [take for _, take in shards]
-  files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(counts, tf.int64)))
-  spec = records.feature_spec(len(attribute_names) if attribute_names else None)
-
-  def to_output(parsed, images):
-    if not (with_ids or with_attributes):
-      return images
-    out = {"image": images}
-    if with_ids:
-      out["id"] = parsed["id"]
-    if with_attributes:
-      out["attributes"] = tf.cast(parsed["attributes"], tf.int32)
-    return out
-
-  def parse_batch(serialized):
-    parsed = tf.io.parse_example(serialized, spec)
-    return to_output(parsed, records.decode_images(parsed["image"], encoding, image_size))
-
-  def parse_one(serialized):
-    parsed = tf.io.parse_single_example(serialized, spec)
-    image = records.decode_images(parsed["image"][tf.newaxis], encoding, image_size)[0]
-    return to_output(parsed, image)
-
-  def read_shard(path, take):
-    shard = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES).take(take)
-    if not skip_corrupt:
-      return shard
-    # A CRC or length error ends the shard (the reader cannot find the next record's start).
-    # Records are decoded here, one by one, so that an undecodable one goes alone instead of
-    # taking its batch down later. The count below says how many either way lost.
-    shard = shard.ignore_errors(log_warning=True)
-    shard = shard.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE,
-                      deterministic=deterministic).ignore_errors(log_warning=True)
-    return _count_losses(shard, take, tf.strings.join(["shard ", path]))
-
-  if shuffle:
-    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = files.interleave(read_shard, cycle_length=min(len(paths), _MAX_PARALLEL_SHARDS),
-                          block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=deterministic)
-  else:  # File order: one shard after the other.
-    ds = files.interleave(read_shard, cycle_length=1, block_length=1)
+  parse_batch, parse_one = _parsers(manifest, with_ids, with_attributes)
+  ds = _interleave_shards(shards, parse_one, shuffle, seed, deterministic, skip_corrupt)
   if skip_corrupt:
-    ds = _count_losses(ds, sum(counts) + lost_missing,
+    ds = _count_losses(ds, sum(take for _, take in shards) + lost_missing,
                        tf.constant(f"this pass over split {split!r} of {data_dir}"))
 
   # From here on nothing drops records: with skip_corrupt they arrive decoded already.

@@ -19,17 +19,16 @@ import numpy as np
 from evaluation import face_figures
 from evaluation import face_judge as face_judge_lib
 from evaluation import geometry
-from evaluation import image_measures
-from evaluation import images as images_lib
-from evaluation import metrics
+from evaluation import image_ops
+from evaluation import image_quality
 from evaluation import samplers
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
-from modeling import choices
+from modeling import flag_choices
 
-SAMPLERS = choices.SAMPLERS
-FITTED = choices.FITTED_SAMPLERS
-NEEDS_TEST_IMAGES = choices.FACE_SAMPLERS
+SAMPLERS = flag_choices.SAMPLERS
+FITTED = flag_choices.FITTED_SAMPLERS
+NEEDS_TEST_IMAGES = flag_choices.FACE_SAMPLERS
 # Fixed per-sampler streams: seeding each sampler with (seed, index) keeps its points the same
 # whichever other samplers run in the same call.
 _STREAMS = {name: index for index, name in enumerate(SAMPLERS)}
@@ -83,7 +82,7 @@ DEFINITIONS = {
                   "4-neighbour Laplacian of the grey image, 0..255 units: higher = sharper) "
                   "and checkerboard_energy (share of the non-constant spectral energy at period "
                   "2 pixels: grid artefacts of stride-2 transposed convolutions); "
-                  "evaluation.image_measures. null when the normal sampler did not run.",
+                  "evaluation.image_quality. null when the normal sampler did not run.",
     "reference": "The same Frechet distance for the reconstructions of the real images "
                  "themselves: what a perfect generator of this model's reconstructions would "
                  "score.",
@@ -103,7 +102,7 @@ def apply_in_batches(fn, x, batch_size):
 
 def decode_to_uint8(decode_fn, z, batch_size):
   """z [N, dim] -> uint8 images [N, S, S, 3] (decoder output in [0, 1], rounded)."""
-  return apply_in_batches(lambda c: images_lib.to_uint8(decode_fn(np.asarray(c, np.float32))),
+  return apply_in_batches(lambda c: image_ops.to_uint8(decode_fn(np.asarray(c, np.float32))),
                           z, batch_size)
 
 
@@ -160,7 +159,7 @@ def uniform_groups(dim, num_grid, num_metric, r_limits, seed):
   groups = []
   for r, z in by_r.items():
     rms = np.sqrt(samplers.expected_uniform_radius_sq(dim, r))
-    groups.append(_drawn_group("uniform", f"uniform_r{images_lib.factor_label(r)}",
+    groups.append(_drawn_group("uniform", f"uniform_r{image_ops.factor_label(r)}",
                                f"uniform: each z component uniform in [-{r:g}, {r:g}] "
                                f"(rms |z| = {rms:.1f})", z, num_grid, f"r={r:g}", {}, {"r": r}))
   return groups
@@ -242,9 +241,9 @@ def frechet_by_factor(encode_fn, images, factors, reference, batch_size):
     return None
   out = {}
   for factor in factors:
-    features = encode_uint8(encode_fn, images_lib.sharpen(images, factor), batch_size)
-    out[images_lib.factor_label(factor)] = metrics.frechet_from_moments(
-        *reference.real_moments, *metrics.gaussian_moments(features))
+    features = encode_uint8(encode_fn, image_ops.sharpen(images, factor), batch_size)
+    out[image_ops.factor_label(factor)] = image_quality.frechet_from_moments(
+        *reference.real_moments, *image_quality.gaussian_moments(features))
   return out
 
 
@@ -307,9 +306,9 @@ def evaluate_group(group, images, encode_fn, factors, reference, batch_size, hea
     seed: seed of the face figures' bootstrap.
   """
   shown = images[group.grid_rows]
-  panels = [(f"sharpness {images_lib.factor_label(f)}" + (" (unchanged)" if f == 1 else ""),
-             images_lib.sharpen(shown, f)) for f in factors]
-  grid = images_lib.panel_grid(panels, group.columns, f"{group.title}{header}")
+  panels = [(f"sharpness {image_ops.factor_label(f)}" + (" (unchanged)" if f == 1 else ""),
+             image_ops.sharpen(shown, f)) for f in factors]
+  grid = image_ops.panel_grid(panels, group.columns, f"{group.title}{header}")
   records = {}
   for label, rows in group.settings.items():
     z = group.z[rows]
@@ -381,12 +380,12 @@ def sharpening_block(images, factors):
     factors: PIL sharpness factors (1 = unchanged).
 
   Returns:
-    The means over the images per factor (evaluation.image_measures.summarize_by_factor),
+    The means over the images per factor (evaluation.image_quality.summarize_by_factor),
     keyed by images.factor_label ("0", "3", "7") so that the JSON is stable.
   """
-  summary = image_measures.summarize_by_factor(
-      {float(f): images_lib.sharpen(images, f) for f in factors})
-  return {images_lib.factor_label(f): values for f, values in summary.items()}
+  summary = image_quality.summarize_by_factor(
+      {float(f): image_ops.sharpen(images, f) for f in factors})
+  return {image_ops.factor_label(f): values for f, values in summary.items()}
 
 
 def faces_summary(groups, records, face_judge):
@@ -405,13 +404,13 @@ def faces_summary(groups, records, face_judge):
     return None
   summary = dict(face_judge["calibration"]["sets"])
   for group in groups:
-    if group.sampler in choices.DRAWN_SAMPLERS:
+    if group.sampler in flag_choices.DRAWN_SAMPLERS:
       (record,) = records[group.name].values()  # Drawn samplers have one setting.
       summary[group.sampler] = record["face"]
     elif group.sampler == "uniform":
       for label, record in records[group.name].items():
         r = group.setting_params[label]["r"]
-        summary.setdefault("uniform", {})[images_lib.factor_label(r)] = record["face"]
+        summary.setdefault("uniform", {})[image_ops.factor_label(r)] = record["face"]
   return summary
 
 
@@ -706,7 +705,7 @@ def make_reference(options, inputs):
                  "z-points instead, which are the encoder outputs of their images")
   if real is None:
     notes.append("no real images or z-points: frechet_distance_encoder_space is null")
-  moments = metrics.gaussian_moments(real) if real is not None and len(real) >= 2 else None
+  moments = image_quality.gaussian_moments(real) if real is not None and len(real) >= 2 else None
   return Reference(cloud, options.cloud_quantile, moments), real, notes
 
 
@@ -893,5 +892,5 @@ def run(options, flags=None):
           **encoding.run_files(run.model_dir, options.checkpoint), **input_files}),
       reference_info=result.reference, face_judge=result.face_judge,
       sharpening=result.sharpening)
-  return report, {f"{group}.png": images_lib.png_bytes(image)
+  return report, {f"{group}.png": image_ops.png_bytes(image)
                   for group, image in result.grids.items()}

@@ -3,7 +3,7 @@
 `analyze(z, options)` reads z-points [N, dim] (a memory map is fine: every pass is streamed in
 chunks, so memory depends on dim, not N) and returns the JSON-safe report plus the arrays the
 plots need (`Figures`): correlations (evaluation.correlation), component statistics and the
-dominant components (evaluation.statistics), the study's slice (evaluation.slicing), the
+dominant components (evaluation.z_components), the study's slice (evaluation.slicing), the
 geometry of the cloud against random vectors (evaluation.geometry), VAE active units and KL,
 and the total correlation. The data cloud is the Gaussian that tools.generate's `gaussian`
 sampler fits too: the sample covariance, or Ledoit-Wolf shrinkage with fewer than 10 points
@@ -21,7 +21,7 @@ from evaluation import correlation
 from evaluation import geometry
 from evaluation import samplers
 from evaluation import slicing
-from evaluation import statistics
+from evaluation import z_components
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
@@ -37,15 +37,15 @@ class Options:
   seed: int = 0
   thresholds: tuple = correlation.DEFAULT_THRESHOLDS
   pair_threshold: float = 0.5
-  abs_mean_cutoff: float = statistics.DEFAULT_ABS_MEAN_CUTOFF
-  half_width_cutoff: float = statistics.DEFAULT_HALF_WIDTH_CUTOFF
+  abs_mean_cutoff: float = z_components.DEFAULT_ABS_MEAN_CUTOFF
+  half_width_cutoff: float = z_components.DEFAULT_HALF_WIDTH_CUTOFF
   bin_width: float | None = None
   slice_components: tuple | None = None
   slice_threshold: float = 2.0
   uniform_b: tuple = (0.5, 1.0, 1.5, 2.0, 4.0)
   num_random: int = 10000
   inside_quantile: float = 0.99
-  active_unit_threshold: float = statistics.ACTIVE_UNIT_VARIANCE
+  active_unit_threshold: float = z_components.ACTIVE_UNIT_VARIANCE
   scatter_b: float = 4.0
   num_scatter_pairs: int = 6
   num_scatter_points: int = 5000
@@ -138,9 +138,9 @@ def geometry_section(z, rows, moments, options):
 
 def _vae_section(z, moments, log_var, options):
   variance = moments.variance(ddof=0)
-  section = {"active_units": statistics.active_units(variance, options.active_unit_threshold)}
+  section = {"active_units": z_components.active_units(variance, options.active_unit_threshold)}
   if log_var is not None:
-    kl = statistics.kl_per_dimension(z, log_var, options.chunk_rows)
+    kl = z_components.kl_per_dimension(z, log_var, options.chunk_rows)
     order = np.argsort(-kl, kind="stable")
     section["kl_per_dimension"] = {
         "unit": "nats per image", "total": float(kl.sum()),
@@ -182,9 +182,9 @@ def analyze(z, options, *, log_var=None, kind=None):
   moments = correlation.accumulate(z, rows, options.chunk_rows)
   r = moments.correlation()
   constant = moments.constant_components()
-  components, histograms, hist_settings = statistics.component_statistics(
+  components, histograms, hist_settings = z_components.component_statistics(
       z, moments, rows, options.bin_width, options.chunk_rows)
-  dominant = statistics.dominant_components(components, options.abs_mean_cutoff,
+  dominant = z_components.dominant_components(components, options.abs_mean_cutoff,
                                             options.half_width_cutoff)
   slice_components, slice_why = _slice_components(options, r, dim)
   slice_report = None
@@ -208,7 +208,7 @@ def analyze(z, options, *, log_var=None, kind=None):
       "slice": slice_report,
       "geometry": geometry_report,
       "total_correlation": {"unit": "nats",
-                            "gaussian": statistics.gaussian_total_correlation(r, constant)},
+                            "gaussian": z_components.gaussian_total_correlation(r, constant)},
   }
   if kind == "vae":
     report["vae"] = _vae_section(z, moments, log_var, options)
@@ -218,7 +218,7 @@ def analyze(z, options, *, log_var=None, kind=None):
 
 def _figures(z, rows, options, components, histograms, r, data_radius, random_radius):
   """The arrays of the plots: dominant histograms, scatter points, radii, correlation."""
-  top = statistics.most_dominant(components, options.num_histograms, options.abs_mean_cutoff,
+  top = z_components.most_dominant(components, options.num_histograms, options.abs_mean_cutoff,
                                  options.half_width_cutoff)
   shown = []
   for j in top:

@@ -19,8 +19,8 @@ import numpy as np
 
 from evaluation import face_figures
 from evaluation import generation
-from evaluation import images as images_lib
-from evaluation import metrics
+from evaluation import image_ops
+from evaluation import image_quality
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
 
@@ -78,25 +78,26 @@ class _Accumulator:
 
   def __init__(self, factors):
     self.values = {"psnr": [], "ssim": [], "reconstruction_loss": []}
-    self.sharpened = {images_lib.factor_label(f): {"psnr": [], "ssim": []}
+    self.sharpened = {image_ops.factor_label(f): {"psnr": [], "ssim": []}
                       for f in factors if f != 1}
     self.factors = [f for f in factors if f != 1]
 
   def add(self, targets, reconstructions, loss_kind):
-    self.values["psnr"].append(metrics.psnr(targets, reconstructions))
-    self.values["ssim"].append(metrics.ssim(targets, reconstructions))
+    self.values["psnr"].append(image_quality.psnr(targets, reconstructions))
+    self.values["ssim"].append(image_quality.ssim(targets, reconstructions))
     self.values["reconstruction_loss"].append(
         _loss_per_image(targets, reconstructions, loss_kind))
-    rounded = images_lib.to_uint8(reconstructions)
+    rounded = image_ops.to_uint8(reconstructions)
     for factor in self.factors:
-      sharp = images_lib.sharpen(rounded, factor).astype(np.float32) / 255.0
-      entry = self.sharpened[images_lib.factor_label(factor)]
-      entry["psnr"].append(metrics.psnr(targets, sharp))
-      entry["ssim"].append(metrics.ssim(targets, sharp))
+      sharp = image_ops.sharpen(rounded, factor).astype(np.float32) / 255.0
+      entry = self.sharpened[image_ops.factor_label(factor)]
+      entry["psnr"].append(image_quality.psnr(targets, sharp))
+      entry["ssim"].append(image_quality.ssim(targets, sharp))
 
   def summary(self):
-    out = {name: metrics.summarize(np.concatenate(v)) for name, v in self.values.items()}
-    out["sharpened"] = {f: {name: metrics.summarize(np.concatenate(v)) for name, v in d.items()}
+    out = {name: image_quality.summarize(np.concatenate(v)) for name, v in self.values.items()}
+    out["sharpened"] = {f: {name: image_quality.summarize(np.concatenate(v))
+                            for name, v in d.items()}
                         for f, d in self.sharpened.items()}
     return out
 
@@ -184,7 +185,7 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
         reconstructions = subject.reconstruct(originals)
         accumulators[subject.name].add(targets, reconstructions, subject.loss)
         if look is not None:
-          rounded[subject.name].append(images_lib.to_uint8(reconstructions[look]))
+          rounded[subject.name].append(image_ops.to_uint8(reconstructions[look]))
         if take:
           grid[subject.name].append(reconstructions[:take])
       kept += take
@@ -214,11 +215,11 @@ def comparison_grid(originals, reconstructions, subjects, factors, title=""):
   """
   columns = [("original", np.asarray(originals, np.uint8))]
   for factor in factors:
-    suffix = "" if factor == 1 else f" sharpness {images_lib.factor_label(factor)}"
+    suffix = "" if factor == 1 else f" sharpness {image_ops.factor_label(factor)}"
     for subject in subjects:
-      rounded = images_lib.to_uint8(reconstructions[subject.name])
-      columns.append((subject.label + suffix, images_lib.sharpen(rounded, factor)))
-  return images_lib.panel_grid(columns, columns=1, title=title)
+      rounded = image_ops.to_uint8(reconstructions[subject.name])
+      columns.append((subject.label + suffix, image_ops.sharpen(rounded, factor)))
+  return image_ops.panel_grid(columns, columns=1, title=title)
 
 
 DEFINITIONS = {
@@ -323,6 +324,58 @@ def _subjects(options, manifest):
   return subjects, files
 
 
+def _measure_split(options, manifest, subjects, judging):
+  """split_statistics over the split's first images; (its result, the rows the judge sees)."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import make_dataset
+  from data_pipeline import reader
+  # pylint: enable=g-import-not-at-top
+  split_size = manifest["splits"][options.split]["num_examples"]
+  max_images = min(options.max_images or split_size, split_size)
+  look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
+  dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
+                         max_images=max_images)
+  with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
+    result = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
+                              options.num_images, total=max_images,
+                              judge_rows=look_at if judging else False)
+  return result, chosen
+
+
+def _judge_faces(judge, result, chosen, options):
+  """Adds each model's face figures to result.stats; (reconstruction.json's face_judge, notes)."""
+  stats = result.stats
+  if judge is None:
+    for name in stats:
+      stats[name].update(face_rate=None, face=None)
+    return None, ["face judge off (--noface_judge): face_rate, face and face_judge are null"]
+  mean_face = generation.mean_image(options.data_dir, "train", options.batch_size)
+  reference, calibration = face_figures.calibration(judge, result.judged, mean_face,
+                                                    options.seed)
+  judge_info = {**judge.describe(), "images_judged": chosen, "calibration": calibration}
+  for name, reconstructions in result.reconstructions.items():
+    held_out = face_figures.split_real(reconstructions)[1]
+    stats[name]["face"] = face_figures.figures(judge.judge(held_out), reference, options.seed)
+    stats[name]["face_rate"] = stats[name]["face"]["face_rate"]
+  return judge_info, []
+
+
+def _grid_files(options, grid, subjects, own):
+  """{GRID_FILE: PNG bytes} of the split's grid, and OWN_IMAGES_FILE's with own images."""
+  columns = ", ".join(s.label for s in subjects)
+  title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
+           f"original | {columns}")
+  files = {GRID_FILE: image_ops.png_bytes(comparison_grid(
+      grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
+      title))}
+  if own is not None:
+    rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
+    files[OWN_IMAGES_FILE] = image_ops.png_bytes(comparison_grid(
+        own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
+        f"your images (rows {rows}): original | {columns}"))
+  return files
+
+
 def compare(options):
   """Reconstructs the split's images with every run: tools.compare_reconstructions' outputs.
 
@@ -344,9 +397,7 @@ def compare(options):
   # pylint: disable=g-import-not-at-top
   import keras
   import tensorflow as tf
-  from data_pipeline import make_dataset
   from data_pipeline import provenance
-  from data_pipeline import reader
   from data_pipeline.manifest import read_manifest
   from evaluation import encoding
   # pylint: enable=g-import-not-at-top
@@ -362,42 +413,10 @@ def compare(options):
   input_files.update(encoding.data_files(options.data_dir))
   input_files.update({path: provenance.sha256_file(path) for path in options.images})
 
-  split_size = manifest["splits"][options.split]["num_examples"]
-  max_images = min(options.max_images or split_size, split_size)
-  look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
-  dataset = make_dataset(options.data_dir, options.split, options.batch_size, shuffle=False,
-                         max_images=max_images)
-  with reader.reading(options.data_dir, splits=[options.split]):  # Damage: shard + record named.
-    result = split_statistics(subjects, dataset.as_numpy_iterator(), options.sharpen,
-                              options.num_images, total=max_images,
-                              judge_rows=look_at if judge is not None else False)
-  stats, grid = result.stats, result.grid
-  judge_info, notes = None, []
-  if judge is None:
-    notes.append("face judge off (--noface_judge): face_rate, face and face_judge are null")
-    for name in stats:
-      stats[name].update(face_rate=None, face=None)
-  else:
-    mean_face = generation.mean_image(options.data_dir, "train", options.batch_size)
-    reference, calibration = face_figures.calibration(judge, result.judged, mean_face,
-                                                      options.seed)
-    judge_info = {**judge.describe(), "images_judged": chosen, "calibration": calibration}
-    for name, reconstructions in result.reconstructions.items():
-      held_out = face_figures.split_real(reconstructions)[1]
-      stats[name]["face"] = face_figures.figures(judge.judge(held_out), reference, options.seed)
-      stats[name]["face_rate"] = stats[name]["face"]["face_rate"]
-
-  columns = ", ".join(s.label for s in subjects)
-  title = (f"{options.split} images of {os.path.basename(os.path.abspath(options.data_dir))}: "
-           f"original | {columns}")
-  files = {GRID_FILE: images_lib.png_bytes(comparison_grid(
-      grid["originals"], {s.name: grid[s.name] for s in subjects}, subjects, options.sharpen,
-      title))}
-  if own is not None:
-    rows = "; ".join(f"{i + 1}: {os.path.basename(p)}" for i, p in enumerate(options.images))
-    files[OWN_IMAGES_FILE] = images_lib.png_bytes(comparison_grid(
-        own, {s.name: s.reconstruct(own) for s in subjects}, subjects, options.sharpen,
-        f"your images (rows {rows}): original | {columns}"))
+  result, chosen = _measure_split(options, manifest, subjects, judge is not None)
+  stats = result.stats
+  judge_info, notes = _judge_faces(judge, result, chosen, options)
+  files = _grid_files(options, result.grid, subjects, own)
   report = {
       "split": options.split,
       "num_images": int(stats[subjects[0].name]["psnr"]["count"]),

@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from modeling import choices
+from modeling import flag_choices
 from modeling import keras_compat
 from modeling.errors import ModelError
 
-STRATEGIES = choices.STRATEGIES
+STRATEGIES = flag_choices.STRATEGIES
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512_BF16 (Cooper Lake, Zen 4
 # and later) and AMX (Sapphire Rapids and later). Without them TensorFlow emulates bf16, which
 # is slower than float32.
@@ -93,8 +93,8 @@ def resolve_precision(mode, gpus=None, cpu_flags=None):
     ModelError: an unknown mode.
   """
   if mode != "auto":
-    if mode not in choices.PRECISION_POLICIES:
-      raise ModelError(f"mixed precision must be one of {choices.PRECISIONS}, got "
+    if mode not in flag_choices.PRECISION_POLICIES:
+      raise ModelError(f"mixed precision must be one of {flag_choices.PRECISIONS}, got "
                        f"{mode!r}")
     return mode, f"--mixed_precision {mode}"
   if gpus is None:
@@ -120,7 +120,7 @@ def set_precision(mode):
   "off" is float32; "bf16" and "fp16" are Keras' mixed precision (float32 variables).
   """
   resolved, reason = resolve_precision(mode)
-  keras.mixed_precision.set_global_policy(choices.PRECISION_POLICIES[resolved])
+  keras.mixed_precision.set_global_policy(flag_choices.PRECISION_POLICIES[resolved])
   if mode == "auto":
     logging.info("mixed precision %s", reason)
   return resolved

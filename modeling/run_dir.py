@@ -340,7 +340,7 @@ def checkpoint_path(model_dir, checkpoint="final"):
 
   Args:
     model_dir: a run dir.
-    checkpoint: "final" (model.keras) or "best" (best.keras); modeling.choices.CHECKPOINTS.
+    checkpoint: "final" (model.keras) or "best" (best.keras); modeling.flag_choices.CHECKPOINTS.
 
   Raises:
     ModelError: another checkpoint name.

@@ -11,9 +11,9 @@ import sys
 
 from absl import logging
 
-from modeling import choices
 from modeling import config as config_lib
 from modeling import convergence
+from modeling import flag_choices
 from modeling import run_dir
 from modeling.errors import ModelError
 
@@ -78,11 +78,11 @@ class TrainConfig:
       raise ModelError(f"learning_rate must be a positive number, got {self.learning_rate}")
     if not (math.isfinite(self.min_delta) and 0 <= self.min_delta < 1):
       raise ModelError(f"min_delta must be in [0, 1), got {self.min_delta}")
-    if self.mixed_precision not in choices.PRECISIONS:
-      raise ModelError(f"mixed_precision must be one of {choices.PRECISIONS}, got "
+    if self.mixed_precision not in flag_choices.PRECISIONS:
+      raise ModelError(f"mixed_precision must be one of {flag_choices.PRECISIONS}, got "
                        f"{self.mixed_precision!r}")
-    if self.strategy not in choices.STRATEGIES:
-      raise ModelError(f"strategy must be one of {choices.STRATEGIES}, got {self.strategy!r}")
+    if self.strategy not in flag_choices.STRATEGIES:
+      raise ModelError(f"strategy must be one of {flag_choices.STRATEGIES}, got {self.strategy!r}")
     return self
 
   def to_dict(self):
@@ -191,6 +191,146 @@ def _warn_if_incomplete(run, validated):
                     ", ".join(missing))
 
 
+def _prepare_run(model_config, train_config, model_dir, extra_config):
+  """Validates, resolves the precision, claims the run dir, sets precision and seeds.
+
+  Returns:
+    (the train config as config.json records it, the run dir's run_dir.paths).
+  """
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+  model_config.validate()
+  train_config.validate()
+  # config.json records what ran: "auto" resolved for this machine (a resume elsewhere that
+  # resolves differently is refused like any other change of precision).
+  train_config = dataclasses.replace(
+      train_config, mixed_precision=devices.resolve_precision(train_config.mixed_precision)[0])
+  run = run_dir.paths(model_dir)
+  run_dir.prepare_run_dir(run.root, make_run_config(model_config, train_config, extra_config),
+                          ignored=ignored_config_keys())
+  devices.set_precision(train_config.mixed_precision)
+  devices.set_seed(train_config.seed, train_config.deterministic)
+  return train_config, run
+
+
+def _log_nothing_to_train(run, done, converged, validated):
+  _warn_if_incomplete(run, validated)
+  logging.info("%s already holds %s; nothing to train%s", run.root,
+               f"a run stopped early after epoch {done}" if converged else
+               f"all {done} epochs", "" if converged else " (raise --epochs to train further)")
+
+
+def _agree_on_progress(run, strategy, train_config, multi_worker):
+  """(epochs done per the backup, whether the .keras files exist), the chief's on every worker."""
+  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+  finished = all(os.path.exists(p) for p in (run.model, run.encoder, run.decoder))
+  done = callbacks_lib.Backup.saved_epoch(run.backup)
+  if multi_worker:
+    # Every worker follows the chief's backup (docs/DISTRIBUTED.md): all of them train, or
+    # none; a worker that decided alone would wait forever for the others.
+    own = done
+    done, chief_finished = (int(v) for v in devices.from_chief(strategy, [done, finished]))
+    if done != own:
+      logging.warning("this worker's backup is at epoch %d, the chief's at epoch %d: every "
+                      "worker resumes from the chief's", own, done)
+    if chief_finished and not finished and done >= train_config.epochs:
+      logging.warning("the chief's run is complete but %s is not; copy the chief's .keras "
+                      "files there if this worker's copy is needed", run.root)
+    finished = bool(chief_finished)
+  return done, finished
+
+
+def _restore(model, backup, strategy, multi_worker, run):
+  """Loads the last backup into `model` (the chief's, on every worker); its epoch (0: none)."""
+  from modeling import devices  # pylint: disable=g-import-not-at-top
+  # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
+  # scope would be collective broadcasts that only the chief runs.
+  if multi_worker and not devices.cluster_task().is_chief:
+    initial_epoch = 0  # This worker's own backup is not read: the chief's state arrives below.
+  else:
+    initial_epoch = backup.restore(model)
+  if multi_worker:
+    # The epoch the chief actually restored (its previous pair, if the current one was torn),
+    # then its weights, optimizer and sampling state, to every worker.
+    initial_epoch = int(devices.from_chief(strategy, [initial_epoch])[0])
+    if initial_epoch:
+      devices.copy_variables_from_chief(strategy, model.variables + model.optimizer.variables)
+  backup.restored_epoch = initial_epoch
+  if initial_epoch:
+    logging.info("%s: resuming from its last backup, after epoch %d", run.root, initial_epoch)
+  return initial_epoch
+
+
+def _make_callbacks(run, model_config, train_config, backup, validated, preview_images,
+                    deadline, callbacks):
+  """The run's Keras callbacks in their order, and the StopAtDeadline among them (or None)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
+  # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
+  # resume trims (a duplicate) rather than a missing row;
+  # BestModelCheckpoint before Backup, so that an epoch whose best.keras failed (a full disk)
+  # is not backed up and runs again.
+  all_callbacks = [
+      callbacks_lib.StopOnNaN(),
+      keras.callbacks.CSVLogger(run.history, append=True),
+      *([callbacks_lib.BestModelCheckpoint(run.best, run.history, backup)]
+        if validated else []),
+      backup,
+  ]
+  if train_config.patience is not None:
+    all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
+        run.history, train_config.patience, train_config.min_delta, train_config.min_epochs))
+  budget = None if deadline is None else callbacks_lib.StopAtDeadline(deadline)
+  if budget is not None:
+    all_callbacks.append(budget)
+  all_callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False,
+                                                   profile_batch=0))
+  if preview_images is not None and len(preview_images):
+    all_callbacks.append(callbacks_lib.ImageGridCallback(
+        os.path.join(run.tensorboard, "images"), preview_images,
+        num_samples=len(preview_images) if model_config.kind == "vae" else 0,
+        seed=train_config.seed))
+  all_callbacks.extend(callbacks)
+  return all_callbacks, budget
+
+
+def _fit(model, train_ds, val_ds, train_config, run, epochs, initial_epoch, all_callbacks,
+         verbose):
+  """model.fit; a diverged run becomes a one-line ModelError naming its backup."""
+  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  try:
+    model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=train_config.steps_per_epoch, validation_data=val_ds,
+              validation_steps=train_config.validation_steps,
+              callbacks=all_callbacks, shuffle=False, verbose=verbose)
+  except BaseException as error:
+    if verbose:
+      # Keras' progress bar leaves its line open: end it, or the tool's one-line error (or
+      # the traceback) would be glued to the end of the bar in a terminal.
+      sys.stdout.write("\n")
+      sys.stdout.flush()
+    if not isinstance(error, callbacks_lib.TrainingDiverged):
+      raise
+    # 1-based epoch and step, as Keras' progress bar shows them.
+    raise ModelError(
+        f"training diverged at epoch {error.epoch + 1} step {error.step + 1} "
+        f"(loss={error.loss}); the last good state is in {run.backup}; lower --learning_rate "
+        f"(now {train_config.learning_rate}) and rerun with --overwrite") from None
+
+
+def _save_models(model, run, train_config):
+  """Writes model.keras, encoder.keras and decoder.keras (the best epoch's, with patience)."""
+  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  if train_config.patience is not None and os.path.exists(run.best):
+    # Early stopping keeps the best epoch: the .keras files get best.keras' weights.
+    model.load_weights(run.best)
+  for part, path in ((model, run.model), (model.encoder, run.encoder),
+                     (model.decoder, run.decoder)):
+    callbacks_lib.save_atomic(path, part.save, callbacks_lib.saved_bytes(part))
+  logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
+
+
 def train(model_config, train_config, train_ds, val_ds, model_dir, preview_images=None, *,
           extra_config=None, callbacks=(), verbose="auto", deadline=None):
   """Trains (or resumes) a run and saves model.keras, encoder.keras and decoder.keras.
@@ -219,48 +359,20 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     ModelError: a config problem, a foreign run dir, or divergence (NaN/Inf loss; the last
       good state stays in backup/ and the .keras files are not written).
   """
-  import keras  # pylint: disable=g-import-not-at-top
   from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   from modeling import devices  # pylint: disable=g-import-not-at-top
 
-  model_config.validate()
-  train_config.validate()
-  # config.json records what ran: "auto" resolved for this machine (a resume elsewhere that
-  # resolves differently is refused like any other change of precision).
-  train_config = dataclasses.replace(
-      train_config, mixed_precision=devices.resolve_precision(train_config.mixed_precision)[0])
-  run = run_dir.paths(model_dir)
-  run_dir.prepare_run_dir(run.root, make_run_config(model_config, train_config, extra_config),
-                          ignored=ignored_config_keys())
-
-  devices.set_precision(train_config.mixed_precision)
-  devices.set_seed(train_config.seed, train_config.deterministic)
+  train_config, run = _prepare_run(model_config, train_config, model_dir, extra_config)
   strategy = devices.make_strategy(train_config.strategy)
   multi_worker = devices.is_multi_worker(strategy)
-  finished = all(os.path.exists(p) for p in (run.model, run.encoder, run.decoder))
-  done = callbacks_lib.Backup.saved_epoch(run.backup)
-  if multi_worker:
-    # Every worker follows the chief's backup (docs/DISTRIBUTED.md): all of them train, or
-    # none; a worker that decided alone would wait forever for the others.
-    own = done
-    done, chief_finished = (int(v) for v in devices.from_chief(strategy, [done, finished]))
-    if done != own:
-      logging.warning("this worker's backup is at epoch %d, the chief's at epoch %d: every "
-                      "worker resumes from the chief's", own, done)
-    if chief_finished and not finished and done >= train_config.epochs:
-      logging.warning("the chief's run is complete but %s is not; copy the chief's .keras "
-                      "files there if this worker's copy is needed", run.root)
-    finished = bool(chief_finished)
+  done, finished = _agree_on_progress(run, strategy, train_config, multi_worker)
   if train_config.patience is not None and val_ds is None:
     raise ModelError("early stopping (patience) needs a validation split")
   history = run_dir.read_history(run.history)
   state = convergence_of([row for row in history if row["epoch"] < done], train_config)
   converged = state is not None and state.converged
   if finished and (done >= train_config.epochs or converged):
-    _warn_if_incomplete(run, val_ds is not None)
-    logging.info("%s already holds %s; nothing to train%s", run.root,
-                 f"a run stopped early after epoch {done}" if converged else
-                 f"all {done} epochs", "" if converged else " (raise --epochs to train further)")
+    _log_nothing_to_train(run, done, converged, val_ds is not None)
     return TrainResult(history, done, train_config.epochs, True, state)
 
   train_ds, val_ds = without_autotuning(train_ds), without_autotuning(val_ds)
@@ -271,84 +383,19 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
                                 save_freq=train_config.backup_every_steps or "epoch")
   with strategy.scope():
     model = compiled_model(model_config, train_config)
-  # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
-  # scope would be collective broadcasts that only the chief runs.
-  if multi_worker and not devices.cluster_task().is_chief:
-    initial_epoch = 0  # This worker's own backup is not read: the chief's state arrives below.
-  else:
-    initial_epoch = backup.restore(model)
-  if multi_worker:
-    # The epoch the chief actually restored (its previous pair, if the current one was torn),
-    # then its weights, optimizer and sampling state, to every worker.
-    initial_epoch = int(devices.from_chief(strategy, [initial_epoch])[0])
-    if initial_epoch:
-      devices.copy_variables_from_chief(strategy, model.variables + model.optimizer.variables)
-  backup.restored_epoch = initial_epoch
-  if initial_epoch:
-    logging.info("%s: resuming from its last backup, after epoch %d", run.root, initial_epoch)
-
-  # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
-  # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
-  # resume trims (a duplicate) rather than a missing row;
-  # BestModelCheckpoint before Backup, so that an epoch whose best.keras failed (a full disk)
-  # is not backed up and runs again.
-  all_callbacks = [
-      callbacks_lib.StopOnNaN(),
-      keras.callbacks.CSVLogger(run.history, append=True),
-      *([callbacks_lib.BestModelCheckpoint(run.best, run.history, backup)]
-        if val_ds is not None else []),
-      backup,
-  ]
-  if train_config.patience is not None:
-    all_callbacks.append(callbacks_lib.EarlyStoppingFromHistory(
-        run.history, train_config.patience, train_config.min_delta, train_config.min_epochs))
-  budget = None if deadline is None else callbacks_lib.StopAtDeadline(deadline)
-  if budget is not None:
-    all_callbacks.append(budget)
-  all_callbacks.append(keras.callbacks.TensorBoard(run.tensorboard, write_graph=False,
-                                                   profile_batch=0))
-  if preview_images is not None and len(preview_images):
-    all_callbacks.append(callbacks_lib.ImageGridCallback(
-        os.path.join(run.tensorboard, "images"), preview_images,
-        num_samples=len(preview_images) if model_config.kind == "vae" else 0,
-        seed=train_config.seed))
-  all_callbacks.extend(callbacks)
-
+  initial_epoch = _restore(model, backup, strategy, multi_worker, run)
+  all_callbacks, budget = _make_callbacks(run, model_config, train_config, backup,
+                                          val_ds is not None, preview_images, deadline, callbacks)
   logging.info("training %s: %d parameters, epochs %d, global batch %d, run dir %s",
                model_config.kind.upper(), model.count_params(), train_config.epochs,
                train_config.batch_size, run.root)
-  try:
-    # A run that stopped early but was killed before its .keras files runs no more epochs.
-    model.fit(train_ds, epochs=initial_epoch if converged else train_config.epochs,
-              initial_epoch=initial_epoch,
-              steps_per_epoch=train_config.steps_per_epoch, validation_data=val_ds,
-              validation_steps=train_config.validation_steps,
-              callbacks=all_callbacks, shuffle=False, verbose=verbose)
-  except BaseException as error:
-    if verbose:
-      # Keras' progress bar leaves its line open: end it, or the tool's one-line error (or
-      # the traceback) would be glued to the end of the bar in a terminal.
-      sys.stdout.write("\n")
-      sys.stdout.flush()
-    if not isinstance(error, callbacks_lib.TrainingDiverged):
-      raise
-    # 1-based epoch and step, as Keras' progress bar shows them.
-    raise ModelError(
-        f"training diverged at epoch {error.epoch + 1} step {error.step + 1} "
-        f"(loss={error.loss}); the last good state is in {run.backup}; lower --learning_rate "
-        f"(now {train_config.learning_rate}) and rerun with --overwrite") from None
-
+  # A run that stopped early but was killed before its .keras files runs no more epochs.
+  _fit(model, train_ds, val_ds, train_config, run,
+       initial_epoch if converged else train_config.epochs, initial_epoch, all_callbacks, verbose)
   history = run_dir.read_history(run.history)
-  if train_config.patience is not None and os.path.exists(run.best):
-    # Early stopping keeps the best epoch: the .keras files get best.keras' weights.
-    model.load_weights(run.best)
-  for part, path in ((model, run.model), (model.encoder, run.encoder),
-                     (model.decoder, run.decoder)):
-    callbacks_lib.save_atomic(path, part.save, callbacks_lib.saved_bytes(part))
-  logging.info("saved %s, %s and %s", run.model, run.encoder, run.decoder)
+  _save_models(model, run, train_config)
   _warn_if_incomplete(run, val_ds is not None)
   state = convergence_of(history, train_config)
   return TrainResult(history, backup.restored_epoch, train_config.epochs, False, state,
                      stopped_by_deadline=bool(budget and budget.stopped_epoch is not None
                                               and not (state and state.converged)))
-

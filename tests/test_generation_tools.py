@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from evaluation import generation
-from evaluation import images as images_lib
-from evaluation import metrics
+from evaluation import image_ops
+from evaluation import image_quality
 from evaluation import reconstruction
 from evaluation.errors import EvaluationError
 from tests.tiny_runs import SIZE
@@ -116,7 +116,7 @@ def test_every_sampler_gives_grids_and_records_deterministically(ae):
   json.dumps(report, allow_nan=False)
   again = generation.generate(options, decode, encode, Z_DIM, _real_inputs(), " | tiny")
   for name in names:
-    assert images_lib.png_bytes(grids[name]) == images_lib.png_bytes(again[2][name])
+    assert image_ops.png_bytes(grids[name]) == image_ops.png_bytes(again[2][name])
   assert again.records == records
   assert (again.face_judge, again.sharpening) == (result.face_judge, result.sharpening)
 
@@ -174,7 +174,7 @@ def test_cloud_fraction_and_frechet_distance_on_known_clouds(shift):
   fraction = record["inside_data_cloud"]["fraction"]
   distance = record["frechet_distance_encoder_space"]["1"]
   # What the z-points alone give: the codec must not change the distance.
-  assert distance == pytest.approx(metrics.frechet_distance(real, groups[0].z), abs=0.05)
+  assert distance == pytest.approx(image_quality.frechet_distance(real, groups[0].z), abs=0.05)
   if shift == 0:
     # Points of the cloud's own distribution: about the quantile (0.99) of them lie inside,
     # and the distance is only the sampling noise of 400 and 4,000 points in 8 dimensions.

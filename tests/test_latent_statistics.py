@@ -14,7 +14,7 @@ from scipy import stats
 from evaluation import correlation
 from evaluation import geometry
 from evaluation import slicing
-from evaluation import statistics
+from evaluation import z_components
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 
@@ -183,7 +183,7 @@ def test_sample_rows_is_seeded_sorted_and_checked():
 
 
 def test_fwhm_of_hand_made_histograms():
-  fwhm = statistics.full_width_at_half_maximum
+  fwhm = z_components.full_width_at_half_maximum
   # Peak 10 at x=4, half 5: left crossing 3 - (6-5)/(6-2) = 2.75, right 5 + (8-5)/(8-4) = 5.75.
   centres = np.arange(11, dtype=float)
   assert fwhm(centres, [0, 0, 2, 6, 10, 8, 4, 0, 0, 0, 0]) == pytest.approx((3.0, 4.0))
@@ -206,15 +206,15 @@ def test_component_statistics_on_gaussians():
   mean, std = np.array([0.0, 1.5, -2.0]), np.array([1.0, 0.5, 3.0])
   z = rng.normal(size=(200000, 3)) * std + mean
   acc = correlation.accumulate(z)
-  components, histograms, settings = statistics.component_statistics(z, acc, chunk_rows=30000)
+  components, histograms, settings = z_components.component_statistics(z, acc, chunk_rows=30000)
   assert settings == {"bins": "scott", "bin_width": None}
   assert [c["index"] for c in components] == [0, 1, 2]
   for j, c in enumerate(components):
     assert c["mean"] == pytest.approx(z[:, j].mean(), rel=1e-12, abs=1e-12)
     assert c["std"] == pytest.approx(z[:, j].std(), rel=1e-12)
     assert (c["min"], c["max"]) == (z[:, j].min(), z[:, j].max())
-    assert c["half_width_gaussian"] == pytest.approx(statistics.GAUSSIAN_FWHM_PER_STD * c["std"])
-    assert statistics.GAUSSIAN_FWHM_PER_STD == pytest.approx(2.3548, abs=1e-4)
+    assert c["half_width_gaussian"] == pytest.approx(z_components.GAUSSIAN_FWHM_PER_STD * c["std"])
+    assert z_components.GAUSSIAN_FWHM_PER_STD == pytest.approx(2.3548, abs=1e-4)
     # Measured off a 200k-point histogram: within a few percent of 2.355 std.
     assert c["half_width"] == pytest.approx(2.3548 * std[j], rel=0.03)
     # The mode of a noisy histogram whose top is flat to 2% over +-0.2 std.
@@ -230,7 +230,7 @@ def test_fixed_bin_width_aligns_every_component_on_its_multiples():
   z = rng.normal(size=(5000, 4)) * [0.3, 1.0, 2.0, 0.7] + [0.33, -1.17, 4.05, 0.0]
   z[:, 3] = 0.3  # Constant: one bin, half-width 0.
   acc = correlation.accumulate(z)
-  components, histograms, settings = statistics.component_statistics(
+  components, histograms, settings = z_components.component_statistics(
       z, acc, bin_width=0.125, chunk_rows=777)
   assert settings == {"bins": "fixed", "bin_width": 0.125}
   for j, c in enumerate(components):
@@ -244,7 +244,7 @@ def test_fixed_bin_width_aligns_every_component_on_its_multiples():
     assert c["peak"] in centres
   assert components[3]["std"] == 0.0 and components[3]["half_width"] == 0.0
   with pytest.raises(EvaluationError, match="bin width must be > 0"):
-    statistics.component_statistics(z, acc, bin_width=0.0)
+    z_components.component_statistics(z, acc, bin_width=0.0)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 777, 16384])
@@ -252,7 +252,7 @@ def test_constant_components_have_std_and_half_width_zero_and_peak_at_their_valu
   z = np.random.default_rng(6).normal(size=(3000, 4))
   z[:, 1], z[:, 2], z[:, 3] = 0.0, 0.3, 1e4 + 0.1  # A dead unit, and two constants that round.
   acc = correlation.accumulate(z, chunk_rows=chunk_rows)
-  components, _, _ = statistics.component_statistics(z, acc, chunk_rows=chunk_rows)
+  components, _, _ = z_components.component_statistics(z, acc, chunk_rows=chunk_rows)
   for j in (1, 2, 3):
     c = components[j]
     assert (c["std"], c["half_width"], c["half_width_gaussian"]) == (0.0, 0.0, 0.0)
@@ -265,7 +265,7 @@ def test_component_statistics_over_a_rows_subset():
   z = _planted(2000)
   rows = correlation.sample_rows(len(z), 300, seed=2)
   acc = correlation.accumulate(z, rows=rows)
-  components, _, _ = statistics.component_statistics(z, acc, rows=rows, chunk_rows=64)
+  components, _, _ = z_components.component_statistics(z, acc, rows=rows, chunk_rows=64)
   np.testing.assert_allclose([c["mean"] for c in components], z[rows].mean(axis=0), rtol=1e-12)
   np.testing.assert_allclose([c["std"] for c in components], z[rows].std(axis=0), rtol=1e-9)
   np.testing.assert_array_equal([c["max"] for c in components], z[rows].max(axis=0))
@@ -283,7 +283,7 @@ def test_dominant_and_most_dominant_components():
                 _component(4, 2.0, 0.2),    # Score 4.
                 _component(5, 1.0, 0.0),    # Score 2, tied with 2.
                 _component(6, 0.49, 1.49)]  # Just below both.
-  dominant = statistics.dominant_components(components)
+  dominant = z_components.dominant_components(components)
   assert dominant["abs_mean_cutoff"] == 0.5 and dominant["half_width_cutoff"] == 1.5
   assert dominant["count"] == 5
   entries = {e["index"]: e for e in dominant["components"]}
@@ -294,16 +294,16 @@ def test_dominant_and_most_dominant_components():
   assert [entries[k]["score"] for k in (1, 2, 3, 4, 5)] == pytest.approx([1.2, 2, 1, 4, 2])
   assert all(e["score"] >= 1 for e in dominant["components"])
   # Ties by index: 2 before 5.
-  assert statistics.most_dominant(components, 3) == [4, 2, 5]
-  assert statistics.most_dominant(components, 100) == [4, 2, 5, 1, 3, 6, 0]
-  strict = statistics.dominant_components(components, abs_mean_cutoff=1.0, half_width_cutoff=4.0)
+  assert z_components.most_dominant(components, 3) == [4, 2, 5]
+  assert z_components.most_dominant(components, 100) == [4, 2, 5, 1, 3, 6, 0]
+  strict = z_components.dominant_components(components, abs_mean_cutoff=1.0, half_width_cutoff=4.0)
   assert [e["index"] for e in strict["components"]] == [4, 5]
 
 
 def test_active_units():
-  active = statistics.active_units(np.array([0.5, 0.01, 0.02, 0.0, 3.0]))
+  active = z_components.active_units(np.array([0.5, 0.01, 0.02, 0.0, 3.0]))
   assert active == {"threshold": 0.01, "count": 3, "indices": [0, 2, 4]}
-  assert statistics.active_units([0.5, 0.2], threshold=0.3)["indices"] == [0]
+  assert z_components.active_units([0.5, 0.2], threshold=0.3)["indices"] == [0]
 
 
 def test_kl_per_dimension_equals_the_direct_formula():
@@ -312,29 +312,29 @@ def test_kl_per_dimension_equals_the_direct_formula():
   log_var = rng.normal(size=(1000, 5)) * 0.5 - [0.0, 1.0, 3.0, 0.0, 0.2]
   log_var[:, 3] = 0.0  # mu = 0, var = 1: exactly the prior, KL 0.
   expected = (0.5 * (mu ** 2 + np.exp(log_var) - 1.0 - log_var)).mean(axis=0)
-  kl = statistics.kl_per_dimension(mu, log_var, chunk_rows=7)
+  kl = z_components.kl_per_dimension(mu, log_var, chunk_rows=7)
   np.testing.assert_allclose(kl, expected, rtol=1e-12)
   assert kl[3] == 0.0 and np.all(kl >= 0)
   with pytest.raises(EvaluationError, match="--with_log_var"):
-    statistics.kl_per_dimension(mu, log_var[:, :4])
+    z_components.kl_per_dimension(mu, log_var[:, :4])
 
 
 def test_gaussian_total_correlation():
   r = np.corrcoef(_planted(), rowvar=False)
-  assert statistics.gaussian_total_correlation(r) == pytest.approx(
+  assert z_components.gaussian_total_correlation(r) == pytest.approx(
       -0.5 * np.log(np.linalg.det(r)), rel=1e-10)
-  assert statistics.gaussian_total_correlation(r) > 0.1
-  assert statistics.gaussian_total_correlation(np.eye(6)) == 0.0
+  assert z_components.gaussian_total_correlation(r) > 0.1
+  assert z_components.gaussian_total_correlation(np.eye(6)) == 0.0
   rho = 0.6
-  assert statistics.gaussian_total_correlation(np.array([[1, rho], [rho, 1]])) == pytest.approx(
+  assert z_components.gaussian_total_correlation(np.array([[1, rho], [rho, 1]])) == pytest.approx(
       -0.5 * np.log(1 - rho ** 2))
   # Constant components (zero rows, diagonal 1, as correlation() returns them) are left out.
   padded = np.eye(4)
   padded[np.ix_([0, 2], [0, 2])] = [[1, rho], [rho, 1]]
-  assert statistics.gaussian_total_correlation(padded, constant=[1, 3]) == pytest.approx(
+  assert z_components.gaussian_total_correlation(padded, constant=[1, 3]) == pytest.approx(
       -0.5 * np.log(1 - rho ** 2))
-  assert statistics.gaussian_total_correlation(np.eye(3), constant=[0, 1, 2]) is None
-  assert statistics.gaussian_total_correlation(np.ones((3, 3))) is None  # Singular.
+  assert z_components.gaussian_total_correlation(np.eye(3), constant=[0, 1, 2]) is None
+  assert z_components.gaussian_total_correlation(np.ones((3, 3))) is None  # Singular.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import image_measures
-from evaluation import images as images_lib
+from evaluation import image_ops
+from evaluation import image_quality
 from evaluation import study_claims as sc
 
 
@@ -150,19 +150,19 @@ def test_checkerboard_energy_is_one_for_a_checkerboard_and_zero_when_flat():
   flat = np.full_like(board, 90)
   smooth = np.repeat(np.tile(np.linspace(0, 255, 32), (32, 1)).astype(np.uint8)[None, ..., None],
                      3, axis=-1)
-  energy = image_measures.checkerboard_energy(np.concatenate([board, flat, smooth]))
+  energy = image_quality.checkerboard_energy(np.concatenate([board, flat, smooth]))
   np.testing.assert_allclose(energy[:2], [1.0, 0.0], atol=1e-12)
   assert 0.0 < energy[2] < 0.05
-  with pytest.raises(image_measures.EvaluationError, match="even"):
-    image_measures.checkerboard_energy(board[:, :31])
+  with pytest.raises(image_quality.EvaluationError, match="even"):
+    image_quality.checkerboard_energy(board[:, :31])
 
 
 def test_pil_sharpening_raises_the_laplacian_variance():
   rng = np.random.default_rng(0)
   blurry = np.asarray(Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).resize(
       (96, 96), Image.BILINEAR))[None]
-  by_factor = {f: images_lib.sharpen(blurry, f) for f in sc.STUDY_SHARPEN_FACTORS}
-  table = image_measures.summarize_by_factor(by_factor)
+  by_factor = {f: image_ops.sharpen(blurry, f) for f in sc.STUDY_SHARPEN_FACTORS}
+  table = image_quality.summarize_by_factor(by_factor)
   sharpness = [table[f]["laplacian_variance"] for f in sc.STUDY_SHARPEN_FACTORS]
   assert sharpness == sorted(sharpness) and sharpness[-1] > 2 * sharpness[0]
   assert sc.claim_sharpening({"sharpening": table})["measured"].startswith("factor 0:")

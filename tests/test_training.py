@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from modeling import callbacks as callbacks_lib
-from modeling import choices
 from modeling import config as config_lib
 from modeling import convergence
+from modeling import flag_choices
 from modeling import losses
 from modeling import run_dir
 from modeling import training
@@ -413,4 +413,4 @@ def test_auto_precision_is_recorded_resolved_in_config_json(tmp_path):
   with open(tmp_path / "run" / "config.json", encoding="utf-8") as f:
     recorded = json.load(f)["train"]["mixed_precision"]
   assert recorded == devices.resolve_precision("auto")[0] and recorded != "auto"
-  assert keras.mixed_precision.global_policy().name == choices.PRECISION_POLICIES[recorded]
+  assert keras.mixed_precision.global_policy().name == flag_choices.PRECISION_POLICIES[recorded]

@@ -15,8 +15,8 @@ from absl import flags
 
 from benchmarks import pipeline_methods
 from benchmarks import training
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 from tools import _cli
 from tools import flags_benchmark
 from tools import flags_data
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 
 # Pure Python (no TensorFlow), so the flags below can name their choices.
 METHODS = pipeline_methods.METHODS
-ENCODINGS = choices.ENCODINGS
+ENCODINGS = flag_choices.ENCODINGS
 
 flags_data.define_data_dir("Prepared data dir (tools.prepare_data) whose training images are "
                            "fed; it needs at least max(--sizes) of them.")

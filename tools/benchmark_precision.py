@@ -16,8 +16,8 @@ from absl import flags
 # Pure Python: the children load TensorFlow, so --help and flag errors answer at once.
 from benchmarks import precision
 from evaluation.errors import EvaluationError
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 from tools import _cli
 from tools import flags_benchmark
 from tools import flags_data
@@ -33,7 +33,7 @@ flags_benchmark.define_work_dir("the run dirs and the children's logs, kept afte
 flags.DEFINE_list("presets", ["ae_z256", "vae_fact5"], "Model presets (comma list of "
                   f"{', '.join(sorted(config_lib.PRESETS))}).")
 flags.DEFINE_list("precisions", ["off", "bf16"], "Mixed-precision modes compared, float32 "
-                  f"(off) first (comma list of {', '.join(choices.PRECISION_POLICIES)}).")
+                  f"(off) first (comma list of {', '.join(flag_choices.PRECISION_POLICIES)}).")
 flags.DEFINE_integer("epochs", 3, "Epochs of every run.", lower_bound=1)
 flags.DEFINE_integer("train_images", 320, "Training images per epoch (the split's first ones, "
                      "whole batches).", lower_bound=1)

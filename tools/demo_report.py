@@ -11,7 +11,7 @@ import shlex
 
 from evaluation import face_figures
 from evaluation import study_claims
-from modeling import choices
+from modeling import flag_choices
 
 
 def _load_json(path):
@@ -102,7 +102,7 @@ def _training_lines(runs_dir):
              if row.get(key)]
     config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
     mode = config.get("train", {}).get("mixed_precision")
-    precision = choices.PRECISION_NAMES.get(mode, "precision unknown")
+    precision = flag_choices.PRECISION_NAMES.get(mode, "precision unknown")
     if mode in ("bf16", "fp16"):
       precision += " mixed precision"
     epochs = int(row["epoch"]) + 1
@@ -164,7 +164,7 @@ def study_measurements(paths):
     generation = _load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
     summary = (generation or {}).get("faces") or {}
     for key, figures in summary.items():
-      if key in choices.DRAWN_SAMPLERS or key == "uniform":
+      if key in flag_choices.DRAWN_SAMPLERS or key == "uniform":
         faces[f"{kind}_{key}"] = figures
       else:  # A calibration set: the same real photos for both models.
         faces.setdefault(key, figures)

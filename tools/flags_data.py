@@ -4,13 +4,13 @@ trainers, evaluation tools, benchmarks, the demo): each defined here once.
 A tool calls the `define_*` functions it needs at import time, with its own help text where the
 flag means something particular to it, and then `flags.adopt_module_key_flags(flags_data)` so
 that --helpshort lists them. Names, defaults and validators are the public contract of every
-tool that uses them (../shared/DESIGN.md). Imports only absl and modeling.choices (pure
+tool that uses them (../shared/DESIGN.md). Imports only absl and modeling.flag_choices (pure
 Python), so --help and flag errors answer at once.
 """
 
 from absl import flags
 
-from modeling import choices
+from modeling import flag_choices
 
 DATA_DIR_HELP = "Prepared data dir (tools.prepare_data)."
 
@@ -67,4 +67,4 @@ def define_shuffle_buffer(help_text):
 
 def define_split(help_text, default="train", name="split"):
   """An enum flag over the data's splits (train, validation, test)."""
-  flags.DEFINE_enum(name, default, choices.SPLITS, help_text)
+  flags.DEFINE_enum(name, default, flag_choices.SPLITS, help_text)

@@ -5,8 +5,8 @@ A tool calls the `define_*` functions it needs at import time, with its own help
 flag means something particular to it, and then `flags.adopt_module_key_flags` on this module
 (and on tools.flags_data, which defines --data_dir, --seed and the split flags) so that
 --helpshort lists them. Names, defaults and validators are the public contract
-(../shared/DESIGN.md). Imports only absl and modeling.choices (pure Python), so --help and flag
-errors answer without loading TensorFlow.
+(../shared/DESIGN.md). Imports only absl and modeling.flag_choices (pure Python), so --help and
+flag errors answer without loading TensorFlow.
 """
 
 import contextlib
@@ -14,7 +14,7 @@ import contextlib
 from absl import flags
 
 from evaluation.errors import FlagValueError
-from modeling import choices
+from modeling import flag_choices
 from tools import _cli
 
 RUN_DIR_HELP = "Run dir written by tools.train_ae or tools.train_vae."
@@ -27,7 +27,7 @@ def define_model_dir(help_text=RUN_DIR_HELP):
 
 def define_checkpoint(of="the run"):
   """--checkpoint: which model file of a run dir is loaded (final or best)."""
-  flags.DEFINE_enum("checkpoint", "final", choices.CHECKPOINTS, f"Model file of {of}: final "
+  flags.DEFINE_enum("checkpoint", "final", flag_choices.CHECKPOINTS, f"Model file of {of}: final "
                     "(model.keras) or best (best.keras, lowest validation loss).")
 
 

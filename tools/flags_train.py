@@ -12,8 +12,8 @@ from absl import flags
 
 from data_pipeline import service
 from data_pipeline.errors import DataError
-from modeling import choices
 from modeling import config as config_lib
+from modeling import flag_choices
 from modeling.errors import ModelError
 from tools import flags_data
 from tools import flags_eval
@@ -64,7 +64,15 @@ def resolve_model_config(values, kind, image_size=None):
 
 def define_train_flags(kind):
   """Defines every trainer flag; `kind` is "ae" or "vae" (the trainer's model kind)."""
-  # Inputs and outputs.
+  _define_io_flags()
+  _define_architecture_flags(kind)
+  _define_training_flags()
+  _define_device_flags()
+  _register_validators(kind)
+
+
+def _define_io_flags():
+  """Inputs and outputs."""
   flags_data.define_data_dir("Prepared data dir (tools.prepare_data output); trains on its "
                              "train split and validates on its validation split each epoch.")
   flags_eval.define_model_dir("Run dir to write (config.json, flags.txt, manifest.json, "
@@ -74,14 +82,18 @@ def define_train_flags(kind):
   flags_data.define_overwrite("Replace a run with a different config in --model_dir (its run "
                               "files are deleted) instead of refusing.")
 
-  # Architecture: a preset, then overrides of its fields.
+
+def _define_architecture_flags(kind):
+  """Architecture: a preset, then overrides of its fields."""
   flags.DEFINE_enum("preset", DEFAULT_PRESET[kind], sorted(config_lib.PRESETS),
                     "The study's architectures: ae_z256 / ae_z1600 (AE), vae_fact5 (VAE). "
                     "The flags below override single fields.")
   for field in model_fields(kind):
     _define_model_flag(field)
 
-  # Training.
+
+def _define_training_flags():
+  """How to train: data, epochs and early stopping, optimizer, seeds, backups, previews."""
   flags.DEFINE_boolean("skip_corrupt", False, "Train on the records that can be read when a "
                        "shard is damaged, missing or of another size than manifest.json says "
                        "(default: stop with an error naming the shard and record). Every epoch "
@@ -120,14 +132,16 @@ def define_train_flags(kind):
                        "VAE, as many N(0,1) samples) go to TensorBoard each epoch; 0: none.",
                        lower_bound=0, upper_bound=64)
 
-  # Devices.
-  flags.DEFINE_enum("mixed_precision", "auto", choices.PRECISIONS, "Mixed precision: auto "
+
+def _define_device_flags():
+  """Devices and precision, and input from the tf.data service."""
+  flags.DEFINE_enum("mixed_precision", "auto", flag_choices.PRECISIONS, "Mixed precision: auto "
                     "(bf16 where the hardware runs it natively: GPUs of compute capability "
                     ">= 8.0, CPUs with AVX512_BF16 or AMX; else float32), off (float32), bf16 "
                     "or fp16 (with dynamic loss scaling). config.json records the resolved "
                     "choice.")
   flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
-  flags.DEFINE_enum("strategy", "default", choices.STRATEGIES,
+  flags.DEFINE_enum("strategy", "default", flag_choices.STRATEGIES,
                     "tf.distribute strategy; mirrored uses every GPU (or --cpu_replicas "
                     "logical CPUs).")
   flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into N logical devices (to try "
@@ -143,8 +157,6 @@ def define_train_flags(kind):
                     "worker runs the whole pipeline: each image once per worker per epoch).")
   flags.DEFINE_integer("gpu_memory_limit_mb", None, "Cap the GPU memory TensorFlow takes, in "
                        "MiB (e.g. 3500 on a 4 GB card shared with a desktop).", lower_bound=1)
-
-  _register_validators(kind)
 
 
 def _define_model_flag(field):

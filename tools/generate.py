@@ -15,7 +15,7 @@ flags.txt. The same inputs and --seed give byte-identical grids. docs/TOOLS.md h
 from absl import flags
 from absl import logging
 
-from modeling import choices
+from modeling import flag_choices
 from tools import _cli
 from tools import flags_data
 from tools import flags_eval
@@ -23,7 +23,7 @@ from tools import outputs
 
 FLAGS = flags.FLAGS
 
-SAMPLERS = choices.SAMPLERS
+SAMPLERS = flag_choices.SAMPLERS
 
 flags_eval.define_model_dir()
 flags_eval.define_output_dir("the grids and generation.json")
@@ -97,11 +97,11 @@ def _inputs_allow(f):
   wanted = f["samplers"] or ()
   if f["data_dir"]:
     return True
-  needs_data = [s for s in wanted if s in choices.FACE_SAMPLERS]
+  needs_data = [s for s in wanted if s in flag_choices.FACE_SAMPLERS]
   if needs_data:
     raise flags.ValidationError(f"--samplers {','.join(needs_data)} needs --data_dir (test "
                                 "images); add --data_dir DATA or drop them from --samplers")
-  needs_z = [s for s in wanted if s in choices.FITTED_SAMPLERS]
+  needs_z = [s for s in wanted if s in flag_choices.FITTED_SAMPLERS]
   if needs_z and not f["z_points"]:
     raise flags.ValidationError(f"--samplers {','.join(needs_z)} needs real z-points: add "
                                 "--z_points Z.npy or --data_dir DATA")

@@ -16,7 +16,7 @@ from absl import flags
 from absl import logging
 
 from data_pipeline.errors import DataError
-from modeling import choices
+from modeling import flag_choices
 from tools import _cli
 from tools import flags_data
 
@@ -30,8 +30,8 @@ flags.DEFINE_string("source_dir", None, "A CelebA download: a folder or a zip fi
                     "archive.zip or its CSV files); optional list_attr_celeba and "
                     "identity_CelebA files. Required unless --source=tfds.")
 flags_data.define_output_dir("Data dir to write the shards and manifest into.")
-flags.DEFINE_enum("source", "celeba_folder", choices.SOURCES, "celeba_folder: --source_dir; tfds: a "
-                  "TFDS-prepared celeb_a in --tfds_data_dir.")
+flags.DEFINE_enum("source", "celeba_folder", flag_choices.SOURCES, "celeba_folder: --source_dir; "
+                  "tfds: a TFDS-prepared celeb_a in --tfds_data_dir.")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir holding celeb_a (--source=tfds); "
                     "default: TFDS' own default (~/tensorflow_datasets).")
 flags.DEFINE_integer("image_size", 96, "Side of the square output images, in pixels.",
@@ -39,8 +39,9 @@ flags.DEFINE_integer("image_size", 96, "Side of the square output images, in pix
 flags.DEFINE_string("crop", _CROP_DEFAULT, "Crop box left,top,right,bottom in CelebA's 178x218 "
                     "pixel coordinates, applied before resizing. Images of another size: the "
                     "box is scaled onto their largest centred 178:218 region.")
-flags.DEFINE_enum("encoding", "raw", choices.ENCODINGS, "Image encoding in the records: raw (lossless, "
-                  "fastest to read), png (lossless, ~2x smaller), jpeg (lossy, smallest).")
+flags.DEFINE_enum("encoding", "raw", flag_choices.ENCODINGS, "Image encoding in the records: "
+                  "raw (lossless, fastest to read), png (lossless, ~2x smaller), jpeg (lossy, "
+                  "smallest).")
 flags_data.define_jpeg_quality("JPEG quality for --encoding=jpeg.")
 flags_data.define_num_workers("Worker processes; default: all cores. The output does not "
                               "depend on it.")

@@ -22,8 +22,8 @@ import numpy as np
 
 from data_pipeline import provenance
 from evaluation import face_figures
-from evaluation import statistics
 from evaluation import study_claims
+from evaluation import z_components
 from modeling import convergence
 from modeling import run_dir
 from tools import demo_report
@@ -215,7 +215,7 @@ def sweep_records(plan):
     faces = ((_load(os.path.join(out, "generation", "generation.json")) or {}).get("faces")
              or {}).get("normal") or {}
     z_path = os.path.join(out, "z_test.npy")
-    active = (statistics.active_units(np.load(z_path).astype(np.float64).var(axis=0))
+    active = (z_components.active_units(np.load(z_path).astype(np.float64).var(axis=0))
               if os.path.exists(z_path) else None)
     records.append({"kl_factor": factor, "run": os.path.relpath(run, plan.workspace),
                     **_recon(reconstruction.get(name)), **run_record(run),

@@ -64,12 +64,19 @@ def _jitter(rng, scale):
 def sample_factors(rng):
   """Draws the factors of one face from `rng` (a numpy Generator); the same rng state gives the
   same factors. Returns a dict of plain Python values (JSON-serializable)."""
+  # Each part draws in a fixed order and adds its keys in that order (FACTOR_NAMES' order).
   f = {}
-  male = f["Male"] = _coin(rng, _P_MALE)
-  young = f["Young"] = _coin(rng, _P_YOUNG)
-  female = not male
+  f["Male"] = _coin(rng, _P_MALE)
+  f["Young"] = _coin(rng, _P_YOUNG)
+  for draw_part in (_draw_head, _draw_hair, _draw_eyes, _draw_nose_and_mouth,
+                    _draw_accessories, _draw_scene):
+    draw_part(rng, f)
+  return f
 
-  # Head shape and pose.
+
+def _draw_head(rng, f):
+  """Head shape, pose and skin."""
+  young = f["Young"]
   f["Chubby"] = _coin(rng, 0.08 if young else 0.16)
   f["Oval_Face"] = _coin(rng, 0.3)
   f["Double_Chin"] = _coin(rng, 0.35 if f["Chubby"] else (0.03 if young else 0.12))
@@ -80,13 +87,14 @@ def sample_factors(rng):
   f["offset_y"] = _uniform(rng, -5, 5)
   f["tilt"] = float(np.clip(rng.normal(0, 4), -10, 10))  # degrees
   f["yaw"] = _uniform(rng, -1, 1)  # turns the features sideways inside the head outline
-
-  # Skin.
   f["Pale_Skin"] = _coin(rng, 0.06)
   f["skin_tone"] = float(rng.beta(2.0, 3.0))
   f["skin_jitter"] = _jitter(rng, 5)
 
-  # Hair.
+
+def _draw_hair(rng, f):
+  """Hair, then facial hair (only drawn on men, as in almost all of CelebA)."""
+  male, young = f["Male"], f["Young"]
   gray_p = 0.03 if young else 0.45
   f["hair_color"] = str(rng.choice(HAIR_COLORS, p=_hair_color_p(gray_p, male)))
   f["hair_jitter"] = _jitter(rng, 9)
@@ -105,16 +113,17 @@ def sample_factors(rng):
   f["hair_wave_phase"] = _uniform(rng, 0, 2 * math.pi)
   f["hair_part"] = _uniform(rng, -0.5, 0.5)
   f["Sideburns"] = male and not f["Bald"] and _coin(rng, 0.15)
-
-  # Facial hair (only drawn on men, as in almost all of CelebA).
   f["Goatee"] = male and _coin(rng, 0.14)
   f["Mustache"] = male and _coin(rng, 0.45 if f["Goatee"] else 0.06)
   f["full_beard"] = male and _coin(rng, 0.07)
   f["5_o_Clock_Shadow"] = male and not f["full_beard"] and _coin(rng, 0.22)
 
-  # Eyes and brows.
+
+def _draw_eyes(rng, f):
+  """Eyes and brows."""
+  male = f["Male"]
   f["Narrow_Eyes"] = _coin(rng, 0.12)
-  f["Bags_Under_Eyes"] = _coin(rng, 0.12 if young else 0.5)
+  f["Bags_Under_Eyes"] = _coin(rng, 0.12 if f["Young"] else 0.5)
   f["eye_spacing"] = _uniform(rng, 17, 21)
   f["eye_width"] = _uniform(rng, 6.5, 8.5)
   f["eye_open_amount"] = _uniform(rng, 0, 1)
@@ -127,13 +136,14 @@ def sample_factors(rng):
   f["brow_arch_amount"] = _uniform(rng, 0, 1)
   f["brow_raise"] = _uniform(rng, -1.5, 2.5)
 
-  # Nose.
-  f["Big_Nose"] = _coin(rng, 0.36 if male else 0.14)
+
+def _draw_nose_and_mouth(rng, f):
+  """Nose, mouth and expression; smiles lift the cheeks, so High_Cheekbones follows Smiling as
+  in CelebA."""
+  f["Big_Nose"] = _coin(rng, 0.36 if f["Male"] else 0.14)
   f["Pointy_Nose"] = _coin(rng, 0.28)
   f["nose_length"] = _uniform(rng, 0, 1)
   f["nose_width_amount"] = _uniform(rng, 0, 1)
-
-  # Mouth and expression; smiles lift the cheeks, so High_Cheekbones follows Smiling as in CelebA.
   smiling = f["Smiling"] = _coin(rng, 0.48)
   f["Mouth_Slightly_Open"] = _coin(rng, 0.62 if smiling else 0.33)
   f["High_Cheekbones"] = _coin(rng, 0.78 if smiling else 0.15)
@@ -143,13 +153,16 @@ def sample_factors(rng):
   f["mouth_width"] = _uniform(rng, 0, 1)
   f["lip_amount"] = _uniform(rng, 0, 1)
 
-  # Make-up and accessories.
-  f["Heavy_Makeup"] = female and _coin(rng, 0.6)
+
+def _draw_accessories(rng, f):
+  """Make-up and accessories."""
+  male = f["Male"]
+  f["Heavy_Makeup"] = (not male) and _coin(rng, 0.6)
   f["Wearing_Lipstick"] = _coin(rng, 0.01 if male else (0.95 if f["Heavy_Makeup"] else 0.3))
   f["Rosy_Cheeks"] = _coin(rng, 0.03 if male else 0.12)
   f["lipstick_color"] = int(rng.integers(len(LIPSTICK_RGB)))
   f["eyeshadow_color"] = int(rng.integers(len(EYESHADOW_RGB)))
-  f["Eyeglasses"] = _coin(rng, 0.12 if young else 0.3)
+  f["Eyeglasses"] = _coin(rng, 0.12 if f["Young"] else 0.3)
   f["glasses_style"] = int(rng.choice(3, p=(0.45, 0.4, 0.15)))  # round, rectangular, sunglasses
   f["glasses_rgb"] = _rgb(rng, 0, 160)
   f["lens_size"] = _uniform(rng, 0, 1)
@@ -162,7 +175,10 @@ def sample_factors(rng):
   f["clothes_rgb"] = _rgb(rng, 15, 235)
   f["tie_rgb"] = _rgb(rng, 20, 220)
 
-  # Age, image quality, lighting, background.
+
+def _draw_scene(rng, f):
+  """Age, image quality, lighting, background, and Attractive (not drawn: a subjective label,
+  as in CelebA)."""
   f["wrinkle_amount"] = _uniform(rng, 0, 1)
   f["Blurry"] = _coin(rng, 0.05)
   f["blur_radius"] = _uniform(rng, 0.9, 1.7)
@@ -172,11 +188,8 @@ def sample_factors(rng):
   f["background_rgb_b"] = _muted_rgb(rng)
   f["background_angle"] = _uniform(rng, 0, 2 * math.pi)
   f["background_seed"] = int(rng.integers(2**31))
-
-  # Not drawn: a subjective label, as in CelebA.
-  attractive_p = (0.62 if young else 0.2) + (0.15 if f["Heavy_Makeup"] else 0.0)
+  attractive_p = (0.62 if f["Young"] else 0.2) + (0.15 if f["Heavy_Makeup"] else 0.0)
   f["Attractive"] = _coin(rng, attractive_p)
-  return f
 
 
 def _hair_color_p(gray_p, male):

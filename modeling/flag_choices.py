@@ -1,11 +1,14 @@
-"""The closed choice lists that flags, validators and libraries share, each defined once.
+"""The closed choices of the tools' flags, each list defined once.
 
-Pure Python (no TensorFlow, no NumPy): the tools' flag definitions import it, so that --help and
-flag errors answer at once. It lives in `modeling` because that is the lowest package that all
-its users may import (modeling itself, evaluation, benchmarks, tools). `data_pipeline` imports
-nothing of ours outside its own package, so it keeps the data lists it validates against
-(`data_pipeline.manifest.SPLITS`, `data_pipeline.records.ENCODINGS`); tests/test_choices.py
-checks that they equal the ones here.
+Each list is the choices of a flag (--split, --encoding, --source, --checkpoint, --strategy,
+--mixed_precision, --samplers) or what a choice implies (a precision's dtype policy, which
+samplers need z-points or test faces); the libraries validate their arguments against the same
+lists. Pure Python (no TensorFlow, no NumPy), so --help and flag errors answer at once. It lives
+in `modeling`, though it names data and evaluation choices too, because that is the lowest
+package all its users may import (modeling, evaluation, benchmarks, tools). `data_pipeline`
+imports nothing of ours outside itself, so it keeps the data lists it validates against
+(`data_pipeline.manifest.SPLITS`, `data_pipeline.records.ENCODINGS`);
+tests/test_flag_choices.py checks that they equal the ones here.
 """
 
 # The splits of a prepared data dir, in CelebA's order (list_eval_partition.txt codes 0, 1, 2).

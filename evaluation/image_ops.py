@@ -1,4 +1,4 @@
-"""Image post-processing and labelled grids: uint8 in, PIL images and PNG bytes out.
+"""Operations on uint8 images: rounding, sharpening, labelled grids, PNG bytes (no measures).
 
 - `to_uint8`: decoder output (float in [0, 1]) -> uint8, the same rounding everywhere.
 - `sharpen`: PIL's ImageEnhance.Sharpness, as in the study (factors 0, 3, 6, 7). Factor 1
@@ -8,6 +8,7 @@
   NEAREST so that tiles are at least `min_tile` pixels and each decoded pixel stays visible.
 - `png_bytes`: deterministic PNG encoding (no timestamps), so the same pixels give the same
   file bytes.
+The numbers measured on images (PSNR, SSIM, sharpness, ...) are in evaluation.image_quality.
 """
 
 import io
