@@ -1,8 +1,8 @@
 """Worker processes of the writers (shards, synthetic faces): spawned, and gone with the caller.
 
 `process_pool` is a concurrent.futures.ProcessPoolExecutor whose workers are spawned, never
-forked (a fork of a process whose TensorFlow threads run can deadlock the child), ignore
-SIGINT (a terminal sends Ctrl-C to the whole process group; the caller alone decides), and die
+forked (a fork of a process whose TensorFlow threads run can deadlock the child), are born
+ignoring SIGINT (a terminal sends Ctrl-C to the whole process group; the caller decides), and die
 with the caller (Linux PR_SET_PDEATHSIG). When the `with` block raises, KeyboardInterrupt
 included, the workers are killed at once instead of being waited for, with further Ctrl-Cs
 ignored meanwhile: a tool ends within seconds however many interrupts arrive, and keeps only
@@ -20,8 +20,21 @@ import threading
 from data_pipeline.errors import DataError
 
 
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+  """A spawned worker born with SIGINT ignored: an ignored signal stays ignored across exec,
+  and Python then installs no KeyboardInterrupt handler, so a Ctrl-C while the worker still
+  imports (TensorFlow: seconds) cannot print a traceback from it."""
+
+  def start(self):
+    with _interrupts_ignored():
+      super().start()
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+  Process = _WorkerProcess
+
+
 def _init_worker(initializer, initargs):
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
   if sys.platform.startswith("linux"):
     # PR_SET_PDEATHSIG (1): the kernel SIGKILLs this worker when its parent dies, even by
     # SIGKILL, so that no orphan goes on writing beside a rerun. Best effort.
@@ -61,7 +74,7 @@ def process_pool(num_workers, initializer=None, initargs=(), what="worker"):
   """
   before = set(multiprocessing.active_children())
   pool = concurrent.futures.ProcessPoolExecutor(
-      num_workers, mp_context=multiprocessing.get_context("spawn"),
+      num_workers, mp_context=_SpawnContext(),
       initializer=_init_worker, initargs=(initializer, initargs))
   try:
     yield pool

@@ -471,3 +471,19 @@ def test_a_pool_left_by_an_exception_kills_its_busy_workers_at_once():
   assert not [pid for pid in workers if _is_alive(pid)]
   # Tasks still waiting never start (the pool hands up to workers + 1 more to its call queue).
   assert all(f.cancelled() for f in futures[-3:])
+
+
+def _report_sigint(queue):
+  queue.put(signal.getsignal(signal.SIGINT))
+
+
+def test_pool_workers_are_born_ignoring_ctrl_c():
+  """Ignored from the start (inherited through exec), before any of our code runs in the
+  worker: a Ctrl-C while it still imports its modules cannot print a traceback from it."""
+  context = pool_lib._SpawnContext()  # pylint: disable=protected-access
+  queue = context.SimpleQueue()
+  process = context.Process(target=_report_sigint, args=(queue,))
+  process.start()
+  assert queue.get() == signal.SIG_IGN
+  process.join(timeout=30)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # The caller's is back.
