@@ -11,6 +11,7 @@
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -124,22 +125,26 @@ def test_output_dir_errors_are_one_line(tmp_path):
       read_only.chmod(0o755)
 
 
-def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path):
+def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path, monkeypatch):
   # A holder removes its lock file as it finishes. Whoever opened that file before and locks
-  # it after must notice that it holds a removed file, and lock the one at the path instead.
-  path = str(tmp_path / locking.OUTPUT_LOCK_FILE)
-  stale = os.open(path, os.O_RDWR | os.O_CREAT)
-  try:
-    os.remove(path)
-    assert not locking._is_current(stale, path)  # pylint: disable=protected-access
-  finally:
-    os.close(stale)
+  # it after holds a removed file: it must lock the one at the path instead.
+  path = tmp_path / locking.OUTPUT_LOCK_FILE
+  path.write_text("")
+  real_flock, removed = fcntl.flock, []
+
+  def flock_after_the_holder_finished(fd, operation):
+    if not removed and operation & fcntl.LOCK_EX:
+      removed.append(path)
+      os.remove(path)  # The holder, finishing between this open and this flock.
+    return real_flock(fd, operation)
+
+  monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_finished)
   with locking.exclusive(str(tmp_path), "a", lock_file=locking.OUTPUT_LOCK_FILE, remove=True):
-    assert os.path.exists(path)
+    assert removed and path.read_text() == f"{os.getpid()} a\n"
     with pytest.raises(DataError, match="another a process"):
       with locking.exclusive(str(tmp_path), "b", lock_file=locking.OUTPUT_LOCK_FILE):
         pass
-  assert not os.path.exists(path)
+  assert not path.exists()
 
 
 # Every tool against itself: a real first run, stopped while it holds its folder.
