@@ -1,7 +1,7 @@
 """One writer per output folder: every tool refuses a folder that another process writes.
 
 - The lock itself (data_pipeline.locking.output_dir): creation, pid and tool in the lock file,
-  one-line refusal, cleanup, a killed holder's stale lock file taken over.
+  one-line refusal, cleanup, a killed holder's stale lock file taken over, no flock.
 - Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer):
   the real tool is stopped with SIGSTOP once it holds the folder, the same tool run again there
   must fail with one line and touch nothing, and the first then finishes intact.
@@ -11,6 +11,7 @@
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -145,6 +146,20 @@ def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path, monkeypat
       with locking.exclusive(str(tmp_path), "b", lock_file=locking.OUTPUT_LOCK_FILE):
         pass
   assert not path.exists()
+
+
+@pytest.mark.parametrize("error", [errno.ENOSYS, errno.ENOLCK])
+def test_a_filesystem_without_flock_is_written_unlocked_with_a_warning(error, tmp_path,
+                                                                      monkeypatch, caplog):
+  def no_flock(fd, operation):
+    raise OSError(error, os.strerror(error))
+
+  monkeypatch.setattr(fcntl, "flock", no_flock)
+  folder = tmp_path / "out"
+  with locking.output_dir(str(folder), "generate", "--output_dir"):
+    (folder / "grid.png").write_bytes(b"png")
+  assert "no flock here" in caplog.text
+  assert os.listdir(folder) == ["grid.png"]
 
 
 # Every tool against itself: a real first run, stopped while it holds its folder.
