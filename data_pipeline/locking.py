@@ -1,14 +1,14 @@
 """Exclusive locks on output dirs, so that two writers refuse each other instead of mixing.
 
-`exclusive(directory)` holds a non-blocking `fcntl.flock` on `directory/.prepare.lock` (the
-data writer's) or another lock file; `output_dir(directory, holder, flag)` is what every other
-tool uses for its output folder (creates it, locks `.lock`, removes the lock file at the end).
-A second holder gets a one-line `DataError` naming the dir, the holder's tool and pid.
+`exclusive(directory)` holds a non-blocking `filelock.UnixFileLock` (flock) on
+`directory/.prepare.lock` (the data writer's) or another lock file; `output_dir(directory,
+holder, flag)` is what every other tool uses for its output folder (creates it, locks `.lock`,
+removes the lock file at the end). A second holder gets a one-line `DataError` naming the dir,
+the holder's tool and pid, which the holder writes into the lock file.
 
 The lock is the kernel's, not the file: it is dropped when the holder dies in any way, so no
-stale lock survives a crash. Children forked while it is held close their inherited copy.
-Where flock is missing or unsupported (some network mounts) the dir is not locked, with a
-warning.
+stale lock survives a crash; filelock closes the copy that a forked child inherits. Where
+flock is missing or unsupported (some network mounts) the dir is not locked, with a warning.
 """
 
 import contextlib
@@ -17,45 +17,30 @@ import os
 import time
 
 from absl import logging
+import filelock
 
 from data_pipeline.errors import DataError
-
-try:
-  import fcntl  # pylint: disable=g-import-not-at-top
-except ImportError:  # Not POSIX.
-  fcntl = None
 
 LOCK_FILE = ".prepare.lock"  # A data dir's (tools.prepare_data); kept after the run.
 OUTPUT_LOCK_FILE = ".lock"  # Every other tool's output folder; removed after the run.
 # flock answers these where the filesystem cannot lock at all (rather than "someone holds it").
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-# Tries to lock a file that its holder keeps removing and re-creating; each retry needs a
-# holder that finished in between, so a few are plenty.
+# filelock gives up at once (Timeout) also when the lock file it opened was removed by a holder
+# that has just finished, and fails (FileNotFoundError) when such a holder removed the folder
+# it had made; a few immediate retries (filelock re-creates the folder) tell those apart from
+# a holder that still holds the lock.
 _ATTEMPTS = 5
 # How long a refused process waits for a holder that has just locked to write its pid.
 _PID_WAIT_S = 0.5
 
-_held = {}  # fd -> pid of the process that took the lock (a forked child sees its parent's).
 
-
-def _close_inherited():
-  for fd, owner in list(_held.items()):
-    if owner != os.getpid():
-      del _held[fd]
-      with contextlib.suppress(OSError):
-        os.close(fd)  # Drops only this child's reference; the parent keeps its lock.
-
-
-if hasattr(os, "register_at_fork"):
-  os.register_at_fork(after_in_child=_close_inherited)
-
-
-def _holder(fd, default_tool):
+def _holder(path, default_tool):
   """(pid, tool) that the lock's holder wrote into the file; ("unknown", default) if none."""
   deadline = time.monotonic() + _PID_WAIT_S
   while True:
     with contextlib.suppress(OSError):
-      words = os.pread(fd, 256, 0).decode("ascii", "replace").split()
+      with open(path, "rb") as f:
+        words = f.read(256).decode("ascii", "replace").split()
       if words and words[0].isdigit():
         # Files of older versions hold the pid alone.
         return words[0], (words[1] if len(words) > 1 else default_tool)
@@ -64,48 +49,34 @@ def _holder(fd, default_tool):
     time.sleep(0.02)  # The holder locks first and writes its pid right after.
 
 
-def _is_current(fd, path):
-  """Whether `fd` is still the file at `path` (its holder may have removed it meanwhile).
+def _lock(path, holder):
+  """The held `filelock.UnixFileLock` of `path`, or None where flock is unsupported.
 
-  A holder removes its lock file while still holding the lock; whoever locks a file checks
-  afterwards that it is still the one at the path, else it locked a removed file while waiting
-  and tries again. Without that check a waiter and a newcomer could both "hold" the lock, one
-  on the removed file and one on a new one. The data dir's `.prepare.lock` is never removed.
+  Raises:
+    filelock.Timeout: another process (or another open in this one) holds it.
   """
-  try:
-    return os.path.samestat(os.fstat(fd), os.stat(path))
-  except OSError:
-    return False
 
+  def write_holder(fd):
+    # Only for the message of a refused second writer; a full disk must not stop the run here.
+    with contextlib.suppress(OSError):
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()} {holder}\n".encode("ascii"), 0)
 
-def _lock(path, holder, refusal):
-  """An fd of `path` holding its flock (or unlocked where flock is unsupported)."""
   for attempt in range(_ATTEMPTS):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = filelock.UnixFileLock(path, blocking=False, fallback_to_soft=False,
+                                 on_acquired=write_holder)
     try:
-      if fcntl is None:
-        locked = False
-      else:
-        try:
-          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-          locked = True
-        except BlockingIOError:
-          pid, tool = _holder(fd, holder)
-          raise DataError(refusal(pid, tool)) from None
-        except OSError as error:
-          if error.errno not in _UNSUPPORTED:
-            raise
-          locked = False
-      if not locked:
-        logging.warning("cannot lock %s (no flock here); make sure that no other process "
-                        "writes into %s at the same time", path, os.path.dirname(path))
-        return fd
-      if _is_current(fd, path) or attempt == _ATTEMPTS - 1:
-        return fd
-    except BaseException:
-      os.close(fd)
-      raise
-    os.close(fd)  # Locked a file that its last holder removed: lock the one there now.
+      lock.acquire()
+      return lock
+    except (filelock.Timeout, FileNotFoundError):  # Both OSErrors: caught first.
+      if attempt == _ATTEMPTS - 1:
+        raise
+    except OSError as error:
+      if error.errno not in _UNSUPPORTED:
+        raise
+      logging.warning("cannot lock %s (no flock here); make sure that no other process "
+                      "writes into %s at the same time", path, os.path.dirname(path))
+      return None
   raise AssertionError("unreachable")
 
 
@@ -122,7 +93,7 @@ def exclusive(directory, holder="prepare_data", flag="--output_dir", *, lock_fil
     lock_file: the lock file's name: `LOCK_FILE` for data dirs, `OUTPUT_LOCK_FILE` for other
       output folders.
     subject: how the error message names the dir (default: "FLAG DIRECTORY").
-    remove: remove the lock file when done (still holding the lock, see the module doc).
+    remove: remove the lock file when done (while still holding the lock).
 
   Yields:
     The lock file's path.
@@ -135,24 +106,20 @@ def exclusive(directory, holder="prepare_data", flag="--output_dir", *, lock_fil
   path = os.path.join(directory, lock_file)
   subject = subject or f"{flag} {directory}"
 
-  def refusal(pid, tool):
-    return (f"{subject} is being written by another {tool} process (pid {pid}); wait for it "
-            f"to finish, or choose another {flag}")
-
-  fd = _lock(path, holder, refusal)
-  _held[fd] = os.getpid()
   try:
-    # Only for the message of a refused second writer; a full disk must not stop the run here.
-    with contextlib.suppress(OSError):
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, f"{os.getpid()} {holder}\n".encode("ascii"), 0)
+    lock = _lock(path, holder)
+  except filelock.Timeout:
+    pid, tool = _holder(path, holder)
+    raise DataError(f"{subject} is being written by another {tool} process (pid {pid}); wait "
+                    f"for it to finish, or choose another {flag}") from None
+  try:
     yield path
   finally:
-    _held.pop(fd, None)
     if remove:
       with contextlib.suppress(OSError):
-        os.remove(path)
-    os.close(fd)
+        os.remove(path)  # Still held: a newcomer that opened it before retries (see _ATTEMPTS).
+    if lock is not None:
+      lock.release()
 
 
 def file_folder(path, flag):
@@ -184,37 +151,24 @@ def output_dir(directory, holder, flag, *, subject=None):
   """
   directory = os.path.abspath(directory)
   subject = subject or f"{flag} {directory}"
-  made = []  # Whether this call created the folder (on any attempt).
-  with contextlib.ExitStack() as stack:
-    # Registered first, so it runs last (after the lock file is removed).
-    stack.callback(lambda: made and _remove_if_empty(directory))
-    for attempt in range(_ATTEMPTS):
-      if not os.path.isdir(directory):
-        made.append(directory)
-      _make_folder(directory, subject, flag)
-      try:
-        stack.enter_context(exclusive(directory, holder, flag, lock_file=OUTPUT_LOCK_FILE,
-                                      subject=subject, remove=True))
-        break
-      except FileNotFoundError:
-        if attempt == _ATTEMPTS - 1:
-          raise DataError(f"{subject} keeps disappearing (removed by another process?); "
-                          f"rerun, or choose another {flag}") from None
-        # Another tool that had made the folder removed it, empty, as it finished.
-      except OSError as error:
-        raise DataError(f"cannot write into {subject} ({error.strerror or error}); make it "
-                        f"writable (or free space there), or choose another {flag}") from None
-    yield directory
-
-
-def _make_folder(directory, subject, flag):
   if os.path.exists(directory) and not os.path.isdir(directory):
     raise DataError(f"{subject} exists and is not a directory; choose another {flag}")
+  made = not os.path.isdir(directory)
   try:
     os.makedirs(directory, exist_ok=True)
   except OSError as error:
     raise DataError(f"cannot create {subject} ({error.strerror or error}); create it yourself "
                     f"or choose another {flag}") from None
+  with contextlib.ExitStack() as stack:
+    if made:  # Registered first, so it runs last (after the lock file is removed).
+      stack.callback(_remove_if_empty, directory)
+    try:
+      stack.enter_context(exclusive(directory, holder, flag, lock_file=OUTPUT_LOCK_FILE,
+                                    subject=subject, remove=True))
+    except OSError as error:
+      raise DataError(f"cannot write into {subject} ({error.strerror or error}); make it "
+                      f"writable (or free space there), or choose another {flag}") from None
+    yield directory
 
 
 def _remove_if_empty(directory):

@@ -1,7 +1,7 @@
 """One writer per output folder: every tool refuses a folder that another process writes.
 
 - The lock itself (data_pipeline.locking.output_dir): creation, pid and tool in the lock file,
-  one-line refusal, cleanup, a killed holder's stale lock file taken over.
+  one-line refusal, cleanup, a killed holder's stale lock file taken over, no flock.
 - Each tool against itself (`refused_while_first_writes`, also used by test_reliability_writer):
   the real tool is stopped with SIGSTOP once it holds the folder, the same tool run again there
   must fail with one line and touch nothing, and the first then finishes intact.
@@ -11,6 +11,8 @@
 """
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -124,22 +126,40 @@ def test_output_dir_errors_are_one_line(tmp_path):
       read_only.chmod(0o755)
 
 
-def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path):
+def test_a_lock_file_removed_while_waiting_is_not_held_twice(tmp_path, monkeypatch):
   # A holder removes its lock file as it finishes. Whoever opened that file before and locks
-  # it after must notice that it holds a removed file, and lock the one at the path instead.
-  path = str(tmp_path / locking.OUTPUT_LOCK_FILE)
-  stale = os.open(path, os.O_RDWR | os.O_CREAT)
-  try:
-    os.remove(path)
-    assert not locking._is_current(stale, path)  # pylint: disable=protected-access
-  finally:
-    os.close(stale)
+  # it after holds a removed file: it must lock the one at the path instead.
+  path = tmp_path / locking.OUTPUT_LOCK_FILE
+  path.write_text("")
+  real_flock, removed = fcntl.flock, []
+
+  def flock_after_the_holder_finished(fd, operation):
+    if not removed and operation & fcntl.LOCK_EX:
+      removed.append(path)
+      os.remove(path)  # The holder, finishing between this open and this flock.
+    return real_flock(fd, operation)
+
+  monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_finished)
   with locking.exclusive(str(tmp_path), "a", lock_file=locking.OUTPUT_LOCK_FILE, remove=True):
-    assert os.path.exists(path)
+    assert removed and path.read_text() == f"{os.getpid()} a\n"
     with pytest.raises(DataError, match="another a process"):
       with locking.exclusive(str(tmp_path), "b", lock_file=locking.OUTPUT_LOCK_FILE):
         pass
-  assert not os.path.exists(path)
+  assert not path.exists()
+
+
+@pytest.mark.parametrize("error", [errno.ENOSYS, errno.ENOLCK])
+def test_a_filesystem_without_flock_is_written_unlocked_with_a_warning(error, tmp_path,
+                                                                      monkeypatch, caplog):
+  def no_flock(fd, operation):
+    raise OSError(error, os.strerror(error))
+
+  monkeypatch.setattr(fcntl, "flock", no_flock)
+  folder = tmp_path / "out"
+  with locking.output_dir(str(folder), "generate", "--output_dir"):
+    (folder / "grid.png").write_bytes(b"png")
+  assert "no flock here" in caplog.text
+  assert os.listdir(folder) == ["grid.png"]
 
 
 # Every tool against itself: a real first run, stopped while it holds its folder.
