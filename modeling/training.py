@@ -10,12 +10,19 @@ import os
 import sys
 
 from absl import logging
+import keras
+import tensorflow as tf
 
+from modeling import callbacks as callbacks_lib
 from modeling import config as config_lib
 from modeling import convergence
+from modeling import devices
 from modeling import flag_choices
+from modeling import networks
 from modeling import run_dir
+from modeling.autoencoder import Autoencoder
 from modeling.errors import ModelError
+from modeling.vae import VAE
 
 # Train-config fields that may change between runs in the same run dir: training for more
 # epochs, or resuming on other hardware, continues the same run.
@@ -128,10 +135,6 @@ def ignored_config_keys():
 
 def build_model(model_config, sampling_seed=None):
   """An uncompiled Autoencoder or VAE for `model_config` (build under strategy.scope())."""
-  # pylint: disable=g-import-not-at-top
-  from modeling import networks
-  from modeling.autoencoder import Autoencoder
-  from modeling.vae import VAE
   model_config.validate()
   encoder = networks.build_encoder(model_config)
   decoder = networks.build_decoder(model_config)
@@ -147,7 +150,6 @@ def compiled_model(model_config, train_config):
   Call under the strategy's scope, after devices.set_precision(train_config.mixed_precision)
   (the layers take the global policy when they are made).
   """
-  import keras  # pylint: disable=g-import-not-at-top
   model = build_model(model_config, sampling_seed=train_config.seed)
   optimizer = keras.optimizers.Adam(learning_rate=train_config.learning_rate)
   if train_config.mixed_precision == "fp16":
@@ -174,7 +176,6 @@ def without_autotuning(dataset):
   """
   if dataset is None:
     return None
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   options = tf.data.Options()
   options.autotune.enabled = False
   return dataset.with_options(options)
@@ -197,7 +198,6 @@ def _prepare_run(model_config, train_config, model_dir, extra_config):
   Returns:
     (the train config as config.json records it, the run dir's run_dir.paths).
   """
-  from modeling import devices  # pylint: disable=g-import-not-at-top
   model_config.validate()
   train_config.validate()
   # config.json records what ran: "auto" resolved for this machine (a resume elsewhere that
@@ -221,8 +221,6 @@ def _log_nothing_to_train(run, done, converged, validated):
 
 def _agree_on_progress(run, strategy, train_config, multi_worker):
   """(epochs done per the backup, whether the .keras files exist), the chief's on every worker."""
-  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
-  from modeling import devices  # pylint: disable=g-import-not-at-top
   finished = all(os.path.exists(p) for p in (run.model, run.encoder, run.decoder))
   done = callbacks_lib.Backup.saved_epoch(run.backup)
   if multi_worker:
@@ -242,7 +240,6 @@ def _agree_on_progress(run, strategy, train_config, multi_worker):
 
 def _restore(model, backup, strategy, multi_worker, run):
   """Loads the last backup into `model` (the chief's, on every worker); its epoch (0: none)."""
-  from modeling import devices  # pylint: disable=g-import-not-at-top
   # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
   # scope would be collective broadcasts that only the chief runs.
   if multi_worker and not devices.cluster_task().is_chief:
@@ -264,8 +261,6 @@ def _restore(model, backup, strategy, multi_worker, run):
 def _make_callbacks(run, model_config, train_config, backup, validated, preview_images,
                     deadline, callbacks):
   """The run's Keras callbacks in their order, and the StopAtDeadline among them (or None)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   # Order matters: StopOnNaN first, so a diverged step raises before any callback saves its
   # weights; CSVLogger before Backup, so a crash between the two leaves a row that the next
   # resume trims (a duplicate) rather than a missing row;
@@ -298,7 +293,6 @@ def _make_callbacks(run, model_config, train_config, backup, validated, preview_
 def _fit(model, train_ds, val_ds, train_config, run, epochs, initial_epoch, all_callbacks,
          verbose):
   """model.fit; a diverged run becomes a one-line ModelError naming its backup."""
-  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   try:
     model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=train_config.steps_per_epoch, validation_data=val_ds,
@@ -321,7 +315,6 @@ def _fit(model, train_ds, val_ds, train_config, run, epochs, initial_epoch, all_
 
 def _save_models(model, run, train_config):
   """Writes model.keras, encoder.keras and decoder.keras (the best epoch's, with patience)."""
-  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   if train_config.patience is not None and os.path.exists(run.best):
     # Early stopping keeps the best epoch: the .keras files get best.keras' weights.
     model.load_weights(run.best)
@@ -359,8 +352,6 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     ModelError: a config problem, a foreign run dir, or divergence (NaN/Inf loss; the last
       good state stays in backup/ and the .keras files are not written).
   """
-  from modeling import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
-  from modeling import devices  # pylint: disable=g-import-not-at-top
 
   train_config, run = _prepare_run(model_config, train_config, model_dir, extra_config)
   strategy = devices.make_strategy(train_config.strategy)
