@@ -512,6 +512,7 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
   num_workers = num_workers or os.cpu_count() or 1
   output_dir = os.path.abspath(os.fspath(output_dir))
   created = not os.path.isdir(output_dir)
+  was_empty = created or not os.listdir(output_dir)
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
@@ -535,11 +536,12 @@ def prepare(source, output_dir, *, name=manifest_lib.DEFAULT_NAME,
       manifest = _prepare_locked(source, output_dir, settings, num_workers, overwrite,
                                  progress, start, refuse_duplicates)
     except BaseException:
-      if created and os.listdir(output_dir) == [locking.LOCK_FILE]:
-        # Refused before writing anything (a bad source): no folder is left behind.
+      if was_empty and os.listdir(output_dir) == [locking.LOCK_FILE]:
+        # Refused before writing anything (a bad source): the folder is left as it was.
         with contextlib.suppress(OSError):
           os.remove(os.path.join(output_dir, locking.LOCK_FILE))
-          os.rmdir(output_dir)
+          if created:
+            os.rmdir(output_dir)
       raise
     if on_complete is not None:
       on_complete(output_dir)

@@ -447,6 +447,11 @@ def test_a_prepared_tfds_celeb_a_and_its_damages_named_in_one_line(tmp_path):
     assert_clean_error(result, *expected, f"rebuild it with `tfds build celeb_a --data_dir "
                        f"{damaged}`", "or give the CelebA folder as --source_dir", code=1)
     assert not out.exists()  # Refused before writing anything: no folder left behind.
+  empty = tmp_path / "empty_output"
+  empty.mkdir()  # A folder made beforehand stays, empty: no lone .prepare.lock in it.
+  assert run_main("prepare_data", "--source=tfds", f"--tfds_data_dir={tmp_path / 'none'}",
+                  f"--output_dir={empty}").returncode == 1
+  assert empty.is_dir() and not os.listdir(empty)
 
 
 @pytest.mark.slow
