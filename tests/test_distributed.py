@@ -26,7 +26,8 @@ import pytest
 
 from data_pipeline.errors import DataError
 from modeling.errors import ModelError
-from tests.toolrun import REPO_ROOT, assert_clean_error, run_main, run_tool
+from tests.toolrun import REPO_ROOT, assert_clean_error, ctrl_c_reaches_children, run_main
+from tests.toolrun import run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -193,14 +194,9 @@ def test_mirrored_trainer_fed_by_the_service_tool_then_resumed_locally(prepared_
   from data_pipeline import service  # pylint: disable=g-import-not-at-top
   port = _free_ports(1)[0]
   log_path = tmp_path / "dispatcher.log"
-  # A child inherits an ignored SIGINT (as a shell's background job has it); a handled one
-  # is reset to the default on exec, so the dispatcher below turns Ctrl-C into its stop.
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  try:
-    with open(log_path, "wb") as log:
-      dispatcher = _start_tool("data_service", "--role=dispatcher", f"--port={port}", log=log)
-  finally:
-    signal.signal(signal.SIGINT, previous)
+  # The dispatcher below turns Ctrl-C into its stop.
+  with ctrl_c_reaches_children(), open(log_path, "wb") as log:
+    dispatcher = _start_tool("data_service", "--role=dispatcher", f"--port={port}", log=log)
   workers = []
   try:
     deadline = time.monotonic() + 60

@@ -29,7 +29,8 @@ from modeling import training
 from tests.damage import SHARD
 from tests.damage import copy_data_dir
 from tests.damage import flip_byte_of_record
-from tests.toolrun import REPO_ROOT, assert_clean_error, run_main, run_tool
+from tests.toolrun import REPO_ROOT, assert_clean_error, ctrl_c_reaches_children, run_main
+from tests.toolrun import run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -105,10 +106,11 @@ def test_ctrl_c_pressed_again_and_again_ends_the_trainer_within_seconds(prepared
   model_dir = tmp_path / "run"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
   with open(tmp_path / "out.log", "wb") as out, open(tmp_path / "err.log", "wb") as err:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.train_ae", f"--data_dir={prepared_data_dir}",
-         f"--model_dir={model_dir}", *TINY, "--epochs=500"], cwd=REPO_ROOT, env=env,
-        stdout=out, stderr=err, start_new_session=True)
+    with ctrl_c_reaches_children():
+      process = subprocess.Popen(
+          [sys.executable, "-m", "tools.train_ae", f"--data_dir={prepared_data_dir}",
+           f"--model_dir={model_dir}", *TINY, "--epochs=500"], cwd=REPO_ROOT, env=env,
+          stdout=out, stderr=err, start_new_session=True)
     try:
       deadline = time.monotonic() + 300
       while not _backup_state(model_dir / "backup"):  # Training, one epoch backed up.

@@ -29,7 +29,7 @@ from data_pipeline.errors import DataError
 import data_pipeline as dp
 from tests.toolrun import REPO_ROOT
 from tests.test_output_locks import refused_while_first_writes
-from tests.toolrun import assert_clean_error
+from tests.toolrun import assert_clean_error, ctrl_c_reaches_children
 
 SPLITS = ("train", "validation", "test")
 # Enough images, in small enough shards (6 or 7 records each, 50 shards), that a run is still far
@@ -210,7 +210,7 @@ def test_ctrl_c_pressed_again_and_again_ends_the_tool_within_seconds(big_source,
   out = tmp_path / "data"
   os.makedirs(tmp_path / "run", exist_ok=True)
   with open(tmp_path / "run" / "stdout", "w") as stdout, \
-       open(tmp_path / "run" / "stderr", "w") as stderr:
+       open(tmp_path / "run" / "stderr", "w") as stderr, ctrl_c_reaches_children():
     run = subprocess.Popen(
         [sys.executable, "-m", "tools.prepare_data", f"--source_dir={big_source}",
          f"--output_dir={out}", "--image_size=32", "--encoding=raw", "--shard_mb=0.02",
@@ -483,7 +483,8 @@ def test_pool_workers_are_born_ignoring_ctrl_c():
   context = pool_lib._SpawnContext()  # pylint: disable=protected-access
   queue = context.SimpleQueue()
   process = context.Process(target=_report_sigint, args=(queue,))
+  before = signal.getsignal(signal.SIGINT)
   process.start()
   assert queue.get() == signal.SIG_IGN
   process.join(timeout=30)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # The caller's is back.
+  assert signal.getsignal(signal.SIGINT) == before  # The caller's own is back.

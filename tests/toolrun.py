@@ -10,10 +10,25 @@ errors and exit codes) inside the test process and returns the same kind of resu
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def ctrl_c_reaches_children():
+  """Processes started inside the block get SIGINT at its default, as from a terminal.
+
+  An ignored SIGINT (a shell's background job has it, so a suite may be run that way) is
+  inherited through exec; a handled one is reset to the default there.
+  """
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def run_tool(name, *args, timeout=600, env=None):

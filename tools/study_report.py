@@ -376,7 +376,7 @@ def write(plan, results, deadline=None):
            f"(patience {plan.patience}, min_delta {plan.min_delta:g} relative, "
            f"{plan.min_epochs} to {plan.max_epochs} epochs); "
            + ("every model converged." if converged else "NOT every model converged (see "
-              "Convergence)") + ("" if plan.time_budget_minutes is None else
+              "Convergence).") + ("" if plan.time_budget_minutes is None else
                                  f" Time budget {plan.time_budget_minutes:g} min"
                                  + (", spent." if budget_spent else ", not spent.")),
            "", "## The study's claims over seeds", "",
