@@ -86,6 +86,9 @@ def process_pool(num_workers, initializer=None, initargs=(), what="worker"):
         process.kill()
       for process in workers:
         process.join(timeout=10)
+      # Waits for the pool's manager thread too: left running, it can close its wake-up pipe
+      # while the interpreter's exit writes to it (CPython 3.11: "Bad file descriptor" trace).
+      pool.shutdown(wait=True)
     if isinstance(error, concurrent.futures.process.BrokenProcessPool):
       raise DataError(f"a {what} process died (killed, e.g. by the out-of-memory killer); "
                       "rerun the same command to resume where it stopped, with fewer "
