@@ -81,14 +81,14 @@ def process_pool(num_workers, initializer=None, initargs=(), what="worker"):
   except BaseException as error:
     with _interrupts_ignored():
       workers = [p for p in multiprocessing.active_children() if p not in before]
-      pool.shutdown(wait=False, cancel_futures=True)
       for process in workers:
         process.kill()
       for process in workers:
         process.join(timeout=10)
-      # Waits for the pool's manager thread too: left running, it can close its wake-up pipe
-      # while the interpreter's exit writes to it (CPython 3.11: "Bad file descriptor" trace).
-      pool.shutdown(wait=True)
+      # Then the pool, waiting for its manager thread (it ends once it sees its workers gone):
+      # one left running (shutdown(wait=False)) can close its wake-up pipe while the
+      # interpreter's exit writes to it (CPython 3.11: an "OSError: Bad file descriptor" trace).
+      pool.shutdown(wait=True, cancel_futures=True)
     if isinstance(error, concurrent.futures.process.BrokenProcessPool):
       raise DataError(f"a {what} process died (killed, e.g. by the out-of-memory killer); "
                       "rerun the same command to resume where it stopped, with fewer "
