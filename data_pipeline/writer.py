@@ -34,6 +34,7 @@ from data_pipeline import pool as pool_lib
 from data_pipeline import provenance
 from data_pipeline import records
 from data_pipeline import transform
+from data_pipeline.errors import NO_SPACE_ERRNOS
 from data_pipeline.errors import DataError
 from data_pipeline.tfds_metadata import write_tfds_metadata
 
@@ -165,9 +166,8 @@ def _shard_bounds(count, num_shards):
   return [round(count * i / num_shards) for i in range(num_shards + 1)]
 
 
-# errno values of a write that fails because of the output location (not a bug): the advice
-# differs, so they are told apart.
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+# errno values of a write that fails because the output location is not writable (not a bug;
+# a full disk is errors.NO_SPACE_ERRNOS): the advice differs, so they are told apart.
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
@@ -179,7 +179,7 @@ def _write_error(error, output_dir, doing):
   """
   if isinstance(error, OSError):
     reason = error.strerror or str(error)
-    no_space, not_writable = error.errno in _NO_SPACE, error.errno in _NOT_WRITABLE
+    no_space, not_writable = error.errno in NO_SPACE_ERRNOS, error.errno in _NOT_WRITABLE
   elif isinstance(error, tf.errors.OpError):
     # TF words a failed file write as "<path>; <strerror>" and maps ENOSPC/EDQUOT to
     # RESOURCE_EXHAUSTED (shared with e.g. EMFILE, hence the text) and EACCES/EPERM/EROFS to

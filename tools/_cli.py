@@ -6,7 +6,6 @@ User mistakes are printed as one `error: ...` line on stderr, never as a traceba
 still raise so that they can be reported.
 """
 
-import errno
 import importlib.util
 import os
 import signal
@@ -16,6 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data_pipeline.errors import NO_SPACE_ERRNOS
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
 from modeling import tf_env
@@ -76,7 +76,7 @@ def expand_home():
 
 def _no_space_where(error):
   """'FOLDER (what failed)' for a write that failed on a full disk or quota, else None."""
-  if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+  if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
     if error.filename:
       return f"{os.path.dirname(os.path.abspath(error.filename))} (writing " \
              f"{os.path.basename(error.filename)}: {error.strerror})"
