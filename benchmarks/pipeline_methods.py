@@ -130,7 +130,6 @@ def _feed_iterator(spec, method, loaded):
   """An iterator of batches for `method`; fills `loaded` with what was built before timing."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data_pipeline import make_dataset  # pylint: disable=g-import-not-at-top
-  from modeling import keras_compat  # pylint: disable=g-import-not-at-top
   size, batch_size, seed = spec["size"], spec["batch_size"], spec["seed"]
   start = time.perf_counter()
   if method in ("classic_flow", "classic_tfdata"):
@@ -138,7 +137,7 @@ def _feed_iterator(spec, method, loaded):
     loaded.update(load_seconds=time.perf_counter() - start, array_mb=x.nbytes / _MB,
                   array_dtype=str(x.dtype), images_available=len(x))
     if method == "classic_flow":
-      generator = keras_compat.image_data_generator()()
+      generator = tf.keras.preprocessing.image.ImageDataGenerator()
       return generator.flow(x, batch_size=batch_size, shuffle=True, seed=seed)
     ds = (tf.data.Dataset.from_tensor_slices(x)
           .shuffle(spec["shuffle_buffer"], seed=seed, reshuffle_each_iteration=True)

@@ -1,8 +1,8 @@
-"""The latent report's figures as PNG bytes (matplotlib, Agg backend: no display needed).
+"""Figures as PNG bytes (matplotlib, Agg backend): the latent report's and the study's trade-off.
 
-Each function takes arrays computed by evaluation.latent_analysis and returns one titled figure
-with labelled axes (and a legend where there is more than one kind of mark) as PNG bytes; the
-tool writes them atomically. The PNG metadata carries no date, so the same numbers give the same
+Each function takes numbers computed elsewhere (evaluation.latent_analysis, the study's sweep)
+and returns one titled figure with labelled axes (and a legend where there is more than one kind
+of mark) as PNG bytes; the caller writes them atomically. The PNG metadata carries no date, so the same numbers give the same
 bytes.
 """
 
@@ -132,3 +132,42 @@ def render_all(figures, label):
   if figures.scatter_pairs:  # A one-dimensional latent space has no pairs.
     rendered["scatter"] = scatter_pairs(figures, f"Most correlated component pairs ({label})")
   return {FILES[name]: png for name, png in rendered.items()}
+
+
+def tradeoff(records, ae, study_kl_factor):
+  """The study's trade-off: test PSNR and N(0, I) face score against the KL factor.
+
+  Args:
+    records: the sweep's records (workflows.study.sweep_records): dicts with `kl_factor`,
+      `psnr` (dB or None) and `face_score` ({`mean`, `ci95`} or None), one per VAE.
+    ae: the AE's record (its samples from a fitted GMM), drawn as dashed lines.
+    study_kl_factor: the study's own factor, marked on both panels.
+
+  Returns:
+    PNG bytes of a two-panel figure.
+  """
+  shown = [r for r in records if r["psnr"] is not None and r["face_score"]]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+  x = [r["kl_factor"] for r in shown]
+  left.plot(x, [r["psnr"] for r in shown], "o-", label="VAE, test reconstructions")
+  score = [r["face_score"]["mean"] for r in shown]
+  low = [s - (r["face_score"]["ci95"][0] or s) for s, r in zip(score, shown)]
+  high = [(r["face_score"]["ci95"][1] or s) - s for s, r in zip(score, shown)]
+  right.errorbar(x, score, yerr=[low, high], fmt="o-", capsize=3, label="VAE, N(0, I) samples")
+  if ae["psnr"] is not None:
+    left.axhline(ae["psnr"], color="grey", linestyle="--", label="AE")
+  if ae["face_score"]:
+    right.axhline(ae["face_score"]["mean"], color="grey", linestyle="--",
+                  label="AE, samples of its fitted GMM")
+  for axis, ylabel in ((left, "test PSNR (dB)"), (right, "face score [95 %]")):
+    axis.axvline(study_kl_factor, color="red", alpha=0.3,
+                 label=f"the study's factor {study_kl_factor:g}")
+    if x and min(x) > 0:
+      axis.set_xscale("log")
+    axis.set_xlabel("kl_factor")
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+  right.set_ylim(0, 1)
+  fig.suptitle("Reproduction against generation over the KL factor")
+  fig.tight_layout()
+  return _png(fig)

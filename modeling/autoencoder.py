@@ -29,6 +29,14 @@ class _Untracked:
     self.value = value
 
 
+def spans_workers(strategy):
+  """Whether `strategy` is a MultiWorkerMirroredStrategy whose cluster has several workers."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  spec = strategy.cluster_resolver.cluster_spec()
+  return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+
+
 def update_mean(tracker, values):
   """Adds per-example `values` to a keras.metrics.Mean, only once `values` exist.
 
@@ -47,6 +55,11 @@ class Autoencoder(keras.Model):
 
   Metrics logged per epoch: `loss` (total) and `reconstruction_loss`, both per image and
   averaged over the epoch's images.
+
+  Across several workers, Keras 3's `fit` fails twice (keras-team/keras#20585): it all-reduces
+  the first batch just to learn its shapes (collective ops take no uint8), and it reduces step
+  outputs along an axis scalars lack. `_maybe_symbolic_build` and `_step_logs` avoid both;
+  tests/test_keras_contract.py checks that Keras still calls the method overridden here.
   """
 
   def __init__(self, encoder, decoder, reconstruction="bce", **kwargs):
@@ -127,12 +140,32 @@ class Autoencoder(keras.Model):
     gradients = tape.gradient(scaled_loss, self.trainable_weights)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
     self._update_metrics(total, terms)
-    return {m.name: m.result() for m in self.metrics}
+    return self._step_logs()
 
   def test_step(self, data):
     total, terms = self._forward(images_of(data), training=False)
     self._update_metrics(total, terms)
-    return {m.name: m.result() for m in self.metrics}
+    return self._step_logs()
+
+  def _step_logs(self):
+    logs = {m.name: m.result() for m in self.metrics}
+    if spans_workers(self.distribute_strategy):
+      # Keras means step outputs over the workers with strategy.reduce(axis=0): give each one.
+      logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras' own builds from the first batch averaged over every worker; collective ops take no
+    # uint8, and the shapes are all it needs: build from this worker's part of the batch.
+    strategy = self.distribute_strategy
+    if iterator is not None and spans_workers(strategy):
+      # Keras' epoch iterator yields (begin step, end step, iterator of batches).
+      for _, _, batches in iterator:
+        data_batch = keras.tree.map_structure(
+            lambda x: strategy.experimental_local_results(x)[0], next(batches))
+        iterator = None
+        break
+    return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
   def get_config(self):
     return {

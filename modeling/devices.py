@@ -17,7 +17,6 @@ import tensorflow as tf
 from absl import logging
 
 from modeling import flag_choices
-from modeling import keras_compat
 from modeling.errors import ModelError
 
 STRATEGIES = flag_choices.STRATEGIES
@@ -209,10 +208,6 @@ def make_strategy(name="default"):
 
 def _make_multi_worker_strategy():
   task = cluster_task()
-  if task.num_workers > 1:
-    # Keras 3 cannot fit() across workers without these (see there); a Keras that lacks what
-    # they wrap is refused here, before any training starts.
-    keras_compat.fix_multi_worker_fit()
   logging.info("multi_worker_mirrored: %s %d of a %d-worker cluster%s; waiting for the others "
                "at the first collective", task.task_type, task.index, task.num_workers,
                " (chief)" if task.is_chief else "")

@@ -14,11 +14,11 @@ import pytest
 
 from tests.toolrun import assert_clean_error
 from tests.toolrun import run_tool
-from tools import demo_steps
+from workflows import demo
 
 
 def _settings(workspace, num_images):
-  return demo_steps.DemoSettings(workspace=str(workspace), celeba_dir=None,
+  return demo.DemoSettings(workspace=str(workspace), celeba_dir=None,
                                  num_images=num_images, epochs=1, batch_size=16,
                                  image_size=32, seed=3)
 
@@ -29,34 +29,34 @@ def _manifest(workspace):
 
 
 def test_chain_names_every_tool_of_the_main_job(tmp_path):
-  names = [step.name for step in demo_steps.build_steps(_settings(tmp_path, 100))]
+  names = [step.name for step in demo.build_steps(_settings(tmp_path, 100))]
   assert names[:3] == ["synthetic_faces", "prepare_data", "verify_data"]
   for tool in ("train_ae", "train_vae", "train_ae_z1600", "encode_ae", "encode_vae",
                "analyze_latents_vae", "generate_ae", "generate_vae", "compare_reconstructions"):
     assert tool in names
-  steps = {step.name: step for step in demo_steps.build_steps(_settings(tmp_path, 100))}
+  steps = {step.name: step for step in demo.build_steps(_settings(tmp_path, 100))}
   assert steps["train_ae_z1600"].tool == "train_ae"
   assert "--preset=ae_z1600" in steps["train_ae_z1600"].args
   assert "--sharpen=0,1,3,6,7" in steps["generate_vae"].args
   assert "train_vae_upsample" not in steps
   extras = dataclasses.replace(_settings(tmp_path, 100), upsampling_variant=True)
-  steps = {step.name: step for step in demo_steps.build_steps(extras)}
+  steps = {step.name: step for step in demo.build_steps(extras)}
   assert "--upsampling=upsample" in steps["train_vae_upsample"].args
   assert "--samplers=normal" in steps["generate_vae_upsample"].args
   assert any(a.endswith("runs/ae_z1600") for a in
              steps["compare_reconstructions"].args[0].split(","))
-  real = demo_steps.DemoSettings(str(tmp_path), "/data/celeba", 0, 1, 16, 96, 0)
-  assert "synthetic_faces" not in [step.name for step in demo_steps.build_steps(real)]
+  real = demo.DemoSettings(str(tmp_path), "/data/celeba", 0, 1, 16, 96, 0)
+  assert "synthetic_faces" not in [step.name for step in demo.build_steps(real)]
 
 
 @pytest.mark.slow
 def test_prefix_runs_then_is_reused_then_reruns_downstream_of_a_change(tmp_path, capfd):
   workspace = tmp_path / "ws"
-  first = demo_steps.run_all(_settings(workspace, 60), sys.executable, stop_after="prepare_data")
+  first = demo.run_all(_settings(workspace, 60), sys.executable, stop_after="prepare_data")
   assert [r.status for r in first] == ["ran", "ran"]
   assert sum(s["num_examples"] for s in _manifest(workspace)["splits"].values()) == 60
 
-  again = demo_steps.run_all(_settings(workspace, 60), sys.executable, stop_after="verify_data")
+  again = demo.run_all(_settings(workspace, 60), sys.executable, stop_after="verify_data")
   # The complete steps are reused; verify_data writes nothing, so it always runs.
   assert [r.status for r in again] == ["reused", "reused", "ran"]
   assert again[0].seconds == pytest.approx(first[0].seconds)
@@ -64,13 +64,13 @@ def test_prefix_runs_then_is_reused_then_reruns_downstream_of_a_change(tmp_path,
     assert os.path.getsize(workspace / "logs" / f"{name}.log") > 0
 
   # A changed input reruns its step and those downstream.
-  changed = demo_steps.run_all(_settings(workspace, 80), sys.executable,
+  changed = demo.run_all(_settings(workspace, 80), sys.executable,
                                stop_after="prepare_data")
   assert [r.status for r in changed] == ["ran", "ran"]
   assert "--overwrite" in capfd.readouterr().out  # Replacing earlier outputs needs the flag.
   assert sum(s["num_examples"] for s in _manifest(workspace)["splits"].values()) == 80
 
-  report = demo_steps.write_report(_settings(workspace, 80), changed)
+  report = demo.write_report(_settings(workspace, 80), changed)
   text = open(report, encoding="utf-8").read()
   assert "| `prepare_data` |" in text and "train 64" in text
 
@@ -108,7 +108,7 @@ def test_an_explicit_attribute_the_data_lacks_is_refused():
 
 def _fake_workspace(root, models, split="test", num_images=450):
   """A workspace whose report was written by demo_report from a given reconstruction.json."""
-  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  from workflows import demo_report  # pylint: disable=g-import-not-at-top
   out = root / "eval" / "reconstruction"
   out.mkdir(parents=True)
   stats = lambda value: {"mean": value}
@@ -123,7 +123,7 @@ def _fake_workspace(root, models, split="test", num_images=450):
 
 
 def test_report_check_finds_the_real_split_numbers(tmp_path):
-  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  from workflows import demo_report  # pylint: disable=g-import-not-at-top
   complete = _fake_workspace(tmp_path / "ok", ["ae", "vae"])
   assert "| ae | 20.00 | 0.500 |" in (complete / "report.md").read_text()
   assert demo_report.missing_numbers(str(complete), "test", ["ae", "vae"], 450) == []
@@ -163,7 +163,7 @@ def test_report_opens_with_the_claims_table_and_writes_study_json(tmp_path):
     run.mkdir(parents=True)
     (run / "history.csv").write_text("epoch,loss,val_loss,val_kl_share\n" + row + "\n")
   (workspace / "runs" / "vae" / "config.json").write_text(json.dumps({"model": {"kl_factor": 5}}))
-  from tools import demo_report  # pylint: disable=g-import-not-at-top
+  from workflows import demo_report  # pylint: disable=g-import-not-at-top
   demo_report.write(str(workspace), [], {"data": str(workspace / "data"),
                                          "runs": str(workspace / "runs"),
                                          "eval": str(workspace / "eval")})

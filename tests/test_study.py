@@ -14,8 +14,8 @@ import pytest
 from modeling import config as config_lib
 from modeling import training
 from tests.toolrun import assert_clean_error, run_main
-from tools import demo_steps
-from tools import study_report
+from workflows import demo
+from workflows import study
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,12 @@ def _plan(workspace, data_dir, **changes):
                   image_size=32, max_epochs=3, patience=1, min_delta=0.5, seeds=(0,),
                   kl_factors=(1.0, 5.0), batch_size=16, metric_images=16)
   settings.update(changes)
-  return study_report.Plan(**settings)
+  return study.Plan(**settings)
 
 
 def test_every_model_trains_with_early_stopping_and_the_budget_left(tmp_path):
   plan = _plan(tmp_path, "/d", seeds=(0, 1), kl_factors=(0.5, 5.0, 20.0))
-  groups = study_report.step_groups(plan, deadline=time.time() + 600)
+  groups = study.step_groups(plan, deadline=time.time() + 600)
   assert [len(g) for g in groups] == [10, 9, 10]  # Seed 0, the sweep, seed 1.
   assert groups[1][0].name == "sweep_train_vae_kl0.5"
   steps = {step.name: step for group in groups for step in group}
@@ -59,9 +59,9 @@ def test_every_model_trains_with_early_stopping_and_the_budget_left(tmp_path):
   assert "--samplers=normal" in steps["sweep_generate_kl20"].args
   runs = steps["sweep_compare_reconstructions"].args[0].split("=")[1].split(",")
   assert [os.path.basename(r) for r in runs] == ["vae_kl0.5", "vae", "vae_kl20", "ae"]
-  assert all(step.volatile is None for group in study_report.step_groups(plan)
+  assert all(step.volatile is None for group in study.step_groups(plan)
              for step in group)
-  from_celeba = study_report.step_groups(_plan(tmp_path, None, celeba_dir="/c"))
+  from_celeba = study.step_groups(_plan(tmp_path, None, celeba_dir="/c"))
   assert [step.name for step in from_celeba[0]] == ["prepare_data", "verify_data"]
   assert f"--output_dir={tmp_path}/data" in from_celeba[0][0].args
 
@@ -82,17 +82,17 @@ def _tiny_train(model_dir, **train):
 def test_run_records_tell_early_stopping_from_max_epochs(tmp_path):
   # min_delta 0.9: no epoch improves 90 % on the first, so patience 1 stops after epoch 2.
   _tiny_train(tmp_path / "early", epochs=5, patience=1, min_delta=0.9)
-  record = study_report.run_record(str(tmp_path / "early"))
-  assert record["stopped_by"] == study_report.STOPPED_EARLY and record["converged"]
+  record = study.run_record(str(tmp_path / "early"))
+  assert record["stopped_by"] == study.STOPPED_EARLY and record["converged"]
   assert record["epochs_run"] == 2 and record["max_epochs"] == 5
   assert record["best_epoch"] in (1, 2) and len(record["last_val_losses"]) == 2
   _tiny_train(tmp_path / "all", epochs=2, patience=3)
-  record = study_report.run_record(str(tmp_path / "all"))
-  assert record["stopped_by"] == study_report.MAX_EPOCHS and not record["converged"]
+  record = study.run_record(str(tmp_path / "all"))
+  assert record["stopped_by"] == study.MAX_EPOCHS and not record["converged"]
 
 
 def _in_process(command, log_path):
-  """demo_steps' step runner, with the tool run in this process."""
+  """the demo's step runner, with the tool run in this process."""
   result = run_main(command[2].split(".", 1)[1], *command[3:])
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w", encoding="utf-8") as log:
@@ -102,35 +102,35 @@ def _in_process(command, log_path):
 
 @pytest.mark.slow
 def test_a_tiny_study_under_a_spent_budget_then_its_rerun(study_data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(demo_steps, "_run_logged", _in_process)
+  monkeypatch.setattr(demo, "_run_logged", _in_process)
   plan = _plan(tmp_path / "ws", study_data_dir, time_budget_minutes=0.0)
   os.makedirs(plan.workspace)
   deadline = time.time()  # Spent before it starts: every model trains one epoch of 3.
-  results = [result for group in study_report.step_groups(plan, deadline)
-             for result in demo_steps.run_steps(group, plan.workspace, "python")]
+  results = [result for group in study.step_groups(plan, deadline)
+             for result in demo.run_steps(group, plan.workspace, "python")]
   assert {r.status for r in results} == {"ran"}
-  study_report.write(plan, results, deadline)
+  study.write(plan, results, deadline)
   with open(os.path.join(plan.workspace, "study.json"), encoding="utf-8") as f:
-    study = json.load(f)
+    report = json.load(f)
 
-  assert study["budget"] == {"minutes": 0.0, "spent": True}
-  for record in list(study["runs"]["0"].values()) + study["sweep"]:
-    assert record["epochs_run"] == 1 and record["stopped_by"] == study_report.BUDGET
-  assert set(study["runs"]["0"]) == {"ae", "vae", "ae_z1600"}
-  assert len(study["claims"]) == 12
-  for row in study["claims"]:
+  assert report["budget"] == {"minutes": 0.0, "spent": True}
+  for record in list(report["runs"]["0"].values()) + report["sweep"]:
+    assert record["epochs_run"] == 1 and record["stopped_by"] == study.BUDGET
+  assert set(report["runs"]["0"]) == {"ae", "vae", "ae_z1600"}
+  assert len(report["claims"]) == 12
+  for row in report["claims"]:
     assert not row["models_converged"] and "not converged: ae (seed 0" in row["measured"]
     assert row["verdicts_per_seed"] == [row["verdict"]]
-  assert [r["kl_factor"] for r in study["sweep"]] == [1.0, 5.0]
-  for record in study["sweep"]:
+  assert [r["kl_factor"] for r in report["sweep"]] == [1.0, 5.0]
+  for record in report["sweep"]:
     assert record["psnr"] > 0 and 0 < record["ssim"] < 1
     assert 0 <= record["active_units"]["count"] <= 128  # vae_fact5's z_dim.
     assert record["active_units"]["threshold"] == 0.01
     low, high = record["face_score"]["ci95"]
     assert 0 <= low <= record["face_score"]["mean"] <= high <= 1
     assert record["fd_face"]["value"] >= 0 and 0 < record["val_kl_share"] < 1
-  assert study["ae_gmm"]["psnr"] > 0 and study["ae_gmm"]["face_score"]["mean"] >= 0
-  assert set(study["tradeoff"]) == {"face_threshold", "factors_making_faces",
+  assert report["ae_gmm"]["psnr"] > 0 and report["ae_gmm"]["face_score"]["mean"] >= 0
+  assert set(report["tradeoff"]) == {"face_threshold", "factors_making_faces",
                                     "smallest_factor_making_faces", "best_psnr_making_faces"}
   text = open(os.path.join(plan.workspace, "study.md"), encoding="utf-8").read()
   assert "NOT every model converged" in text and "Time budget 0 min, spent." in text
@@ -140,9 +140,9 @@ def test_a_tiny_study_under_a_spent_budget_then_its_rerun(study_data_dir, tmp_pa
   # The rerun: a model stopped by the budget is not complete, so its training step and every
   # step after it in its group run again (here only recorded), without a budget now.
   ran = []
-  monkeypatch.setattr(demo_steps, "_run_logged", lambda command, log: ran.append(command) or 0)
-  for group in study_report.step_groups(plan):
-    demo_steps.run_steps(group, plan.workspace, "python")
+  monkeypatch.setattr(demo, "_run_logged", lambda command, log: ran.append(command) or 0)
+  for group in study.step_groups(plan):
+    demo.run_steps(group, plan.workspace, "python")
   tools = [command[2] for command in ran]
   assert tools.count("tools.train_ae") == 2 and tools.count("tools.train_vae") == 2
   assert len(ran) == 10 + 6 and not any("--time_budget_minutes" in " ".join(c) for c in ran)

@@ -3,7 +3,7 @@
 Every process that imports TensorFlow with oneDNN on prints absl's "All log messages before
 absl::InitializeLog()" notice and oneDNN's INFO line before TensorFlow applies
 TF_CPP_MIN_LOG_LEVEL (an upstream abseil issue): a tool's raw stderr may show them, the
-demo's and the study's step runner (tools/demo_steps._run_logged) drops them from what it
+demo's and the study's step runner (workflows/demo._run_logged) drops them from what it
 echoes. Grappler's "remapper failed" error never shows (modeling.networks.leaky_relu). The
 settings are applied by tools/_cli.run, not by importing `tools`.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from tests.toolrun import REPO_ROOT
 from tools import _cli
-from tools import demo_steps
+from workflows import demo
 
 # The smallest training that still has the graph in question (Conv2D + bias + leaky_relu).
 TINY = ("--encoder_filters=8,16", "--encoder_kernels=3", "--strides=2", "--z_dim=8",
@@ -77,7 +77,7 @@ def test_step_runner_echoes_the_output_live_less_tensorflows_startup_lines(tmp_p
   code = (f"import os; os.write(2, {noise!r}); os.write(1, {own!r}); os.write(2, {noise!r}); "
           "os.write(2, b'W0000 00:00:1796132226.8 3812 some.cc:12] a real warning\\n')")
   log_path = tmp_path / "logs" / "step.log"
-  assert demo_steps._run_logged([sys.executable, "-c", code], str(log_path)) == 0
+  assert demo._run_logged([sys.executable, "-c", code], str(log_path)) == 0
   shown = capfd.readouterr().out.encode()
   assert shown == own + b"W0000 00:00:1796132226.8 3812 some.cc:12] a real warning\n"
   # The log keeps everything the step wrote.
@@ -88,7 +88,7 @@ def test_step_runner_holds_a_split_line_until_it_is_known():
   stream = ("own line\n" + "".join(line + "\n" for line in STARTUP_LINES) + "I1 not TF's\n"
             + "end without a newline").encode()
   for size in (1, 3, 7, 64):
-    echo = demo_steps._StartupLineFilter()
+    echo = demo._StartupLineFilter()
     shown = b"".join(echo.feed(stream[i:i + size]) for i in range(0, len(stream), size))
     assert shown + echo.close() == b"own line\nI1 not TF's\nend without a newline", size
 

@@ -3,15 +3,15 @@
     python -m tools.check_report --workspace ws --models ae,vae,ae_z1600 --num_images 450
 
 Prints one line and exits 0 when WORKSPACE/report.md and eval/reconstruction/reconstruction.json
-hold every number (tools.demo_report.missing_numbers); otherwise one error line naming what is
+hold every number (workflows.demo_report.missing_numbers); otherwise one error line naming what is
 missing, and exits 1.
 """
 
 from absl import flags
 
 from tools import _cli
-from tools import demo_report
 from tools import flags_data
+from workflows import demo_report
 
 FLAGS = flags.FLAGS
 

@@ -16,8 +16,8 @@ from absl import flags
 
 from data_pipeline import locking
 from tools import _cli
-from tools import demo_steps
 from tools import flags_data
+from workflows import demo
 
 FLAGS = flags.FLAGS
 
@@ -56,24 +56,24 @@ def main(argv):
   if FLAGS.celeba_dir and not os.path.exists(FLAGS.celeba_dir):
     raise _cli.FlagError(f"--celeba_dir={FLAGS.celeba_dir} does not exist; point it at the "
                          "CelebA download (a folder, or Kaggle's archive.zip)")
-  settings = demo_steps.DemoSettings(
+  settings = demo.DemoSettings(
       workspace=os.path.abspath(FLAGS.workspace), celeba_dir=FLAGS.celeba_dir,
       num_images=FLAGS.num_images, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
       image_size=FLAGS.image_size, seed=FLAGS.seed,
       upsampling_variant=FLAGS.upsampling_variant)
   if FLAGS.stop_after == "list":
-    print("\n".join(step.name for step in demo_steps.build_steps(settings)))
+    print("\n".join(step.name for step in demo.build_steps(settings)))
     return
   try:
-    demo_steps.select_steps(settings, FLAGS.stop_after)
+    demo.select_steps(settings, FLAGS.stop_after)
   except ValueError as e:
     raise _cli.FlagError(f"--stop_after: {e}") from None
   # A second demo in the same workspace is refused at once: two would run the same steps
   # into the same folders. Each step's tool locks its own output folder inside it as well.
   with locking.output_dir(settings.workspace, "demo", "--workspace"):
-    results = demo_steps.run_all(settings, python=sys.executable, force=FLAGS.force,
+    results = demo.run_all(settings, python=sys.executable, force=FLAGS.force,
                                  stop_after=FLAGS.stop_after)
-    report_path = demo_steps.write_report(settings, results)
+    report_path = demo.write_report(settings, results)
   print(f"demo complete: {report_path}")
 
 

@@ -4,9 +4,9 @@
         --seeds 0,1 --kl_factors 0.5,1,2,5,10 --max_epochs 40 --patience 3
     python -m tools.study --data_dir data96 --workspace ws_study --time_budget_minutes 120
 
-For every seed, the demo's chain (tools.demo_steps), each model trained with early stopping on
+For every seed, the demo's chain (workflows.demo), each model trained with early stopping on
 its validation loss; then the VAE at every --kl_factors value (first seed). The report
-(WORKSPACE/study.md, study.json, tradeoff.png; tools/study_report.py) gives each run's
+(WORKSPACE/study.md, study.json, tradeoff.png; workflows/study.py) gives each run's
 convergence, the claims per seed and over seeds, and the sweep. A complete step is skipped, so a
 study stopped by --time_budget_minutes or killed resumes where it stopped. WORKSPACE is locked.
 """
@@ -19,9 +19,9 @@ from absl import flags
 
 from data_pipeline import locking
 from tools import _cli
-from tools import demo_steps
 from tools import flags_data
-from tools import study_report
+from workflows import demo
+from workflows import study
 
 FLAGS = flags.FLAGS
 
@@ -80,7 +80,7 @@ def main(argv):
     if FLAGS[name].value and not os.path.exists(FLAGS[name].value):
       raise _cli.FlagError(f"--{name}={FLAGS[name].value} does not exist")
   workspace = os.path.abspath(FLAGS.workspace)
-  plan = study_report.Plan(
+  plan = study.Plan(
       workspace=workspace, celeba_dir=FLAGS.celeba_dir,
       data_dir=os.path.abspath(FLAGS.data_dir) if FLAGS.data_dir else None,
       num_images=FLAGS.num_images, image_size=FLAGS.image_size,
@@ -93,10 +93,10 @@ def main(argv):
               else time.time() + 60.0 * plan.time_budget_minutes)
   with locking.output_dir(workspace, "study", "--workspace"):
     results = []
-    for group in study_report.step_groups(plan, deadline):
-      results += demo_steps.run_steps(group, workspace, sys.executable, force=FLAGS.force,
+    for group in study.step_groups(plan, deadline):
+      results += demo.run_steps(group, workspace, sys.executable, force=FLAGS.force,
                                       tool="study")
-    path = study_report.write(plan, results, deadline)
+    path = study.write(plan, results, deadline)
   print(f"study complete: {path}")
 
 

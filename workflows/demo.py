@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from modeling import run_dir
-from tools import demo_report
+from workflows import demo_report
 
 _MARKERS = ".demo"
 

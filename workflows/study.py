@@ -1,6 +1,6 @@
 """tools.study's chain and report: convergence per run, claims over seeds, the KL-factor sweep.
 
-`step_groups` builds the steps (tools.demo_steps.Step) in groups that tools.study runs one
+`step_groups` builds the steps (workflows.demo.Step) in groups that tools.study runs one
 after the other; `write` writes WORKSPACE/study.json, WORKSPACE/study.md and
 WORKSPACE/tradeoff.png (numbers only, never faces).
 
@@ -22,12 +22,13 @@ import numpy as np
 
 from data_pipeline import provenance
 from evaluation import face_figures
+from evaluation import plots
 from evaluation import study_claims
 from evaluation import z_components
 from modeling import convergence
 from modeling import run_dir
-from tools import demo_report
-from tools import demo_steps
+from workflows import demo
+from workflows import demo_report
 
 STUDY_KL_FACTOR = 5.0  # The study's factor: its VAE run of each seed is the sweep's point.
 STOPPED_EARLY, MAX_EPOCHS, BUDGET = "early stopping", "max_epochs", "time budget"
@@ -48,7 +49,7 @@ class Plan:
   kl_factors: tuple
   batch_size: int
   time_budget_minutes: float | None = None
-  metric_images: int = demo_steps.GENERATION_METRIC_IMAGES  # Samples judged per setting.
+  metric_images: int = demo.GENERATION_METRIC_IMAGES  # Samples judged per setting.
   min_epochs: int = 1  # No early stop before this many epochs.
 
   @property
@@ -69,7 +70,7 @@ class Plan:
     return os.path.join(self.sweep_dir, "runs", f"vae_kl{factor:g}")
 
   def settings(self, seed):
-    return demo_steps.DemoSettings(
+    return demo.DemoSettings(
         workspace=self.seed_dir(seed), celeba_dir=self.celeba_dir, num_images=self.num_images,
         epochs=self.max_epochs, batch_size=self.batch_size, image_size=self.image_size,
         seed=seed, data_dir=self.data, metric_images=self.metric_images,
@@ -123,7 +124,7 @@ def _prepared(steps, prefix, deadline):
 
 def step_groups(plan, deadline=None):
   """[data steps, the first seed's chain, the sweep, the other seeds' chains]: lists of
-  demo_steps.Step.
+  demo.Step.
 
   A later step of a group reruns when an earlier one of the same group ran; groups are
   independent, except that the sweep reads the first seed's runs.
@@ -132,12 +133,12 @@ def step_groups(plan, deadline=None):
   if plan.data_dir is None:
     data_settings = dataclasses.replace(plan.settings(plan.seeds[0]),
                                         workspace=plan.workspace, data_dir=None)
-    groups.append(demo_steps.data_steps(data_settings, demo_steps.paths(data_settings)))
+    groups.append(demo.data_steps(data_settings, demo.paths(data_settings)))
   chains = []
   for seed in plan.seeds:
     settings = plan.settings(seed)
-    chains.append(_prepared(demo_steps.model_steps(settings, demo_steps.paths(settings))
-                            + [demo_steps.reconstruction_step(settings)],
+    chains.append(_prepared(demo.model_steps(settings, demo.paths(settings))
+                            + [demo.reconstruction_step(settings)],
                             f"seed_{seed}_", deadline))
   # The sweep right after the first seed's chain, whose runs it reads: a budget spent on the
   # later seeds then leaves the trade-off measured.
@@ -154,17 +155,17 @@ def _sweep_steps(plan):
   for factor in plan.kl_factors:
     run, out = plan.sweep_run(factor), _sweep_eval(plan, factor)
     if factor != STUDY_KL_FACTOR:
-      steps.append(demo_steps.training_step(
+      steps.append(demo.training_step(
           f"train_vae_kl{factor:g}", f"trained the VAE at kl_factor {factor:g}", "train_vae",
           (f"--data_dir={plan.data}", f"--model_dir={run}", "--preset=vae_fact5",
            f"--kl_factor={factor:g}", f"--epochs={plan.max_epochs}",
            f"--batch_size={plan.batch_size}", f"--seed={seed}"), run, settings))
-    steps.append(demo_steps.Step(
+    steps.append(demo.Step(
         f"encode_kl{factor:g}", "encoded the test split (z_mean) for the active units",
         "encode", (f"--model_dir={run}", f"--data_dir={plan.data}", "--split=test",
                    f"--output={os.path.join(out, 'z_test.npy')}"),
         (os.path.join(out, "z_test.npy"),)))
-    steps.append(demo_steps.Step(
+    steps.append(demo.Step(
         f"generate_kl{factor:g}", "N(0, I) samples, judged against real test photos",
         "generate", (f"--model_dir={run}", f"--output_dir={os.path.join(out, 'generation')}",
                      f"--data_dir={plan.data}", "--samplers=normal", "--sharpen=1",
@@ -172,7 +173,7 @@ def _sweep_steps(plan):
         (os.path.join(out, "generation", "generation.json"),)))
   runs = [plan.sweep_run(f) for f in plan.kl_factors] + [_ae_run(plan)]
   out = os.path.join(plan.sweep_dir, "eval", "reconstruction")
-  steps.append(demo_steps.Step(
+  steps.append(demo.Step(
       "compare_reconstructions", "test-split PSNR and SSIM of every factor's VAE and the AE",
       "compare_reconstructions",
       (f"--model_dirs={','.join(runs)}", f"--data_dir={plan.data}", f"--output_dir={out}",
@@ -184,21 +185,13 @@ def _ae_run(plan):
   return os.path.join(plan.seed_dir(plan.seeds[0]), "runs", "ae")
 
 
-def _load(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _runs(plan):
   """{seed: {model: run_record}} of the seeds' chains."""
   per_seed = {}
   for seed in plan.seeds:
     runs = os.path.join(plan.seed_dir(seed), "runs")
     per_seed[seed] = {kind: run_record(os.path.join(runs, kind))
-                      for kind, _, _ in demo_steps.MODELS
+                      for kind, _, _ in demo.MODELS
                       if os.path.isdir(os.path.join(runs, kind))}
   return per_seed
 
@@ -206,13 +199,13 @@ def _runs(plan):
 def sweep_records(plan):
   """One record per KL factor (kl_factor, run, psnr, ssim, val_kl_share, active_units,
   face_score, fd_face) and the AE sampled from its fitted GMM on the same axes."""
-  reconstruction = (_load(os.path.join(plan.sweep_dir, "eval", "reconstruction",
+  reconstruction = (demo_report.load_json(os.path.join(plan.sweep_dir, "eval", "reconstruction",
                                        "reconstruction.json")) or {}).get("models", {})
   records = []
   for factor in plan.kl_factors:
     run = plan.sweep_run(factor)
     name, out = os.path.basename(run), _sweep_eval(plan, factor)
-    faces = ((_load(os.path.join(out, "generation", "generation.json")) or {}).get("faces")
+    faces = ((demo_report.load_json(os.path.join(out, "generation", "generation.json")) or {}).get("faces")
              or {}).get("normal") or {}
     z_path = os.path.join(out, "z_test.npy")
     active = (z_components.active_units(np.load(z_path).astype(np.float64).var(axis=0))
@@ -222,7 +215,7 @@ def sweep_records(plan):
                     "active_units": active and {"count": active["count"],
                                                 "threshold": active["threshold"]},
                     "face_score": faces.get("face_score"), "fd_face": faces.get("fd_face")})
-  ae_faces = ((_load(os.path.join(plan.seed_dir(plan.seeds[0]), "eval", "ae", "generation",
+  ae_faces = ((demo_report.load_json(os.path.join(plan.seed_dir(plan.seeds[0]), "eval", "ae", "generation",
                                   "generation.json")) or {}).get("faces") or {}).get("gmm")
   ae = {"run": os.path.relpath(_ae_run(plan), plan.workspace), "sampler": "gmm",
         **_recon(reconstruction.get("ae")), "face_score": (ae_faces or {}).get("face_score"),
@@ -269,38 +262,6 @@ def claims_over_seeds(per_seed_rows, per_seed_runs):
                      "models_converged": not unconverged,
                      "not_converged": unconverged})
   return combined
-
-
-def _plot(records, ae, path):
-  """PSNR and N(0, I) face score against the KL factor; the study's 5 and the AE+GMM marked."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  shown = [r for r in records if r["psnr"] is not None and r["face_score"]]
-  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-  x = [r["kl_factor"] for r in shown]
-  left.plot(x, [r["psnr"] for r in shown], "o-", label="VAE, test reconstructions")
-  score = [r["face_score"]["mean"] for r in shown]
-  low = [s - (r["face_score"]["ci95"][0] or s) for s, r in zip(score, shown)]
-  high = [(r["face_score"]["ci95"][1] or s) - s for s, r in zip(score, shown)]
-  right.errorbar(x, score, yerr=[low, high], fmt="o-", capsize=3, label="VAE, N(0, I) samples")
-  if ae["psnr"] is not None:
-    left.axhline(ae["psnr"], color="grey", linestyle="--", label="AE")
-  if ae["face_score"]:
-    right.axhline(ae["face_score"]["mean"], color="grey", linestyle="--",
-                  label="AE, samples of its fitted GMM")
-  for axis, ylabel in ((left, "test PSNR (dB)"), (right, "face score [95 %]")):
-    axis.axvline(STUDY_KL_FACTOR, color="red", alpha=0.3, label="the study's factor 5")
-    if x and min(x) > 0:
-      axis.set_xscale("log")
-    axis.set_xlabel("kl_factor")
-    axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
-  right.set_ylim(0, 1)
-  fig.suptitle("Reproduction against generation over the KL factor")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def _fmt(value, spec):
@@ -350,7 +311,7 @@ def write(plan, results, deadline=None):
   per_seed_runs = _runs(plan)
   per_seed_rows = {}
   for seed in plan.seeds:
-    paths = demo_steps.paths(plan.settings(seed))
+    paths = demo.paths(plan.settings(seed))
     per_seed_rows[seed] = study_claims.verdicts(demo_report.study_measurements(paths))
   claims = claims_over_seeds(per_seed_rows, per_seed_runs)
   records, ae = sweep_records(plan)
@@ -369,7 +330,8 @@ def write(plan, results, deadline=None):
   }
   provenance.atomic_write_json(os.path.join(plan.workspace, "study.json"),
                                demo_report.json_safe(record))
-  _plot(records, ae, os.path.join(plan.workspace, "tradeoff.png"))
+  provenance.atomic_write_bytes(os.path.join(plan.workspace, "tradeoff.png"),
+                                plots.tradeoff(records, ae, STUDY_KL_FACTOR))
   converged = all(r["converged"] for runs in per_seed_runs.values() for r in runs.values())
   lines = ["# celeba-stream study report", "",
            f"Seeds {', '.join(map(str, plan.seeds))}; early stopping on the validation loss "

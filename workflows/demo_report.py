@@ -9,12 +9,14 @@ import json
 import os
 import shlex
 
+from data_pipeline import provenance
 from evaluation import face_figures
 from evaluation import study_claims
 from modeling import flag_choices
 
 
-def _load_json(path):
+def load_json(path):
+  """The JSON at `path`, or None when it is missing or unreadable (a step that did not run)."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
@@ -33,7 +35,7 @@ def _step_lines(results):
 
 
 def _data_lines(data_dir):
-  manifest = _load_json(os.path.join(data_dir, "manifest.json"))
+  manifest = load_json(os.path.join(data_dir, "manifest.json"))
   if manifest is None:
     return []
   splits = manifest.get("splits", {})
@@ -55,7 +57,7 @@ def _num_skipped(manifest):
 
 def _reconstruction_lines(eval_dir):
   """PSNR / SSIM of each model on the evaluated split (the test split in the demo)."""
-  report = _load_json(os.path.join(eval_dir, "reconstruction", "reconstruction.json"))
+  report = load_json(os.path.join(eval_dir, "reconstruction", "reconstruction.json"))
   if report is None:
     return []
   lines = ["## Reconstruction quality", "",
@@ -72,7 +74,7 @@ def _generation_lines(eval_dir):
   """The notes of each model's generation run (e.g. which attribute the sampler used)."""
   lines = []
   for kind in sorted(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else []:
-    report = _load_json(os.path.join(eval_dir, kind, "generation", "generation.json"))
+    report = load_json(os.path.join(eval_dir, kind, "generation", "generation.json"))
     if report is None:
       continue
     ran = ", ".join(report.get("flags", {}).get("samplers_run", []))
@@ -100,7 +102,7 @@ def _training_lines(runs_dir):
     shown = [f"{key} {float(row[key]):.4g}" for key in
              ("loss", "val_loss", "val_reconstruction_loss", "val_kl_loss", "val_kl_share")
              if row.get(key)]
-    config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
+    config = load_json(os.path.join(runs_dir, kind, "config.json")) or {}
     mode = config.get("train", {}).get("mixed_precision")
     precision = flag_choices.PRECISION_NAMES.get(mode, "precision unknown")
     if mode in ("bf16", "fp16"):
@@ -144,7 +146,7 @@ def _history_numbers(runs_dir, kind):
 
 
 def _kl_factor(runs_dir, kind):
-  config = _load_json(os.path.join(runs_dir, kind, "config.json")) or {}
+  config = load_json(os.path.join(runs_dir, kind, "config.json")) or {}
   return config.get("model", {}).get("kl_factor")
 
 
@@ -152,7 +154,7 @@ def study_measurements(paths):
   """The run's numbers in the form evaluation.study_claims.verdicts takes (missing: absent)."""
   runs, evaluation_dir = paths["runs"], paths["eval"]
   measured = {}
-  latents = _load_json(os.path.join(evaluation_dir, "ae", "latents", "latent_report.json"))
+  latents = load_json(os.path.join(evaluation_dir, "ae", "latents", "latent_report.json"))
   if latents is not None:
     measured["ae"] = study_claims.latent_summary(latents)
   ae, vae = _history_numbers(runs, "ae"), _history_numbers(runs, "vae")
@@ -161,7 +163,7 @@ def study_measurements(paths):
     measured["vae"] = {"kl_share": vae["val_kl_share"], "kl_factor": _kl_factor(runs, "vae")}
   faces = {}
   for kind in ("ae", "vae"):
-    generation = _load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
+    generation = load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
     summary = (generation or {}).get("faces") or {}
     for key, figures in summary.items():
       if key in flag_choices.DRAWN_SAMPLERS or key == "uniform":
@@ -173,11 +175,11 @@ def study_measurements(paths):
   measured["faces"] = faces
   measured["upsampling"] = {}
   for kind, label in (("vae", "transpose"), ("vae_upsample", "upsample")):
-    generation = _load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
+    generation = load_json(os.path.join(evaluation_dir, kind, "generation", "generation.json"))
     unchanged = ((generation or {}).get("sharpening") or {}).get("1")
     if unchanged:
       measured["upsampling"][label] = unchanged["checkerboard_energy"]
-  reconstruction = _load_json(os.path.join(evaluation_dir, "reconstruction",
+  reconstruction = load_json(os.path.join(evaluation_dir, "reconstruction",
                                            "reconstruction.json"))
   if reconstruction is not None:
     measured["reconstruction"] = {
@@ -223,7 +225,6 @@ def _calibration_lines(faces):
 
 def write(workspace, results, paths):
   """Writes WORKSPACE/report.md and WORKSPACE/study.json; returns the report's path."""
-  from data_pipeline import provenance  # pylint: disable=g-import-not-at-top
   measured = study_measurements(paths)
   rows = study_claims.verdicts(measured)
   provenance.atomic_write_json(os.path.join(workspace, "study.json"),
@@ -267,7 +268,7 @@ def missing_numbers(workspace, split, models, num_images=None):
     num_images: the split's expected image count, or None to accept any.
   """
   problems = []
-  report = _load_json(os.path.join(workspace, "eval", "reconstruction", "reconstruction.json"))
+  report = load_json(os.path.join(workspace, "eval", "reconstruction", "reconstruction.json"))
   try:
     with open(os.path.join(workspace, "report.md"), encoding="utf-8") as f:
       text = f.read()
@@ -275,7 +276,7 @@ def missing_numbers(workspace, split, models, num_images=None):
     return [f"{workspace}/report.md is missing"]
   if report is None:
     return [f"{workspace}/eval/reconstruction/reconstruction.json is missing or unreadable"]
-  study = _load_json(os.path.join(workspace, "study.json"))
+  study = load_json(os.path.join(workspace, "study.json"))
   if not study or len(study.get("claims", [])) != len(study_claims.CLAIMS):
     problems.append(f"{workspace}/study.json lacks the {len(study_claims.CLAIMS)} claims")
   if "## The study's claims, measured" not in text:
