@@ -11,6 +11,12 @@ import time
 import numpy as np
 
 from benchmarks import report as report_lib
+from data_pipeline import transform
+from data_pipeline.synthetic import faces
+from data_pipeline.synthetic import render
+from evaluation import face_figures
+from evaluation import face_judge
+from evaluation import image_sets
 
 TARGET_SECONDS_PER_1000 = 60.0
 
@@ -24,22 +30,12 @@ class Options:
 
 def synthetic_faces(num_images, seed):
   """uint8 [N, 96, 96, 3]: data_pipeline's synthetic faces, cropped and resized as prepared."""
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import transform
-  from data_pipeline.synthetic import faces
-  from data_pipeline.synthetic import render
-  # pylint: enable=g-import-not-at-top
   return np.stack([transform.transform(render.render_face(faces.face_factors(seed, index)),
                                        image_size=96) for index in range(num_images)])
 
 
 def run_benchmark(options):
   """Judges the images, times each stage, and returns the report dict (with its table)."""
-  # pylint: disable=g-import-not-at-top
-  from evaluation import face_figures
-  from evaluation import face_judge
-  from evaluation import image_sets
-  # pylint: enable=g-import-not-at-top
   start = time.perf_counter()
   if options.images:
     images = image_sets.load(options.images, "--images")[0][:options.num_images]

@@ -25,6 +25,7 @@ from benchmarks.report import machine_description
 from benchmarks.report import verdict
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
+from data_pipeline import sources
 from data_pipeline.errors import DataError
 from evaluation.errors import EvaluationError
 from modeling import flag_choices
@@ -93,7 +94,6 @@ def needed_encodings(options):
 
 def _source_dir(options, manifest):
   """The CelebA folder the data dir was prepared from (checked against its fingerprint)."""
-  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
   recorded = manifest.get("source", {})
   path = options.source_dir or (recorded.get("path") if recorded.get("kind") ==
                                 sources.CelebAFolderSource.kind else None)

@@ -21,8 +21,8 @@ def machine_description():
   except (ValueError, OSError, AttributeError):
     ram_gb = None
   usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  # Imported here: a measuring child imports this module for `fmt` and should not pay for it.
-  from data_pipeline import provenance  # pylint: disable=g-import-not-at-top
+  # Local: at the top, provenance adds 5 MB to the latents child's 30 MB start RSS.
+  from data_pipeline import provenance
   versions = provenance.library_versions()
   return {
       "cpu_model": cpu,

@@ -29,7 +29,8 @@ flags.adopt_module_key_flags(flags_benchmark)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  from benchmarks import face_judge  # pylint: disable=g-import-not-at-top
+  # Local: at the top, its synthetic faces take --helpshort 0.06 s, 23 MB -> 0.13 s, 46 MB.
+  from benchmarks import face_judge
   options = face_judge.Options(images=FLAGS.images, num_images=FLAGS.num_images,
                                seed=FLAGS.seed)
   with outputs.benchmark_locks("benchmark_face_judge", FLAGS.output_json,

@@ -12,6 +12,7 @@ and 1 GB (1000 MB) of peak RSS. Writes --output_json (with the Markdown table un
 
 from absl import flags
 
+from benchmarks import latents
 from evaluation import correlation
 from tools import _cli
 from tools import flags_benchmark
@@ -40,8 +41,6 @@ flags.adopt_module_key_flags(flags_data)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer at once.
-  from benchmarks import latents  # pylint: disable=g-import-not-at-top
   options = latents.Options(
       work_dir=FLAGS.work_dir, num_vectors=FLAGS.num_vectors, dim=FLAGS.dim, seed=FLAGS.seed,
       chunk_rows=FLAGS.chunk_rows, cold_cache=FLAGS.cold_cache,

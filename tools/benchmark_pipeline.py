@@ -13,6 +13,7 @@ give them the RAM, or lower --sizes. docs/benchmarks/README.md describes every m
 
 from absl import flags
 
+from benchmarks import pipeline
 from benchmarks import pipeline_methods
 from benchmarks import training
 from modeling import config as config_lib
@@ -24,7 +25,9 @@ from tools import outputs
 
 FLAGS = flags.FLAGS
 
-# Pure Python (no TensorFlow), so the flags below can name their choices.
+# Pure Python (no TensorFlow), so the flags below can name their choices. benchmarks.pipeline
+# starts no TensorFlow either (its children do), which keeps this process's own memory out of
+# the numbers.
 METHODS = pipeline_methods.METHODS
 ENCODINGS = flag_choices.ENCODINGS
 
@@ -119,9 +122,6 @@ flags.register_multi_flags_validator(["sizes", "batch_size"], _sizes_hold_a_batc
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer at once. benchmarks.pipeline starts no
-  # TensorFlow (its children do), which keeps this process's own memory out of the numbers.
-  from benchmarks import pipeline  # pylint: disable=g-import-not-at-top
   options = pipeline.Options(
       data_dir=FLAGS.data_dir,
       work_dir=FLAGS.work_dir or pipeline.default_work_dir(FLAGS.output_json),
