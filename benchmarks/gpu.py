@@ -36,6 +36,9 @@ from modeling import flag_choices
 from modeling import tf_env
 from modeling.errors import ModelError
 
+# TensorFlow, and our modules that load it, are imported inside the functions the child
+# processes run: the parent loads none, and its --help takes 0.1 s so, 3.6 s otherwise.
+
 PROGRAM = "python -m benchmarks.gpu"
 CHILD_MODULE = "benchmarks.gpu"
 PRESETS = tuple(config_lib.PRESETS)
@@ -603,7 +606,6 @@ def _train_steps(model, iterator, steps):
 
 def _compiled_model(model_config, precision, xla, seed):
   """A fresh model at `precision` (its layers take the global policy now), compiled."""
-  # Local: TensorFlow at the top takes the parent's --help 0.1 s -> 3.6 s (it loads none).
   from modeling import devices
   from modeling import training
   train_config = training.TrainConfig(mixed_precision=PRECISION_MODES[precision],
@@ -618,7 +620,6 @@ def _compiled_model(model_config, precision, xla, seed):
 
 def _stream(spec):
   """The shards as the trainers feed fit: shuffled, repeating, whole uint8 [B,S,S,3] batches."""
-  # Local: TensorFlow at the top takes the parent's --help 0.1 s -> 3.6 s (it loads none).
   from data_pipeline import make_dataset
   from modeling import training
   return training.without_autotuning(make_dataset(
@@ -645,7 +646,6 @@ def measure_config(spec, model_config, constant_batch, precision, xla):
     precision: one of PRECISIONS.
     xla: compile the train step with XLA.
   """
-  # Local: TensorFlow at the top takes the parent's --help 0.1 s -> 3.6 s (it loads none).
   import tensorflow as tf
   steps, warmup = spec["steps"], spec["warmup_steps"]
   images = steps * spec["batch_size"]
@@ -702,7 +702,6 @@ def _append_progress(path, row):
 
 def measure(spec):
   """The `measure` task: every config of one preset at one batch size; {"rows": [...]}."""
-  # Local: TensorFlow at the top takes the parent's --help 0.1 s -> 3.6 s (it loads none).
   import keras
   from data_pipeline import make_dataset
   from modeling import devices

@@ -28,6 +28,10 @@ from data_pipeline import sources
 from data_pipeline import transform
 from modeling import config as config_lib
 
+# TensorFlow, and our modules that load it, are imported inside the functions the child
+# process runs: tools.benchmark_pipeline imports this module for its flag choices, and its
+# --helpshort takes 0.2 s so, 3.6 s with TensorFlow at the top.
+
 # The feeding methods a user would pick instead of this project's streaming: they read the
 # source folder's original JPEGs (prepared by the `peer_inputs` task), not the data dir.
 PEERS = ("keras_folder", "tfds_jpeg")
@@ -55,7 +59,6 @@ def _time_batches(iterator, warmup_batches, num_batches):
 
 def load_float_array(raw_dir, size, image_size):
   """The classic recipe's array: the first `size` training images as float32 / 255."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   from data_pipeline import make_dataset
   x = np.empty((size, image_size, image_size, 3), np.float32)
   filled = 0
@@ -68,7 +71,6 @@ def load_float_array(raw_dir, size, image_size):
 
 def load_image_bytes(data_dir, size):
   """The encoded image bytes of the first `size` training records, as a NumPy object array."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import tensorflow as tf
   manifest = manifest_lib.read_manifest(data_dir)
   paths = [s["path"] for s in manifest_lib.split_shards(manifest, "train", data_dir)
@@ -93,7 +95,6 @@ def _first_shards(shards, size):
 
 def _crop_and_resize(peers, image_size):
   """Crops the study's box (in the source's pixels) and resizes with lanczos3, as float32."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import tensorflow as tf
   left, top, right, bottom = peers["crop_box"]
 
@@ -105,7 +106,6 @@ def _crop_and_resize(peers, image_size):
 
 def _peer_dataset(spec, method):
   """The peer's dataset of float32 batches (docs/benchmarks/README.md), repeating."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import keras
   import tensorflow as tf
   peers, size, batch_size, seed = spec["peers"], spec["size"], spec["batch_size"], spec["seed"]
@@ -137,7 +137,6 @@ def _peer_dataset(spec, method):
 
 def _feed_iterator(spec, method, loaded):
   """An iterator of batches for `method`; fills `loaded` with what was built before timing."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import tensorflow as tf
   from data_pipeline import make_dataset
   size, batch_size, seed = spec["size"], spec["batch_size"], spec["seed"]
@@ -191,7 +190,6 @@ def feed(spec):
 
 def prepare(spec):
   """The `prepare` task: runs and times each job; removes the outputs of `scratch` jobs."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   from data_pipeline import writer
   results = []
   # Pooled jobs first, as in every earlier report. Their spawned workers import TensorFlow
@@ -232,7 +230,6 @@ class _RecordShards:
     self.shards, self._writer, self._bytes = [], None, 0
 
   def write(self, data):
-    # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
     import tensorflow as tf
     if self._writer is None or self._bytes + len(data) > self.limit:
       self._close()
@@ -315,7 +312,6 @@ def peer_inputs(spec):
 
 def train(spec):
   """The `train` task: images/s of train steps fed from the shards vs from a constant batch."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import keras
   import tensorflow as tf
   from data_pipeline import make_dataset

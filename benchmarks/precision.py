@@ -32,6 +32,10 @@ from modeling import config as config_lib
 from modeling import flag_choices
 from modeling import run_dir as run_dir_lib
 
+# TensorFlow, and our modules that load it, are imported inside the functions the child
+# process runs: tools.benchmark_precision imports this module for its flag choices, and its
+# --helpshort takes 0.2 s so, 3.5 s with TensorFlow at the top.
+
 PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32.
 PRECISIONS = ("off", "bf16")  # Resolved modes compared: float32 and bf16 mixed precision.
 
@@ -273,7 +277,6 @@ def _signed(value):
 
 def _step_timer():
   """A Keras callback that keeps the seconds between consecutive train batch ends."""
-  # Local: TensorFlow at the top takes tools.benchmark_precision --helpshort 0.2 s -> 3.5 s.
   import keras
 
   class StepTimer(keras.callbacks.Callback):
@@ -336,7 +339,6 @@ def _train(spec):
 
 def _auto(spec):
   del spec  # Unused.
-  # Local: TensorFlow at the top takes tools.benchmark_precision --helpshort 0.2 s -> 3.5 s.
   from modeling import devices
   mode, reason = devices.resolve_precision("auto")
   return {"mode": mode, "reason": reason}

@@ -25,6 +25,10 @@ from data_pipeline import manifest as manifest_lib
 from modeling import config as config_lib
 from modeling import run_dir as run_dir_lib
 
+# TensorFlow, and our modules that load it, are imported inside the functions the child
+# process runs: tools.benchmark_pipeline imports this module for its flag choices, and its
+# --helpshort takes 0.2 s so, 3.6 s with TensorFlow at the top.
+
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
 # Images per epoch by default: about a minute of steps at batch 128 on a small CPU, so that
 # the epoch-end work of the trainer's callbacks (mostly the backup and best.keras) weighs what
@@ -238,7 +242,6 @@ def markdown_lines(rows):
 
 def datasets(spec):
   """(train, validation, preview images) as tools.train_common builds them."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import tensorflow as tf
   from data_pipeline import make_dataset
   raw_dir, batch_size = spec["raw_dir"], spec["batch_size"]
@@ -280,7 +283,6 @@ def _bare_steps(model, iterator, steps):
 
 def _timer_class():
   """The callback that times every epoch and runs the bare steps' first half before fit's."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import keras
 
   class EpochTimer(keras.callbacks.Callback):
@@ -345,7 +347,6 @@ def _timer_class():
 
 def measure(spec):
   """The child's work: one preset's fit epochs and bare steps (docs/benchmarks/README.md)."""
-  # Local: TensorFlow at the top takes tools.benchmark_pipeline --helpshort 0.2 s -> 3.6 s.
   import tensorflow as tf
   from modeling import training
   batch_size = spec["batch_size"]
