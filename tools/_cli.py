@@ -17,6 +17,7 @@ from absl import logging
 
 from data_pipeline.errors import NO_SPACE_ERRNOS
 from data_pipeline.errors import DataError
+from data_pipeline.provenance import atomic_write_bytes
 from evaluation.errors import EvaluationError
 from modeling import tf_env
 from modeling.errors import ModelError
@@ -135,7 +136,6 @@ def run(main, required=()):
 
 def write_flagfile(path):
   """Writes the resolved flags of this tool as a flagfile (`--flagfile=PATH` reruns it)."""
-  from data_pipeline.provenance import atomic_write_bytes  # pylint: disable=g-import-not-at-top
   main_module = sys.argv[0]
   module_flags = FLAGS.flags_by_module_dict().get(main_module, [])
   lines = [f.serialize() for f in module_flags if f.value is not None and f.serialize()]

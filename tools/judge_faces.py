@@ -11,9 +11,17 @@ description and versions; the inputs' sha256, seed and command line. Compare FD-
 sets of equal size.
 """
 
+import os
+
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
+from data_pipeline import provenance
+from evaluation import face_figures
+from evaluation import face_judge
+from evaluation import image_sets
+from evaluation.errors import EvaluationError
 from tools import _cli
 from tools import flags_data
 
@@ -34,15 +42,6 @@ flags.register_validator("images", lambda paths: paths is None or (paths and all
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # pylint: disable=g-import-not-at-top
-  import os
-  from data_pipeline import locking
-  from data_pipeline import provenance
-  from evaluation import face_figures
-  from evaluation import face_judge
-  from evaluation import image_sets
-  from evaluation.errors import EvaluationError
-  # pylint: enable=g-import-not-at-top
   with locking.output_dirs("judge_faces", [locking.file_folder(FLAGS.output_json,
                                                                "--output_json")]):
     sets, inputs = {}, {}

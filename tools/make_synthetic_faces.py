@@ -15,6 +15,7 @@ import os
 from absl import flags
 from absl import logging
 
+from data_pipeline import synthetic
 from tools import _cli
 from tools import flags_data
 
@@ -35,8 +36,6 @@ flags.adopt_module_key_flags(flags_data)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer without loading NumPy and PIL.
-  from data_pipeline import synthetic  # pylint: disable=g-import-not-at-top
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   summary = synthetic.write_synthetic_celeba(
       FLAGS.output_dir, FLAGS.num_images, seed=FLAGS.seed, num_workers=num_workers,

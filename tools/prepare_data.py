@@ -15,7 +15,10 @@ import os
 from absl import flags
 from absl import logging
 
+from data_pipeline import sources
 from data_pipeline.errors import DataError
+from data_pipeline.manifest import NAME_PATTERN
+from data_pipeline.transform import parse_crop_box
 from modeling import flag_choices
 from tools import _cli
 from tools import flags_data
@@ -62,7 +65,6 @@ flags.adopt_module_key_flags(flags_data)
 
 
 def _crop_is_valid(text):
-  from data_pipeline.transform import parse_crop_box  # pylint: disable=g-import-not-at-top
   try:
     parse_crop_box(text)
   except ValueError as error:
@@ -71,7 +73,6 @@ def _crop_is_valid(text):
 
 
 def _name_is_valid(name):
-  from data_pipeline.manifest import NAME_PATTERN  # pylint: disable=g-import-not-at-top
   return bool(NAME_PATTERN.match(name or ""))
 
 
@@ -102,16 +103,13 @@ def _write_flagfile(output_dir):
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help, flag errors and a wrong --source_dir answer without loading
-  # TensorFlow (sources.py does not import it; writer.py does).
-  from data_pipeline import sources  # pylint: disable=g-import-not-at-top
-  from data_pipeline.transform import parse_crop_box  # pylint: disable=g-import-not-at-top
   if FLAGS.source_dir and os.path.abspath(FLAGS.source_dir) == os.path.abspath(
       FLAGS.output_dir):
     raise _cli.FlagError("--output_dir must differ from --source_dir")
   source = sources.open_source(FLAGS.source, FLAGS.source_dir, FLAGS.tfds_data_dir)
   for line in getattr(source, "summary_lines", list)():
     logging.info("%s", line)
+  # The writer loads TensorFlow: not before the flags and the source are known to be good.
   from data_pipeline import writer  # pylint: disable=g-import-not-at-top
   manifest = writer.prepare(
       source, FLAGS.output_dir, name=FLAGS.name, image_size=FLAGS.image_size,

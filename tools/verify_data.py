@@ -8,6 +8,7 @@ one error line naming the shard and record, and exits 1.
 
 from absl import flags
 
+from data_pipeline.manifest import read_manifest
 from tools import _cli
 from tools import flags_data
 
@@ -22,10 +23,8 @@ flags.adopt_module_key_flags(flags_data)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help, flag errors and a wrong --data_dir answer without loading
-  # TensorFlow (manifest.py does not import it; verify.py does).
-  from data_pipeline.manifest import read_manifest  # pylint: disable=g-import-not-at-top
   copies = read_manifest(FLAGS.data_dir).get("duplicates")
+  # verify loads TensorFlow: not before the flags and the manifest are known to be good.
   from data_pipeline.verify import verify  # pylint: disable=g-import-not-at-top
   report = verify(FLAGS.data_dir, check_sha256=FLAGS.check_sha256, progress=FLAGS.progress)
   splits = ", ".join(f"{split} {count}" for split, count in report["splits"].items())
