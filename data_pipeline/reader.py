@@ -19,6 +19,7 @@ from absl import logging
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import records
+from data_pipeline import verify
 from data_pipeline.errors import DataError
 
 CACHE_MODES = (None, "encoded", "decoded")
@@ -287,8 +288,6 @@ def explain_read_error(data_dir, error, splits=None, alternative=None):
     DataError, or None when every record checks out (then the error is not the data's: an
     InvalidArgumentError from a bug, say) and the caller should re-raise `error`.
   """
-  # Needed on the failure path only (and it brings provenance and tqdm along).
-  from data_pipeline import verify  # pylint: disable=g-import-not-at-top
   data_dir = os.fspath(data_dir)
   hint = (f"rerun the tools.prepare_data command that made {data_dir} to rewrite it "
           f"(tools.verify_data --data_dir={data_dir} checks every shard)")

@@ -40,15 +40,6 @@ def parse_address(address, flag="--data_service"):
   return match["host"], int(match["port"])
 
 
-def _sharding_policy(mode):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  policy = tf.data.experimental.service.ShardingPolicy
-  policies = {"dynamic": policy.DYNAMIC, "off": policy.OFF}
-  if mode not in policies:
-    raise DataError(f"--data_service_mode {mode!r} is not one of {', '.join(MODES)}")
-  return policies[mode]
-
-
 def _free_port():
   """A TCP port that nobody listens on now (the kernel's pick for port 0)."""
   with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -109,7 +100,8 @@ def check_reachable(address, timeout=5.0):
 
 def _started(make_server, what, port):
   """Calls make_server(); TensorFlow's errors become a one-line DataError."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Local: the trainers' --help and flag errors load no TensorFlow (0.06 s vs 3.8 s).
+  import tensorflow as tf
   try:
     return make_server()
   except (tf.errors.OpError, RuntimeError) as error:
@@ -130,7 +122,8 @@ def start_dispatcher(port, work_dir=None):
     DataError: the port cannot be bound.
   """
   port = _check_port(port, "dispatcher")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Local: the trainers' --help and flag errors load no TensorFlow (0.06 s vs 3.8 s).
+  import tensorflow as tf
   config = tf.data.experimental.service.DispatcherConfig(
       port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None)
   server = _started(lambda: tf.data.experimental.service.DispatchServer(config),
@@ -155,7 +148,8 @@ def start_worker(port, dispatcher_address, worker_address=None):
   host, dispatcher_port = parse_address(dispatcher_address, "--dispatcher_address")
   if worker_address is not None:
     parse_address(worker_address, "--worker_address")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Local: the trainers' --help and flag errors load no TensorFlow (0.06 s vs 3.8 s).
+  import tensorflow as tf
   config = tf.data.experimental.service.WorkerConfig(
       dispatcher_address=f"{host}:{dispatcher_port}", worker_address=worker_address, port=port)
   server = _started(lambda: tf.data.experimental.service.WorkerServer(config), "worker", port)
@@ -214,9 +208,13 @@ def from_service(dataset, address, mode="dynamic", job_name=None, check=True):
   Raises:
     DataError: a malformed address, an unknown mode, or no dispatcher at `address`.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Local: the trainers' --help and flag errors load no TensorFlow (0.06 s vs 3.8 s).
+  import tensorflow as tf
   host, port = parse_address(address)
-  policy = _sharding_policy(mode)
+  if mode not in MODES:
+    raise DataError(f"--data_service_mode {mode!r} is not one of {', '.join(MODES)}")
+  sharding = tf.data.experimental.service.ShardingPolicy
+  policy = {"dynamic": sharding.DYNAMIC, "off": sharding.OFF}[mode]
   if check:
     check_reachable(address)
   logging.info("reading batches from the tf.data service at %s:%d (%s mode)", host, port, mode)

@@ -10,6 +10,8 @@ bytes), and `Image` decodes our png/jpeg records, so the same files serve both r
 """
 
 import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import naming
 
 from data_pipeline.manifest import TFDS_FILENAME_TEMPLATE
 from data_pipeline.manifest import split_shards
@@ -21,7 +23,6 @@ _DESCRIPTION = ("CelebA faces cropped to the box {crop} (in 178x218 pixels), res
 
 def tfds_features(image_size, encoding, num_attributes=None):
   """The `tfds.features.FeaturesDict` describing our records."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   shape = (image_size, image_size, 3)
   if encoding == "raw":
     image = tfds.features.Tensor(shape=shape, dtype=np.uint8,
@@ -36,8 +37,6 @@ def tfds_features(image_size, encoding, num_attributes=None):
 
 def write_tfds_metadata(data_dir, manifest):
   """Writes features.json and dataset_info.json from the manifest (no shard is read)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
   template = naming.ShardedFileTemplate(
       data_dir=data_dir, template=TFDS_FILENAME_TEMPLATE, dataset_name=manifest["name"],
       filetype_suffix="tfrecord")

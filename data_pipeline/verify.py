@@ -15,6 +15,7 @@ import re
 import time
 
 import tensorflow as tf
+from tqdm import tqdm
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import provenance
@@ -143,7 +144,6 @@ def verify(data_dir, check_sha256=True, progress=False):
   Raises:
     DataError: naming the first bad shard (and record), and how many problems there are.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   start = time.time()
   data_dir = os.fspath(data_dir)
   manifest = manifest_lib.read_manifest(data_dir)

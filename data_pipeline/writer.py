@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
+import gzip
 import itertools
 import math
 import multiprocessing
@@ -26,6 +27,7 @@ from typing import Optional
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from data_pipeline import duplicates
 from data_pipeline import locking
@@ -36,7 +38,6 @@ from data_pipeline import records
 from data_pipeline import transform
 from data_pipeline.errors import NO_SPACE_ERRNOS
 from data_pipeline.errors import DataError
-from data_pipeline.tfds_metadata import write_tfds_metadata
 
 VERSION = "1.0.0"
 _SAMPLE_IMAGES = 16  # Images per split whose encoded size estimates the shard count.
@@ -358,7 +359,6 @@ def _iter_tasks(source, plan, settings, output_dir, done):
 
 def _run_tasks(tasks, source, settings, num_workers, total_images, on_done, progress):
   """Runs the shard tasks (in-process or in a pool) with a progress bar; calls on_done(result)."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   make_bar = lambda: tqdm(total=total_images, unit="img", desc="prepare", disable=not progress,
                           smoothing=0.1, mininterval=0.5)
   try:
@@ -470,7 +470,6 @@ def _write_identities(output_dir, source, manifest, plan, skipped):
 
 def _skipped_tsv(skipped):
   """The full skipped list as gzip-compressed TSV; same list -> same bytes (no gzip mtime)."""
-  import gzip  # pylint: disable=g-import-not-at-top
   lines = ["split\tfile_name\tkind\treason"]
   lines += [f"{item['split']}\t{item['file_name']}\t{item['kind']}\t{item['reason']}"
             for item in skipped]
@@ -617,6 +616,8 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
     for result in done.values():  # Shards of a split with no usable image at all.
       if result["shard"]["split"] not in manifest["splits"]:
         os.remove(os.path.join(output_dir, result["shard"]["file"]))
+    # Local: each of prepare_data's workers imports this module, and TFDS would cost each 0.4 s.
+    from data_pipeline.tfds_metadata import write_tfds_metadata
     write_tfds_metadata(output_dir, manifest)
     _write_identities(output_dir, source, manifest, plan, skipped)
     skipped_path = os.path.join(output_dir, SKIPPED_FILE)

@@ -15,6 +15,9 @@ docs/benchmarks/face_judge.md defines each figure in full.
 import dataclasses
 
 import numpy as np
+from PIL import Image
+from PIL import ImageFilter
+from scipy import stats
 
 from evaluation import face_judge as judge_lib
 from evaluation.errors import EvaluationError
@@ -129,7 +132,6 @@ def frechet_distance(features, reference):
 
 
 def _bootstrap(data, statistic, seed, resamples, vectorized):
-  from scipy import stats  # pylint: disable=g-import-not-at-top
   return stats.bootstrap((data,), statistic, n_resamples=resamples, vectorized=vectorized,
                          confidence_level=0.95, method="percentile", random_state=seed)
 
@@ -197,7 +199,6 @@ def calibration_sets(real, mean_face, seed=0):
     {"real", "blur_1", "blur_2", "blur_4", "mean_face", "mean_face_noise", "noise"}: uint8
     [N, 96, 96, 3] each, at the judge's working size (blur sigmas in its pixels).
   """
-  from PIL import Image, ImageFilter  # pylint: disable=g-import-not-at-top
   real = judge_lib.working_size(real)
   n, size = len(real), judge_lib.SIZE
   mean = judge_lib.working_size(np.round(np.asarray(mean_face, np.float64))[None]

@@ -14,17 +14,29 @@ import dataclasses
 import os
 import typing
 
+from absl import logging
+import keras
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
+from data_pipeline import make_dataset
+from data_pipeline import provenance
+from data_pipeline import reader
+from data_pipeline.manifest import MANIFEST
+from data_pipeline.manifest import read_manifest
+from evaluation import encoding
 from evaluation import face_figures
 from evaluation import face_judge as face_judge_lib
 from evaluation import geometry
 from evaluation import image_ops
 from evaluation import image_quality
 from evaluation import samplers
+from evaluation import zpoints
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
 from modeling import flag_choices
+from modeling import run_dir
 
 SAMPLERS = flag_choices.SAMPLERS
 FITTED = flag_choices.FITTED_SAMPLERS
@@ -271,7 +283,6 @@ def encode_dataset(encode_fn, batches, total=None, description="encoding", keep_
     {"z": [N, dim] float64, "attributes": [N, A] int32 or None, "images": uint8
     [N, S, S, 3] or None (without keep_images)}.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   zs, attributes, images = [], [], []
   with tqdm(total=total, desc=description, unit="img", disable=None) as progress:
     for batch in batches:
@@ -500,7 +511,6 @@ def resolve(options, attribute_names):
     FlagValueError: samplers asked for that the inputs cannot serve, or an --attribute that
       the data does not have.
   """
-  from absl import logging  # pylint: disable=g-import-not-at-top
   names = list(attribute_names or [])
   if options.samplers:
     wanted = tuple(s for s in SAMPLERS if s in options.samplers)
@@ -562,11 +572,6 @@ class Inputs:
 
 def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attributes,
                   keep_images=False):
-  # pylint: disable=g-import-not-at-top  (loads TF)
-  from data_pipeline import make_dataset
-  from data_pipeline import reader
-  from data_pipeline.manifest import read_manifest
-  # pylint: enable=g-import-not-at-top
   split_info = read_manifest(data_dir)["splits"].get(split) or {}
   total = min(int(split_info.get("num_examples", 0)) or max_images, max_images)
   dataset = make_dataset(data_dir, split, batch_size, shuffle=False, with_ids=True,
@@ -578,10 +583,6 @@ def _encode_split(encode_fn, data_dir, split, max_images, batch_size, with_attri
 
 def mean_image(data_dir, split, batch_size, max_images=MEAN_FACE_IMAGES):
   """float64 [S, S, 3]: the mean of the split's first max_images images (the mean face)."""
-  # pylint: disable=g-import-not-at-top  (loads TF)
-  from data_pipeline import make_dataset
-  from data_pipeline import reader
-  # pylint: enable=g-import-not-at-top
   total, count = None, 0
   dataset = make_dataset(data_dir, split, batch_size, shuffle=False, max_images=max_images)
   with reader.reading(data_dir, splits=[split]):
@@ -610,11 +611,6 @@ def collect_inputs(options, encode_fn, dim, *, z_points=None, data_dir=None, fit
   Returns:
     (Inputs, {input file path: sha256}, a JSON-able description of the sources).
   """
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
-  from data_pipeline.manifest import MANIFEST
-  from evaluation import zpoints
-  # pylint: enable=g-import-not-at-top
   inputs, files, info = Inputs(), {}, {}
   want_attribute = "attribute" in options.samplers
   if z_points:
@@ -751,7 +747,6 @@ def generate(options, decode_fn, encode_fn, dim, inputs, header="", judge=None):
     EvaluationError: a sampler without the real z-points it needs, or options.face_judge
       without OpenCV.
   """
-  from absl import logging  # pylint: disable=g-import-not-at-top
   if judge is None:
     judge = make_judge(options.face_judge)  # Before any decoding: a missing OpenCV fails fast.
   elif not options.face_judge:
@@ -852,15 +847,6 @@ def run(options, flags=None):
     DataError, ModelError, EvaluationError: unusable data, run dir or z-points, or a model of
       another image size than the data.
   """
-  # Imported here so that importing this module loads no TensorFlow.
-  # pylint: disable=g-import-not-at-top
-  import keras
-  import tensorflow as tf
-  from data_pipeline import provenance
-  from data_pipeline.manifest import read_manifest
-  from evaluation import encoding
-  from modeling import run_dir
-  # pylint: enable=g-import-not-at-top
   keras.utils.set_random_seed(options.seed)
   tf.config.experimental.enable_op_determinism()
   manifest = read_manifest(options.data_dir) if options.data_dir else None

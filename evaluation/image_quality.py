@@ -15,6 +15,7 @@
 
 import numpy as np
 import scipy.linalg
+import tensorflow as tf
 
 from evaluation.errors import EvaluationError
 
@@ -34,14 +35,12 @@ def _float_pair(a, b):
 
 def psnr(a, b, max_val=1.0):
   """Per-image PSNR in dB of float images in [0, max_val]: [N] float64 (inf when identical)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps NumPy users TF-free)
   a, b = _float_pair(a, b)
   return tf.image.psnr(a, b, max_val=max_val).numpy().astype(np.float64)
 
 
 def ssim(a, b, max_val=1.0):
   """Per-image SSIM of float images in [0, max_val]: [N] float64 (1 when identical)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   a, b = _float_pair(a, b)
   if min(a.shape[1:3]) < 11:
     raise EvaluationError(f"SSIM needs images of at least 11x11 pixels, got {a.shape[1:3]}")

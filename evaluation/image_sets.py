@@ -4,6 +4,7 @@ import hashlib
 import os
 
 import numpy as np
+from PIL import Image
 
 from evaluation import face_judge
 from evaluation.errors import EvaluationError
@@ -26,7 +27,6 @@ def load(path, flag):
     EvaluationError: a missing path, an empty folder, an unreadable image, or an array of
       another dtype or shape.
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
   if os.path.isdir(path):
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(SUFFIXES))

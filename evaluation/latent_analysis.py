@@ -17,14 +17,19 @@ import os
 
 import numpy as np
 
+from data_pipeline import provenance
+from data_pipeline.manifest import read_manifest
 from evaluation import correlation
+from evaluation import encoding
 from evaluation import geometry
+from evaluation import plots
 from evaluation import samplers
 from evaluation import slicing
 from evaluation import z_components
 from evaluation import zpoints
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
+from modeling import run_dir
 
 RANDOM_NORMAL = "normal"
 
@@ -274,7 +279,6 @@ ENCODED_FILE = "z_points.npy"  # In the output dir, when the tool encodes the z-
 
 def recorded_kind(z_path):
   """The model kind ("ae"/"vae") that tools.encode recorded in Z.json beside Z.npy, or None."""
-  from evaluation import encoding  # pylint: disable=g-import-not-at-top
   try:
     with open(encoding.provenance_path(z_path), encoding="utf-8") as f:
       return json.load(f)["model"]["kind"]
@@ -284,11 +288,6 @@ def recorded_kind(z_path):
 
 def _encode_first(source, output_dir):
   """Encodes source.data_dir's split with source.model_dir; returns (z path, model kind)."""
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline.manifest import read_manifest
-  from evaluation import encoding
-  from modeling import run_dir
-  # pylint: enable=g-import-not-at-top
   read_manifest(source.data_dir)  # A wrong --data_dir is named before the model loads.
   run = run_dir.load_run(source.model_dir, source.checkpoint)
   path = os.path.join(output_dir, ENCODED_FILE)
@@ -322,10 +321,6 @@ def run(source, options, output_dir, flags=None):
       below z_dim.
     EvaluationError, DataError, ModelError: unusable z-points, data or run dir.
   """
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import provenance
-  from evaluation import plots
-  # pylint: enable=g-import-not-at-top
   if source.z_points:
     z_path, kind = source.z_points, recorded_kind(source.z_points)
   else:

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 from PIL import Image
+from tensorboard.plugins import projector
 
 from evaluation.errors import EvaluationError
 
@@ -71,7 +72,6 @@ def write_projector(log_dir, vectors, thumbnails, metadata):
   Raises:
     EvaluationError: mismatched lengths, or more points than a sprite can hold.
   """
-  from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
   vectors = np.asarray(vectors, dtype=np.float32)
   thumbnails = np.asarray(thumbnails)
   count = len(vectors)

@@ -15,14 +15,26 @@ import dataclasses
 import os
 import typing
 
+import keras
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
+from data_pipeline import make_dataset
+from data_pipeline import provenance
+from data_pipeline import reader
+from data_pipeline import transform
+from data_pipeline.errors import DataError
+from data_pipeline.manifest import read_manifest
+from evaluation import encoding
 from evaluation import face_figures
 from evaluation import generation
 from evaluation import image_ops
 from evaluation import image_quality
 from evaluation.errors import EvaluationError
 from evaluation.errors import FlagValueError
+from modeling import losses
+from modeling import run_dir
 
 LOSS_UNITS = {
     "bce": "binary cross-entropy averaged over the 3 channels and summed over the S*S pixels, "
@@ -58,7 +70,6 @@ class Subject:
   @classmethod
   def from_run(cls, name, run):
     """The model of a loaded run (modeling.run_dir.load_run), called through traced functions."""
-    from evaluation import encoding  # pylint: disable=g-import-not-at-top
     return cls(name, run.config.kind, run.config.loss, encoding.traced(run.model.encode),
                encoding.traced(run.model.decode))
 
@@ -68,7 +79,6 @@ class Subject:
 
 
 def _loss_per_image(targets, reconstructions, kind):
-  from modeling import losses  # pylint: disable=g-import-not-at-top  (loads Keras)
   return np.asarray(losses.reconstruction_per_example(targets, reconstructions, kind),
                     np.float64)
 
@@ -160,7 +170,6 @@ def split_statistics(subjects, batches, factors=(1,), num_grid=8, total=None,
   Raises:
     EvaluationError: subjects with the same name, or no images.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if len({s.name for s in subjects}) != len(subjects):
     raise EvaluationError(f"models need distinct names, got {[s.name for s in subjects]}")
   accumulators = {s.name: _Accumulator(factors) for s in subjects}
@@ -295,10 +304,6 @@ def run_names(model_dirs):
 
 def _own_images(options, manifest):
   """The user's photos, cropped and resized like the data: uint8 [n, S, S, 3] or None."""
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import transform
-  from data_pipeline.errors import DataError
-  # pylint: enable=g-import-not-at-top
   own = []
   for path in options.images:
     try:
@@ -311,10 +316,6 @@ def _own_images(options, manifest):
 
 def _subjects(options, manifest):
   """The runs as Subjects (traced model calls) and {path: sha256} of their files."""
-  # pylint: disable=g-import-not-at-top
-  from evaluation import encoding
-  from modeling import run_dir
-  # pylint: enable=g-import-not-at-top
   subjects, files = [], {}
   for model_dir, name in zip(options.model_dirs, run_names(options.model_dirs)):
     run = run_dir.load_run(model_dir, options.checkpoint)
@@ -326,10 +327,6 @@ def _subjects(options, manifest):
 
 def _measure_split(options, manifest, subjects, judging):
   """split_statistics over the split's first images; (its result, the rows the judge sees)."""
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import make_dataset
-  from data_pipeline import reader
-  # pylint: enable=g-import-not-at-top
   split_size = manifest["splits"][options.split]["num_examples"]
   max_images = min(options.max_images or split_size, split_size)
   look_at, chosen = judged_rows(max_images, options.face_judge_images, options.seed)
@@ -393,14 +390,6 @@ def compare(options):
     DataError, ModelError, EvaluationError: an unreadable photo, data dir or run dir, runs
       of another image size than the data, or options.face_judge without OpenCV.
   """
-  # Imported here so that importing this module loads no TensorFlow.
-  # pylint: disable=g-import-not-at-top
-  import keras
-  import tensorflow as tf
-  from data_pipeline import provenance
-  from data_pipeline.manifest import read_manifest
-  from evaluation import encoding
-  # pylint: enable=g-import-not-at-top
   keras.utils.set_random_seed(options.seed)
   tf.config.experimental.enable_op_determinism()
   manifest = read_manifest(options.data_dir)

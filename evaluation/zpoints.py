@@ -14,6 +14,7 @@ import mmap
 import os
 
 import numpy as np
+from tqdm import tqdm
 
 from evaluation.errors import EvaluationError
 
@@ -193,7 +194,6 @@ def encode_to_npy(encode_fn, batches, output, total, *, with_log_var=False,
   Raises:
     EvaluationError: the batches held no images or not `total` of them (nothing is written).
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   output = os.fspath(output)
   ids, iterator = [], iter(batches)
   first = next(iterator, None)
