@@ -37,7 +37,7 @@ from modeling import tf_env
 from modeling.errors import ModelError
 
 # TensorFlow, and our modules that load it, are imported inside the functions the child
-# processes run: the parent loads none, and its --help takes 0.1 s so, 3.6 s otherwise.
+# processes run: the parent loads none (docs/ARCHITECTURE.md, Imports).
 
 PROGRAM = "python -m benchmarks.gpu"
 CHILD_MODULE = "benchmarks.gpu"
@@ -562,7 +562,7 @@ def probe(spec):
   del spec  # Nothing to choose.
   # Level 1: TensorFlow's warnings (a CUDA library it cannot load) reach the probe's log.
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
-  # After TF_CPP_MIN_LOG_LEVEL; TensorFlow at the top takes the parent's --help 0.1 s -> 3.6 s.
+  # After TF_CPP_MIN_LOG_LEVEL is set, which TensorFlow reads at its import.
   import keras
   import tensorflow as tf
   gpus = []

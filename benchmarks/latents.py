@@ -248,7 +248,7 @@ def _remove(path):
 
 def _measure(options):
   """run_benchmark in options.work_dir."""
-  # Local: at the top, provenance adds 5 MB to the latents child's 30 MB start RSS.
+  # Local: the latents child reports its start RSS, which provenance's imports would raise.
   from data_pipeline import provenance
   started = time.time()
   work_dir = os.path.abspath(options.work_dir)

@@ -30,7 +30,7 @@ from modeling import config as config_lib
 
 # TensorFlow, and our modules that load it, are imported inside the functions the child
 # process runs: tools.benchmark_pipeline imports this module for its flag choices, and its
-# --helpshort takes 0.2 s so, 3.6 s with TensorFlow at the top.
+# --helpshort loads no TensorFlow (docs/ARCHITECTURE.md, Imports).
 
 # The feeding methods a user would pick instead of this project's streaming: they read the
 # source folder's original JPEGs (prepared by the `peer_inputs` task), not the data dir.
@@ -176,7 +176,7 @@ def _feed_iterator(spec, method, loaded):
 
 def feed(spec):
   """The `feed` task: times one method at one dataset size (docs/benchmarks/README.md)."""
-  # Loaded before start_rss; TensorFlow at the top takes --helpshort 0.2 s -> 3.6 s.
+  # Loaded before start_rss, so that the feed's memory excludes the libraries'.
   import keras  # pylint: disable=unused-import
   import tensorflow as tf  # pylint: disable=unused-import
   start_rss = peak_rss_mb()

@@ -34,7 +34,7 @@ from modeling import run_dir as run_dir_lib
 
 # TensorFlow, and our modules that load it, are imported inside the functions the child
 # process runs: tools.benchmark_precision imports this module for its flag choices, and its
-# --helpshort takes 0.2 s so, 3.5 s with TensorFlow at the top.
+# --helpshort loads no TensorFlow (docs/ARCHITECTURE.md, Imports).
 
 PARITY_DB = 0.2  # Largest |test PSNR difference| between bf16 and float32.
 PRECISIONS = ("off", "bf16")  # Resolved modes compared: float32 and bf16 mixed precision.
@@ -299,7 +299,7 @@ def _step_timer():
 
 def _train(spec):
   """The child's work for one (preset, precision): train, reload, measure the test split."""
-  # Local: at the top these take tools.benchmark_precision --helpshort 0.2 s -> 3.8 s (TF, SciPy).
+  # Local: they load TensorFlow and SciPy, which --helpshort does not need.
   from data_pipeline import make_dataset
   from evaluation import reconstruction
   from modeling import training

@@ -21,7 +21,7 @@ def machine_description():
   except (ValueError, OSError, AttributeError):
     ram_gb = None
   usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  # Local: at the top, provenance adds 5 MB to the latents child's 30 MB start RSS.
+  # Local: the latents child reports its start RSS, which provenance's imports would raise.
   from data_pipeline import provenance
   versions = provenance.library_versions()
   return {

@@ -27,7 +27,7 @@ from modeling import run_dir as run_dir_lib
 
 # TensorFlow, and our modules that load it, are imported inside the functions the child
 # process runs: tools.benchmark_pipeline imports this module for its flag choices, and its
-# --helpshort takes 0.2 s so, 3.6 s with TensorFlow at the top.
+# --helpshort loads no TensorFlow (docs/ARCHITECTURE.md, Imports).
 
 PRESETS = ("ae_z256", "ae_z1600", "vae_fact5")
 # Images per epoch by default: about a minute of steps at batch 128 on a small CPU, so that

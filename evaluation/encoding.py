@@ -89,7 +89,7 @@ def traced(method):
   Calling a Keras model eagerly batch by batch costs about twice the time of the traced graph
   on a CPU; evaluation tools call their models through this. Tuples stay tuples.
   """
-  # Local: a z-points report (analyze_latents) loads no TensorFlow (2.1 s vs 4.5 s).
+  # Local: a z-points report (analyze_latents) loads no TensorFlow (docs/ARCHITECTURE.md, Imports).
   import tensorflow as tf
   function = tf.function(method, reduce_retracing=True)
 
@@ -202,7 +202,7 @@ def encode_split(run, data_dir, split, output, *, max_images=None, batch_size=25
     FlagValueError: projector points that do not fit into one sprite.
     EvaluationError: see above; DataError: an unreadable data dir.
   """
-  # Local, they load TensorFlow: a z-points report (analyze_latents) loads none (2.1 s vs 4.5 s).
+  # Local, they load TensorFlow: a z-points report (analyze_latents) loads none.
   from data_pipeline import make_dataset
   from data_pipeline import reader
   output = os.fspath(output)

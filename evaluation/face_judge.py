@@ -60,8 +60,8 @@ class FaceJudge:
 
   def __init__(self):
     try:
-      # Local: mtcnn loads TensorFlow, and the report builders (tools.check_report, via
-      # face_figures) load none (0.5 s vs 3.1 s).
+      # Local: mtcnn loads TensorFlow, and the report builders (via face_figures) load none
+      # (docs/ARCHITECTURE.md, Imports).
       from mtcnn import MTCNN
       from mtcnn.network.onet import ONet
       from mtcnn.utils.tensorflow import load_weights
@@ -105,7 +105,7 @@ class FaceJudge:
                   self._features(images, central))
 
   def _features(self, images, boxes):
-    # Local, as in __init__: the report builders load no TensorFlow (0.5 s vs 3.1 s).
+    # Local, as in __init__: the report builders load no TensorFlow.
     import tensorflow as tf
     from mtcnn.utils.images import extract_patches
     from mtcnn.utils.images import normalize_images

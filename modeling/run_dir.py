@@ -311,6 +311,7 @@ def load_run(model_dir, checkpoint="final"):
   Raises:
     ModelError: the dir, its config.json or the model file is missing or unreadable.
   """
+  # Local: the z-points report and the report builders read run dirs without TensorFlow.
   import keras  # pylint: disable=g-import-not-at-top
   # Registers Autoencoder, VAE and Sampling so that safe-mode loading finds them.
   from modeling import autoencoder, vae  # pylint: disable=g-import-not-at-top,unused-import

@@ -14,7 +14,6 @@ import keras
 import tensorflow as tf
 
 from modeling import callbacks as callbacks_lib
-from modeling import config as config_lib
 from modeling import convergence
 from modeling import devices
 from modeling import flag_choices

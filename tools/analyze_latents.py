@@ -14,6 +14,8 @@ docs/LATENTS.md; the same input and seed give byte-identical JSON), correlation.
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
+from evaluation import latent_analysis
 from tools import _cli
 from tools import flags_data
 from tools import flags_eval
@@ -115,10 +117,6 @@ _OPTION_FLAGS = ("num_samples", "seed", "pair_threshold", "abs_mean_cutoff", "ha
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import locking
-  from evaluation import latent_analysis
-  # pylint: enable=g-import-not-at-top
   source = latent_analysis.Source(**flags_eval.flag_values(_SOURCE_FLAGS))
   options = latent_analysis.Options(
       **flags_eval.flag_values(_OPTION_FLAGS),

@@ -16,6 +16,8 @@ import os
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
+from evaluation import face_figures
 from tools import _cli
 from tools import flags_data
 from tools import flags_eval
@@ -53,12 +55,8 @@ flags.adopt_module_key_flags(flags_eval)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer without loading TensorFlow.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import locking
-  from evaluation import face_figures
-  from evaluation import reconstruction
-  # pylint: enable=g-import-not-at-top
+  # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
+  from evaluation import reconstruction  # pylint: disable=g-import-not-at-top
   options = reconstruction.Options(
       model_dirs=tuple(FLAGS.model_dirs), data_dir=FLAGS.data_dir, split=FLAGS.split,
       num_images=FLAGS.num_images, max_images=FLAGS.max_images,

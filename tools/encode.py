@@ -13,6 +13,8 @@ replaced; its folder (and DIR) is locked while written.
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
+from evaluation import encoding
 from tools import _cli
 from tools import flags_data
 from tools import flags_eval
@@ -38,8 +40,6 @@ flags.register_validator("output", lambda path: path is None or path.endswith(".
 
 
 def _projector_fits(f):
-  # Imported when the flags are checked, not with the tool: numpy and PIL cost --help time.
-  from evaluation import encoding  # pylint: disable=g-import-not-at-top
   problem = encoding.projector_problem(f["projector_points"], f["projector_thumbnail"])
   if problem:
     raise flags.ValidationError(problem)
@@ -54,11 +54,6 @@ flags.adopt_module_key_flags(flags_eval)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer without loading TensorFlow.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import locking
-  from evaluation import encoding
-  # pylint: enable=g-import-not-at-top
   options = encoding.Options(
       model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, output=FLAGS.output, split=FLAGS.split,
       max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,

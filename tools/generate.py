@@ -15,6 +15,7 @@ flags.txt. The same inputs and --seed give byte-identical grids. docs/TOOLS.md h
 from absl import flags
 from absl import logging
 
+from data_pipeline import locking
 from modeling import flag_choices
 from tools import _cli
 from tools import flags_data
@@ -124,11 +125,8 @@ _OPTIONS = ("model_dir", "num_images", "num_metric_images", "gmm_components", "s
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer without loading TensorFlow.
-  # pylint: disable=g-import-not-at-top
-  from data_pipeline import locking
-  from evaluation import generation
-  # pylint: enable=g-import-not-at-top
+  # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
+  from evaluation import generation  # pylint: disable=g-import-not-at-top
   options = generation.Options(
       **flags_eval.flag_values(_OPTIONS),
       samplers=tuple(FLAGS.samplers) if FLAGS.samplers else None,

@@ -109,7 +109,7 @@ def main(argv):
   source = sources.open_source(FLAGS.source, FLAGS.source_dir, FLAGS.tfds_data_dir)
   for line in getattr(source, "summary_lines", list)():
     logging.info("%s", line)
-  # The writer loads TensorFlow: not before the flags and the source are known to be good.
+  # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
   from data_pipeline import writer  # pylint: disable=g-import-not-at-top
   manifest = writer.prepare(
       source, FLAGS.output_dir, name=FLAGS.name, image_size=FLAGS.image_size,

@@ -28,7 +28,7 @@ flags.adopt_module_key_flags(flags_eval)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
-  # Imported here so that --help and flag errors answer without loading TensorFlow.
+  # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
   from tools import train_common  # pylint: disable=g-import-not-at-top
   train_common.run_training("vae")
 

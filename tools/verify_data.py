@@ -24,7 +24,7 @@ flags.adopt_module_key_flags(flags_data)
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
   copies = read_manifest(FLAGS.data_dir).get("duplicates")
-  # verify loads TensorFlow: not before the flags and the manifest are known to be good.
+  # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
   from data_pipeline.verify import verify  # pylint: disable=g-import-not-at-top
   report = verify(FLAGS.data_dir, check_sha256=FLAGS.check_sha256, progress=FLAGS.progress)
   splits = ", ".join(f"{split} {count}" for split, count in report["splits"].items())
