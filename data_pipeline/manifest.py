@@ -7,6 +7,7 @@ that could not be used (the first 20 here, every one in `skipped.tsv.gz` beside 
 partial download keeps the manifest small), the source's fingerprint and the provenance.
 WORKSPACE.md lists its keys. While the writer runs, `prepare_progress.json` holds the same
 shard entries for the shards already complete, so that a rerun skips them.
+
 """
 
 import json
@@ -64,8 +65,9 @@ def read_manifest(data_dir):
   `sha256`; `skipped` ({split, file_name, kind, reason} for the first 20 unusable images) and
   `skipped_summary` (counts by kind, how many the download lacks, and `file`: skipped.tsv.gz);
   `num_listed`; `duplicates` (photos with the same bytes: counts across and within splits,
-  the groups' "split/file_name" ids; data_pipeline.duplicates.summarize); `source` (kind, path, fingerprint: sha256 over the listed image names and sizes
-  plus the metadata files' hashes, counts); `settings`; `provenance`; `elapsed_seconds`.
+  the groups' "split/file_name" ids; data_pipeline.duplicates.summarize); `source` (kind,
+  path, fingerprint: sha256 over the listed image names and sizes plus the metadata files'
+  hashes, counts); `settings`; `provenance`; `elapsed_seconds`.
 
   Raises:
     DataError: the dir or manifest is missing (e.g. a preparation that never finished) or

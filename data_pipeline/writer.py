@@ -616,7 +616,8 @@ def _prepare_locked(source, output_dir, settings, num_workers, overwrite, progre
     for result in done.values():  # Shards of a split with no usable image at all.
       if result["shard"]["split"] not in manifest["splits"]:
         os.remove(os.path.join(output_dir, result["shard"]["file"]))
-    # Local: every spawned worker imports this module, and needs no TFDS (docs/ARCHITECTURE.md, Imports).
+    # Local: every spawned worker imports this module and needs no TFDS
+    # (docs/ARCHITECTURE.md, Imports).
     from data_pipeline.tfds_metadata import write_tfds_metadata
     write_tfds_metadata(output_dir, manifest)
     _write_identities(output_dir, source, manifest, plan, skipped)

@@ -1,14 +1,14 @@
 """Reconstruction quality of one or more models over a data split: statistics and grids.
 
-One pass over the split feeds every model the same batches. Per model and image it records
-PSNR and SSIM (tf.image, max_val 1.0, on the decoder's float output against the uint8
-original / 255) and the reconstruction loss in the training units of modeling.losses (the
-study's: averaged over the 3 channels, summed over the S*S pixels, per image), and summarises them over the split (mean, std,
+One pass over the split feeds every model the same batches. Per model and image it records PSNR and
+SSIM (tf.image, max_val 1.0, on the decoder's float output against the uint8 original / 255) and the
+reconstruction loss in the training units of modeling.losses (the study's: averaged over the 3
+channels, summed over the S*S pixels, per image), and summarises them over the split (mean, std,
 percentiles). With sharpening factors other than 1 it also measures the sharpened, uint8
-reconstructions, which is what the grids show. With a face judge (evaluation.face_judge,
-MTCNN, independent of the models) it also gives the face figures (evaluation.face_figures) of
-the reconstructions (rounded to uint8, not sharpened) of the judged images' odd rows, against
-the originals of their even rows, and the judge's calibration on the same originals.
+reconstructions, which is what the grids show. With a face judge (evaluation.face_judge, MTCNN,
+independent of the models) it also gives the face figures (evaluation.face_figures) of the
+reconstructions (rounded to uint8, not sharpened) of the judged images' odd rows, against the
+originals of their even rows, and the judge's calibration on the same originals.
 """
 
 import dataclasses

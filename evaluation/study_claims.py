@@ -1,13 +1,13 @@
 """The study's claims as verdicts from one run's numbers: the table that opens the demo report.
 
 The study (../shared/seed/, three blog posts on AE/VAE latent spaces of CelebA) argues with
-pictures. Each claim here has the sentence, the study's own figure where it gives one, the
-figure measured in this run, and a verdict by a written rule: "holds", "does not hold",
-"inconclusive" (face figures whose 95 % intervals straddle the threshold) or "not comparable"
-(the run lacks what the rule needs, with the reason). `verdicts(m)` takes the run's
-measurements as one plain dict (`study_measurements` in workflows/demo_report.py builds it;
-tests build it by hand; keys "ae", "losses", "vae", "faces", "sharpening", "reconstruction", "upsampling", each
-described at its claim function). Any key may be missing: its rows are "not comparable".
+pictures. Each claim here has the sentence, the study's own figure where it gives one, the figure
+measured in this run, and a verdict by a written rule: "holds", "does not hold", "inconclusive"
+(face figures whose 95 % intervals straddle the threshold) or "not comparable" (the run lacks what
+the rule needs, with the reason). `verdicts(m)` takes the run's measurements as one plain dict
+(`study_measurements` in workflows/demo_report.py builds it; tests build it by hand; keys "ae",
+"losses", "vae", "faces", "sharpening", "reconstruction", "upsampling", each described at its claim
+function). Any key may be missing: its rows are "not comparable".
 """
 
 import math

@@ -205,8 +205,8 @@ def sweep_records(plan):
   for factor in plan.kl_factors:
     run = plan.sweep_run(factor)
     name, out = os.path.basename(run), _sweep_eval(plan, factor)
-    faces = ((demo_report.load_json(os.path.join(out, "generation", "generation.json")) or {}).get("faces")
-             or {}).get("normal") or {}
+    generation = demo_report.load_json(os.path.join(out, "generation", "generation.json"))
+    faces = ((generation or {}).get("faces") or {}).get("normal") or {}
     z_path = os.path.join(out, "z_test.npy")
     active = (z_components.active_units(np.load(z_path).astype(np.float64).var(axis=0))
               if os.path.exists(z_path) else None)
@@ -215,8 +215,9 @@ def sweep_records(plan):
                     "active_units": active and {"count": active["count"],
                                                 "threshold": active["threshold"]},
                     "face_score": faces.get("face_score"), "fd_face": faces.get("fd_face")})
-  ae_faces = ((demo_report.load_json(os.path.join(plan.seed_dir(plan.seeds[0]), "eval", "ae", "generation",
-                                  "generation.json")) or {}).get("faces") or {}).get("gmm")
+  ae_generation = demo_report.load_json(os.path.join(
+      plan.seed_dir(plan.seeds[0]), "eval", "ae", "generation", "generation.json"))
+  ae_faces = ((ae_generation or {}).get("faces") or {}).get("gmm")
   ae = {"run": os.path.relpath(_ae_run(plan), plan.workspace), "sampler": "gmm",
         **_recon(reconstruction.get("ae")), "face_score": (ae_faces or {}).get("face_score"),
         "fd_face": (ae_faces or {}).get("fd_face")}
@@ -298,7 +299,8 @@ def _sweep_lines(records, ae, trade):
                f"{face_figures.format_interval(ae['fd_face'], 'value', '.3g')} |")
   smallest = trade["smallest_factor_making_faces"]
   lines += ["", "Factors whose N(0, I) samples make faces (face score interval above "
-            f"{trade['face_threshold']}): {', '.join(f'{f:g}' for f in trade['factors_making_faces']) or 'none'}"
+            f"{trade['face_threshold']}): "
+            f"{', '.join(f'{f:g}' for f in trade['factors_making_faces']) or 'none'}"
             + ("" if smallest is None else f"; the smallest is {smallest:g}, and the best test "
                f"PSNR among them {trade['best_psnr_making_faces']['psnr']:.2f} dB (kl_factor "
                f"{trade['best_psnr_making_faces']['kl_factor']:g})") + ".",
