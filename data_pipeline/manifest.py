@@ -7,7 +7,6 @@ that could not be used (the first 20 here, every one in `skipped.tsv.gz` beside 
 partial download keeps the manifest small), the source's fingerprint and the provenance.
 WORKSPACE.md lists its keys. While the writer runs, `prepare_progress.json` holds the same
 shard entries for the shards already complete, so that a rerun skips them.
-
 """
 
 import json

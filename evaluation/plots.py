@@ -4,7 +4,6 @@ Each function takes numbers computed elsewhere (evaluation.latent_analysis, the 
 and returns one titled figure with labelled axes (and a legend where there is more than one kind
 of mark) as PNG bytes; the caller writes them atomically. The PNG metadata carries no date, so
 the same numbers give the same bytes.
-
 """
 
 import io
