@@ -65,9 +65,10 @@ class FaceJudge:
       from mtcnn import MTCNN
       from mtcnn.network.onet import ONet
       from mtcnn.utils.tensorflow import load_weights
+      from evaluation import mtcnn_stages
     except ImportError:
       raise EvaluationError("the face judge needs MTCNN: pip install 'mtcnn==1.0.0'") from None
-    self._mtcnn = MTCNN()
+    self._mtcnn = MTCNN(stages=mtcnn_stages.STAGES)
     self._onet = ONet()
     self._onet.build()
     self._onet.set_weights(load_weights("onet.lz4"))  # As mtcnn's own O-Net stage loads it.

@@ -2,14 +2,22 @@
 face and noise; the figures' formulas and intervals on small hand-made inputs."""
 
 import os
+import subprocess
+import sys
 
+from mtcnn import MTCNN
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipeline import transform
+from data_pipeline.synthetic import faces
+from data_pipeline.synthetic import render
 from evaluation import face_figures
 from evaluation import face_judge
+from evaluation import mtcnn_stages
 from evaluation.errors import EvaluationError
+from tests.toolrun import REPO_ROOT
 
 # Best first: the order of FD-face and of the face score.
 CHAIN = ("real", "blur_1", "blur_2", "blur_4", "mean_face_noise", "noise")
@@ -185,3 +193,27 @@ def test_calibration_with_few_photos_notes_what_is_null(judge):
   assert set(block["sets"]) == {"real", "blur_1", "blur_2", "blur_4", "mean_face",
                                 "mean_face_noise", "noise"}
   assert all(s["num_images"] == 3 and s["face_score"] is None for s in block["sets"].values())
+
+
+def test_stages_that_skip_empty_candidates_detect_as_mtcnn_does(judge):
+  del judge  # Loaded: MTCNN's weights and traces are in place.
+  cartoons = np.stack([transform.transform(render.render_face(faces.face_factors(0, i)),
+                                           image_size=96) for i in range(6)])
+  flat = np.full((4, 96, 96, 3), 128, dtype=np.uint8)
+  ours, stock = MTCNN(stages=mtcnn_stages.STAGES), MTCNN()
+  for batch in (np.concatenate([cartoons, flat]), flat):
+    batch = list(face_judge.working_size(batch))
+    assert (ours.detect_faces(batch, threshold_onet=0.0)
+            == stock.detect_faces(batch, threshold_onet=0.0))
+
+
+@pytest.mark.slow
+def test_judging_images_without_candidates_logs_no_tensorflow_failure():
+  # In a fresh process: TensorFlow logs only the first few such failures of a process.
+  code = ("import numpy as np; from evaluation import face_judge; "
+          "print(face_judge.FaceJudge().judge(np.full((4, 96, 96, 3), 128, np.uint8)).detection)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "[0. 0. 0. 0.]"
+  assert "Local rendezvous is aborting" not in result.stderr, result.stderr[-2000:]
