@@ -164,6 +164,9 @@ def tradeoff(records, ae, study_kl_factor):
                  label=f"the study's factor {study_kl_factor:g}")
     if x and min(x) > 0:
       axis.set_xscale("log")
+      axis.minorticks_off()  # Ticks at the swept factors only, labelled as plain numbers.
+      axis.set_xticks(x, [f"{v:g}" for v in x])
+    axis.margins(x=0.08)  # Keeps the end points (and the study's line) off the frame.
     axis.set_xlabel("kl_factor")
     axis.set_ylabel(ylabel)
     axis.legend(fontsize=8)

@@ -241,7 +241,8 @@ def _restore(model, backup, strategy, multi_worker, run):
   """Loads the last backup into `model` (the chief's, on every worker); its epoch (0: none)."""
   # Outside the scope: Keras' loading makes throwaway variables, which under the multi-worker
   # scope would be collective broadcasts that only the chief runs.
-  if multi_worker and not devices.cluster_task().is_chief:
+  follower = multi_worker and not devices.cluster_task().is_chief
+  if follower:
     initial_epoch = 0  # This worker's own backup is not read: the chief's state arrives below.
   else:
     initial_epoch = backup.restore(model)
@@ -253,7 +254,8 @@ def _restore(model, backup, strategy, multi_worker, run):
       devices.copy_variables_from_chief(strategy, model.variables + model.optimizer.variables)
   backup.restored_epoch = initial_epoch
   if initial_epoch:
-    logging.info("%s: resuming from its last backup, after epoch %d", run.root, initial_epoch)
+    logging.info("%s: resuming from %s last backup, after epoch %d", run.root,
+                 "the chief's" if follower else "its", initial_epoch)
   return initial_epoch
 
 

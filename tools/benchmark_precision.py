@@ -1,4 +1,4 @@
-"""Benchmarks mixed precision: float32 vs bf16 training speed and test-split quality.
+r"""Benchmarks mixed precision: float32 vs bf16 training speed and test-split quality.
 
     python -m tools.benchmark_precision --data_dir=/data/celeba96 \
         --output_json=docs/benchmarks/precision.json

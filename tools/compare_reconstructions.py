@@ -1,4 +1,4 @@
-"""Compares how well models (e.g. an AE and a VAE) reconstruct the same images.
+r"""Compares how well models (e.g. an AE and a VAE) reconstruct the same images.
 
     python -m tools.compare_reconstructions --model_dirs=AE_RUN,VAE_RUN --data_dir=DATA \
         --output_dir=REC [--image=me.jpg] [--sharpen=1,7]

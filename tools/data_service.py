@@ -1,4 +1,4 @@
-"""Runs a tf.data service dispatcher or worker, until Ctrl-C.
+r"""Runs a tf.data service dispatcher or worker, until Ctrl-C.
 
     python -m tools.data_service --role=dispatcher --port=5050
     python -m tools.data_service --role=worker --port=5051 --dispatcher_address=datahost:5050 \

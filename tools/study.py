@@ -1,4 +1,4 @@
-"""The study trained to convergence: the demo's chain over seeds, and the KL-factor sweep.
+r"""The study trained to convergence: the demo's chain over seeds, and the KL-factor sweep.
 
     python -m tools.study --celeba_dir /data/celeba --workspace ws_study \
         --seeds 0,1 --kl_factors 0.5,1,2,5,10 --max_epochs 40 --patience 3
