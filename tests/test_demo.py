@@ -65,7 +65,7 @@ def test_prefix_runs_then_is_reused_then_reruns_downstream_of_a_change(tmp_path,
 
   # A changed input reruns its step and those downstream.
   changed = demo.run_all(_settings(workspace, 80), sys.executable,
-                               stop_after="prepare_data")
+                         stop_after="prepare_data")
   assert [r.status for r in changed] == ["ran", "ran"]
   assert "--overwrite" in capfd.readouterr().out  # Replacing earlier outputs needs the flag.
   assert sum(s["num_examples"] for s in _manifest(workspace)["splits"].values()) == 80

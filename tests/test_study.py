@@ -131,7 +131,7 @@ def test_a_tiny_study_under_a_spent_budget_then_its_rerun(study_data_dir, tmp_pa
     assert record["fd_face"]["value"] >= 0 and 0 < record["val_kl_share"] < 1
   assert report["ae_gmm"]["psnr"] > 0 and report["ae_gmm"]["face_score"]["mean"] >= 0
   assert set(report["tradeoff"]) == {"face_threshold", "factors_making_faces",
-                                    "smallest_factor_making_faces", "best_psnr_making_faces"}
+                                     "smallest_factor_making_faces", "best_psnr_making_faces"}
   text = open(os.path.join(plan.workspace, "study.md"), encoding="utf-8").read()
   assert "NOT every model converged" in text and "Time budget 0 min, spent." in text
   assert "| 5 (the study's) | 1 (time budget) |" in text and "| AE + fitted GMM |" in text

@@ -72,7 +72,7 @@ def main(argv):
   # into the same folders. Each step's tool locks its own output folder inside it as well.
   with locking.output_dir(settings.workspace, "demo", "--workspace"):
     results = demo.run_all(settings, python=sys.executable, force=FLAGS.force,
-                                 stop_after=FLAGS.stop_after)
+                           stop_after=FLAGS.stop_after)
     report_path = demo.write_report(settings, results)
   print(f"demo complete: {report_path}")
 

@@ -63,15 +63,21 @@ flags.register_multi_flags_validator(
     "download)")
 
 
-def _numbers(name, values, kind):
-  try:
-    parsed = [kind(v) for v in values]
-  except ValueError:
-    raise _cli.FlagError(f"--{name} must be a list of numbers, got {','.join(values)}") from None
-  if not parsed or len(set(parsed)) != len(parsed) or min(parsed) < 0:
-    raise _cli.FlagError(f"--{name} must list distinct non-negative numbers, got "
-                         f"{','.join(values)}")
-  return parsed
+def _distinct_numbers(kind):
+  """A validator: the list parses as `kind` values, distinct and non-negative."""
+  def check(values):
+    try:
+      parsed = [kind(v) for v in values]
+    except ValueError:
+      return False
+    return bool(parsed) and len(set(parsed)) == len(parsed) and min(parsed) >= 0
+  return check
+
+
+flags.register_validator("seeds", _distinct_numbers(int), message="--seeds must be a list of "
+                         "numbers, distinct non-negative integers such as 0,1")
+flags.register_validator("kl_factors", _distinct_numbers(float), message="--kl_factors must be "
+                         "a list of numbers, distinct and non-negative such as 1,5,20")
 
 
 def main(argv):
@@ -85,8 +91,8 @@ def main(argv):
       data_dir=os.path.abspath(FLAGS.data_dir) if FLAGS.data_dir else None,
       num_images=FLAGS.num_images, image_size=FLAGS.image_size,
       max_epochs=FLAGS.max_epochs, patience=FLAGS.patience, min_delta=FLAGS.min_delta,
-      seeds=tuple(_numbers("seeds", FLAGS.seeds, int)),
-      kl_factors=tuple(_numbers("kl_factors", FLAGS.kl_factors, float)),
+      seeds=tuple(int(seed) for seed in FLAGS.seeds),
+      kl_factors=tuple(float(factor) for factor in FLAGS.kl_factors),
       batch_size=FLAGS.batch_size, time_budget_minutes=FLAGS.time_budget_minutes,
       metric_images=FLAGS.num_metric_images, min_epochs=FLAGS.min_epochs)
   deadline = (None if plan.time_budget_minutes is None
@@ -95,7 +101,7 @@ def main(argv):
     results = []
     for group in study.step_groups(plan, deadline):
       results += demo.run_steps(group, workspace, sys.executable, force=FLAGS.force,
-                                      tool="study")
+                                tool="study")
     path = study.write(plan, results, deadline)
   print(f"study complete: {path}")
 
