@@ -87,13 +87,22 @@ def traced(method):
   """A model method (encode, decode, ...) as a traced tf.function that returns NumPy.
 
   Calling a Keras model eagerly batch by batch costs about twice the time of the traced graph
-  on a CPU; evaluation tools call their models through this. Tuples stay tuples.
+  on a CPU; evaluation tools call their models through this. Traced once, at the first call,
+  for every batch size; later inputs must have the first one's dtype and per-item shape.
+  Tuples stay tuples.
   """
   # Local: a z-points report (analyze_latents) loads no TensorFlow (docs/ARCHITECTURE.md, Imports).
   import tensorflow as tf
-  function = tf.function(method, reduce_retracing=True)
+  function = None
 
   def call(inputs):
+    nonlocal function
+    inputs = tf.convert_to_tensor(inputs)
+    if function is None:
+      # One trace: TensorFlow counts retracings per Python function, here one method shared
+      # by every model compared, and warned of "excessive retracing" at three models.
+      spec = tf.TensorSpec([None, *inputs.shape[1:]], inputs.dtype)
+      function = tf.function(method, input_signature=[spec])
     return tf.nest.map_structure(lambda tensor: tensor.numpy(), function(inputs))
   return call
 

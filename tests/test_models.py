@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from evaluation import encoding
 from modeling import config as config_lib
 from modeling import losses
 from modeling import networks
@@ -393,3 +394,13 @@ def test_epoch_means_ignore_the_end_of_data_step():
   got = model.evaluate(unknown, verbose=0, return_dict=True)
   assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
   assert float(model.loss_tracker.count) == 24
+
+
+def test_traced_methods_of_several_models_trace_once_each(caplog):
+  config = config_lib.resolve_config("ae_z256", TINY)
+  decoders = [encoding.traced(training.build_model(config).decode) for _ in range(4)]
+  with caplog.at_level("WARNING", logger="tensorflow"):
+    for decode in decoders:
+      for batch in (5, 3, 5, 1):
+        assert decode(np.zeros((batch, 4), np.float32)).shape == (batch, 16, 16, 3)
+  assert "retracing" not in caplog.text
