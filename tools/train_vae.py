@@ -12,6 +12,7 @@ rerunning the same command after an interruption resumes from the last backup, a
 
 from absl import flags
 
+from data_pipeline.manifest import read_manifest
 from tools import _cli
 from tools import flags_data
 from tools import flags_eval
@@ -28,6 +29,7 @@ flags.adopt_module_key_flags(flags_eval)
 
 def main(argv):
   del argv  # Unused; _cli rejects positional arguments.
+  read_manifest(FLAGS.data_dir)  # A wrong --data_dir is named before TensorFlow loads.
   # Loads TensorFlow: imported once the flags are good (docs/ARCHITECTURE.md, Imports).
   from tools import train_common  # pylint: disable=g-import-not-at-top
   train_common.run_training("vae")
