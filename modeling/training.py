@@ -353,7 +353,6 @@ def train(model_config, train_config, train_ds, val_ds, model_dir, preview_image
     ModelError: a config problem, a foreign run dir, or divergence (NaN/Inf loss; the last
       good state stays in backup/ and the .keras files are not written).
   """
-
   train_config, run = _prepare_run(model_config, train_config, model_dir, extra_config)
   strategy = devices.make_strategy(train_config.strategy)
   multi_worker = devices.is_multi_worker(strategy)

@@ -155,6 +155,10 @@ def test_study_flag_errors_are_one_line(tmp_path):
   assert_clean_error(run_main("study", f"--workspace={tmp_path}/ws", f"--data_dir={tmp_path}",
                               "--kl_factors=1,x"), "--kl_factors must be a list of numbers",
                      code=2)
+  for bad in ("--kl_factors=1,-5", "--kl_factors=5,5", "--seeds=0,0", "--seeds=1.5"):
+    name = bad[2:].split("=")[0]
+    assert_clean_error(run_main("study", f"--workspace={tmp_path}/ws", f"--data_dir={tmp_path}",
+                                bad), f"--{name} must be a list of numbers", code=2)
   assert_clean_error(run_main("study", f"--workspace={tmp_path}/ws",
                               f"--data_dir={tmp_path}/none"), "does not exist", code=2)
   assert not os.path.exists(tmp_path / "ws")
